@@ -1,0 +1,237 @@
+//! The CloudEvents 1.0 envelope, in Kafka binary mode (attributes in `ce_*` headers, JSON
+//! payload) and structured JSON mode (HTTP).
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Header names of the binary content mode and the trace context.
+pub mod headers {
+    /// CloudEvents `id`.
+    pub const ID: &str = "ce_id";
+    /// CloudEvents `source`.
+    pub const SOURCE: &str = "ce_source";
+    /// CloudEvents `type`.
+    pub const TYPE: &str = "ce_type";
+    /// CloudEvents `time` (RFC 3339).
+    pub const TIME: &str = "ce_time";
+    /// CloudEvents `subject`.
+    pub const SUBJECT: &str = "ce_subject";
+    /// CloudEvents `specversion`.
+    pub const SPECVERSION: &str = "ce_specversion";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Machine-readable reason a record was dead-lettered.
+    pub const DLQ_REASON: &str = "tally_dlq_reason";
+    /// Human-readable detail of the dead-letter reason.
+    pub const DLQ_DETAIL: &str = "tally_dlq_detail";
+    /// Content type of the payload.
+    pub const CONTENT_TYPE: &str = "content-type";
+}
+
+/// Why bytes or headers do not form a valid event envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// A required attribute is absent.
+    #[error("missing CloudEvents attribute `{0}`")]
+    MissingAttribute(&'static str),
+    /// An attribute is present but empty or malformed.
+    #[error("CloudEvents attribute `{attribute}` is invalid: {reason}")]
+    InvalidAttribute {
+        /// The attribute name.
+        attribute: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The payload is not JSON.
+    #[error("payload is not valid JSON: {0}")]
+    Payload(String),
+}
+
+/// The idempotency key of an event: its `source` and `id` together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EventKey {
+    /// CloudEvents `source`.
+    pub source: String,
+    /// CloudEvents `id`.
+    pub id: String,
+}
+
+/// A CloudEvents 1.0 event with a JSON payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// Always `1.0`.
+    #[serde(default = "spec_version")]
+    pub specversion: String,
+    /// Unique per source; with `source` it is the idempotency key.
+    pub id: String,
+    /// Who produced the event, e.g. `/wms/eu-1` or `/storefront`.
+    pub source: String,
+    /// Event type, e.g. `stock.snapshot`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// When the event happened at its source.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub time: OffsetDateTime,
+    /// The entity the event is about (the SKU for inventory events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Always `application/json` when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacontenttype: Option<String>,
+    /// W3C trace context carried with the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The event payload.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+fn spec_version() -> String {
+    "1.0".to_owned()
+}
+
+impl Envelope {
+    /// A new event with a fresh UUID id, stamped now.
+    pub fn new(source: impl Into<String>, ty: impl Into<String>, data: serde_json::Value) -> Self {
+        Self {
+            specversion: spec_version(),
+            id: uuid::Uuid::new_v4().to_string(),
+            source: source.into(),
+            ty: ty.into(),
+            time: OffsetDateTime::now_utc(),
+            subject: None,
+            datacontenttype: None,
+            traceparent: None,
+            data,
+        }
+    }
+
+    /// The idempotency key.
+    pub fn key(&self) -> EventKey {
+        EventKey { source: self.source.clone(), id: self.id.clone() }
+    }
+
+    /// Event time in Unix milliseconds.
+    pub fn time_ms(&self) -> i64 {
+        (self.time.unix_timestamp_nanos() / 1_000_000) as i64
+    }
+
+    /// Checks the attributes a structured-mode event must carry.
+    pub fn validate(&self) -> Result<(), EnvelopeError> {
+        if self.specversion != "1.0" {
+            return Err(EnvelopeError::InvalidAttribute {
+                attribute: "specversion",
+                reason: format!("expected \"1.0\", got {:?}", self.specversion),
+            });
+        }
+        for (attribute, value) in [("id", &self.id), ("source", &self.source), ("type", &self.ty)] {
+            if value.trim().is_empty() {
+                return Err(EnvelopeError::InvalidAttribute { attribute, reason: "must not be empty".into() });
+            }
+        }
+        if let Some(ct) = &self.datacontenttype
+            && !ct.starts_with("application/json")
+        {
+            return Err(EnvelopeError::InvalidAttribute {
+                attribute: "datacontenttype",
+                reason: format!("only application/json is supported, got {ct:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Binary content mode: attributes as headers, `data` as the JSON payload.
+    pub fn to_binary(&self) -> (Vec<(String, String)>, Vec<u8>) {
+        let mut h = vec![
+            (headers::SPECVERSION.to_owned(), self.specversion.clone()),
+            (headers::ID.to_owned(), self.id.clone()),
+            (headers::SOURCE.to_owned(), self.source.clone()),
+            (headers::TYPE.to_owned(), self.ty.clone()),
+            (headers::TIME.to_owned(), format_time(self.time)),
+            (headers::CONTENT_TYPE.to_owned(), "application/json".to_owned()),
+        ];
+        if let Some(subject) = &self.subject {
+            h.push((headers::SUBJECT.to_owned(), subject.clone()));
+        }
+        if let Some(tp) = &self.traceparent {
+            h.push((headers::TRACEPARENT.to_owned(), tp.clone()));
+        }
+        // Serialising a `serde_json::Value` cannot fail.
+        let payload = serde_json::to_vec(&self.data).unwrap_or_default();
+        (h, payload)
+    }
+
+    /// Parses a binary-mode record back into an event.
+    pub fn from_binary(h: &[(String, String)], payload: &[u8]) -> Result<Self, EnvelopeError> {
+        let get = |name: &str| h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let required = |name: &'static str, attr: &'static str| {
+            get(name).filter(|v| !v.is_empty()).map(str::to_owned).ok_or(EnvelopeError::MissingAttribute(attr))
+        };
+        let id = required(headers::ID, "id")?;
+        let source = required(headers::SOURCE, "source")?;
+        let ty = required(headers::TYPE, "type")?;
+        let time_raw = required(headers::TIME, "time")?;
+        let time = OffsetDateTime::parse(&time_raw, &time::format_description::well_known::Rfc3339).map_err(|e| {
+            EnvelopeError::InvalidAttribute { attribute: "time", reason: format!("{time_raw:?} is not RFC 3339: {e}") }
+        })?;
+        let data = serde_json::from_slice(payload).map_err(|e| EnvelopeError::Payload(e.to_string()))?;
+        Ok(Self {
+            specversion: get(headers::SPECVERSION).unwrap_or("1.0").to_owned(),
+            id,
+            source,
+            ty,
+            time,
+            subject: get(headers::SUBJECT).map(str::to_owned),
+            datacontenttype: None,
+            traceparent: get(headers::TRACEPARENT).map(str::to_owned),
+            data,
+        })
+    }
+}
+
+/// RFC 3339 text of a timestamp.
+pub fn format_time(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_mode_round_trips_every_attribute() {
+        let mut ev = Envelope::new("/wms", "stock.snapshot", serde_json::json!({"sku": "A"}));
+        ev.subject = Some("A".into());
+        ev.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        let (h, p) = ev.to_binary();
+        let back = Envelope::from_binary(&h, &p).expect("round trip");
+        assert_eq!(back.id, ev.id);
+        assert_eq!(back.time_ms(), ev.time_ms());
+        assert_eq!(back.subject, ev.subject);
+        assert_eq!(back.traceparent, ev.traceparent);
+        assert_eq!(back.data, ev.data);
+    }
+
+    #[test]
+    fn binary_mode_names_the_missing_attribute() {
+        let err = Envelope::from_binary(&[("ce_id".into(), "1".into())], b"{}").expect_err("no source");
+        assert_eq!(err, EnvelopeError::MissingAttribute("source"));
+        let h: Vec<(String, String)> = [("ce_id", "1"), ("ce_source", "s"), ("ce_type", "t"), ("ce_time", "yesterday")]
+            .iter()
+            .map(|(a, b)| ((*a).into(), (*b).into()))
+            .collect();
+        let err = Envelope::from_binary(&h, b"{}").expect_err("bad time");
+        assert!(err.to_string().contains("not RFC 3339"));
+    }
+
+    #[test]
+    fn structured_mode_rejects_unknown_attributes_and_wrong_spec_versions() {
+        let raw = r#"{"specversion":"1.0","id":"1","source":"s","type":"t","time":"2026-01-01T00:00:00Z","data":{},"bogus":1}"#;
+        assert!(serde_json::from_str::<Envelope>(raw).is_err());
+        let raw = r#"{"specversion":"0.3","id":"1","source":"s","type":"t","time":"2026-01-01T00:00:00Z","data":{}}"#;
+        let ev: Envelope = serde_json::from_str(raw).expect("parses");
+        assert!(ev.validate().is_err());
+    }
+}

@@ -1,0 +1,298 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::channel::ChannelRule;
+use crate::event::{ReservationCommitted, ReservationReleased};
+
+fn sku() -> Sku {
+    Sku::parse("SKU-1").expect("valid")
+}
+fn loc(s: &str) -> LocationId {
+    LocationId::parse(s).expect("valid")
+}
+fn ch(s: &str) -> ChannelId {
+    ChannelId::parse(s).expect("valid")
+}
+fn rules() -> ChannelRules {
+    ChannelRules::new([
+        ChannelRule::everything(ch("storefront")),
+        ChannelRule { id: ch("partner:ozon"), locations: vec![loc("wh-1")], share_percent: 50, cap: None, buffer: 1 },
+    ])
+}
+fn meta(id: &str) -> EventMeta<'_> {
+    EventMeta { source: "/test", id, time_ms: 1 }
+}
+fn snapshot(location: &str, on_hand: i64, v: u64) -> InventoryEvent {
+    InventoryEvent::Snapshot(StockSnapshot {
+        sku: sku(),
+        location: loc(location),
+        on_hand,
+        source_version: v,
+        safety_stock: None,
+        shipped_orders: vec![],
+    })
+}
+fn adjust(location: &str, delta: i64, v: Option<u64>) -> InventoryEvent {
+    InventoryEvent::Adjusted(StockAdjusted {
+        sku: sku(),
+        location: loc(location),
+        delta,
+        reason: if delta > 0 { AdjustReason::Receipt } else { AdjustReason::Damage },
+        source_version: v,
+        reference: None,
+        change_from_quantity: None,
+    })
+}
+fn reserve(id: &str, channel: &str, location: Option<&str>, qty: i64, order: Option<&str>) -> InventoryEvent {
+    InventoryEvent::ReservationRequested(ReservationRequested {
+        reservation_id: id.into(),
+        sku: sku(),
+        channel: ch(channel),
+        location: location.map(loc),
+        quantity: qty,
+        order_id: order.map(Into::into),
+        expires_at: None,
+    })
+}
+fn ship(location: &str, qty: i64, order: &str, v: Option<u64>) -> InventoryEvent {
+    InventoryEvent::Adjusted(StockAdjusted {
+        sku: sku(),
+        location: loc(location),
+        delta: -qty,
+        reason: AdjustReason::Shipment,
+        source_version: v,
+        reference: Some(order.into()),
+        change_from_quantity: None,
+    })
+}
+fn commit(id: &str) -> InventoryEvent {
+    InventoryEvent::ReservationCommitted(ReservationCommitted { reservation_id: id.into(), sku: sku(), order_id: None })
+}
+
+#[test]
+fn reservation_that_would_make_available_negative_is_rejected() {
+    let mut s = SkuState::new(sku());
+    let r = rules();
+    s.apply(&snapshot("wh-1", 5, 1), meta("1"), &r);
+    let ok = s.apply(&reserve("r1", "storefront", Some("wh-1"), 4, None), meta("2"), &r);
+    assert_eq!(ok.outcome, Outcome::ReservationAccepted { location: loc("wh-1") });
+    let no = s.apply(&reserve("r2", "storefront", Some("wh-1"), 2, None), meta("3"), &r);
+    assert!(matches!(&no.outcome, Outcome::ReservationRejected { reason, .. } if reason == "insufficient_stock"));
+    assert_eq!(s.available_at(&loc("wh-1")), 1);
+}
+
+#[test]
+fn partner_cannot_reserve_beyond_its_share() {
+    let mut s = SkuState::new(sku());
+    let r = rules();
+    s.apply(&snapshot("wh-1", 10, 1), meta("1"), &r);
+    // 50 % of 10 minus a buffer of 1 = 4.
+    assert_eq!(s.available_to_sell(&r, &ch("partner:ozon")), Some(4));
+    let no = s.apply(&reserve("r1", "partner:ozon", None, 5, None), meta("2"), &r);
+    assert!(matches!(no.outcome, Outcome::ReservationRejected { .. }));
+    let ok = s.apply(&reserve("r2", "partner:ozon", None, 4, None), meta("3"), &r);
+    assert!(matches!(ok.outcome, Outcome::ReservationAccepted { .. }));
+}
+
+#[test]
+fn committed_reservation_is_deducted_once_when_the_warehouse_confirms_by_shipment() {
+    let mut s = SkuState::new(sku());
+    let r = rules();
+    s.apply(&snapshot("wh-1", 10, 1), meta("1"), &r);
+    s.apply(&reserve("r1", "storefront", Some("wh-1"), 3, Some("o-1")), meta("2"), &r);
+    s.apply(&commit("r1"), meta("3"), &r);
+    assert_eq!(s.available_at(&loc("wh-1")), 7, "shipped but unconfirmed still deducted");
+    s.apply(&ship("wh-1", 3, "o-1", Some(2)), meta("4"), &r);
+    assert_eq!(s.locations[&loc("wh-1")].on_hand, 7);
+    assert_eq!(s.available_at(&loc("wh-1")), 7, "confirmation does not deduct again");
+    assert!(s.reservations.is_empty());
+}
+
+#[test]
+fn snapshot_listing_the_order_confirms_the_committed_reservation() {
+    let mut s = SkuState::new(sku());
+    let r = rules();
+    s.apply(&snapshot("wh-1", 10, 1), meta("1"), &r);
+    s.apply(&reserve("r1", "storefront", Some("wh-1"), 3, Some("o-1")), meta("2"), &r);
+    s.apply(&commit("r1"), meta("3"), &r);
+    let mut snap = snapshot("wh-1", 7, 2);
+    if let InventoryEvent::Snapshot(ref mut inner) = snap {
+        inner.shipped_orders = vec!["o-1".into()];
+    }
+    s.apply(&snap, meta("4"), &r);
+    assert_eq!(s.available_at(&loc("wh-1")), 7);
+    assert!(s.reservations.is_empty());
+    // A late commit or duplicate request for the closed reservation does nothing.
+    assert!(matches!(s.apply(&commit("r1"), meta("5"), &r).outcome, Outcome::Ignored { .. }));
+    let again = s.apply(&reserve("r1", "storefront", Some("wh-1"), 3, Some("o-1")), meta("6"), &r);
+    assert!(matches!(again.outcome, Outcome::ReservationRejected { ref reason, .. } if reason == "reservation_closed"));
+}
+
+#[test]
+fn shipment_before_commit_still_counts_once() {
+    let mut s = SkuState::new(sku());
+    let r = rules();
+    s.apply(&snapshot("wh-1", 10, 1), meta("1"), &r);
+    s.apply(&reserve("r1", "storefront", Some("wh-1"), 3, Some("o-1")), meta("2"), &r);
+    s.apply(&ship("wh-1", 3, "o-1", Some(2)), meta("3"), &r);
+    s.apply(&commit("r1"), meta("4"), &r);
+    assert_eq!(s.available_at(&loc("wh-1")), 7);
+}
+
+#[test]
+fn compare_and_set_adjustment_rejects_a_stale_expectation() {
+    let mut s = SkuState::new(sku());
+    let r = rules();
+    s.apply(&snapshot("wh-1", 10, 1), meta("1"), &r);
+    let mut cas = adjust("wh-1", 5, None);
+    if let InventoryEvent::Adjusted(ref mut a) = cas {
+        a.change_from_quantity = Some(9);
+    }
+    let res = s.apply(&cas, meta("2"), &r);
+    assert_eq!(res.outcome, Outcome::CasMismatch { expected: 9, actual: 10 });
+    assert_eq!(s.locations[&loc("wh-1")].on_hand, 10);
+}
+
+#[test]
+fn channel_report_measures_the_delta_against_the_truth() {
+    let mut s = SkuState::new(sku());
+    let r = rules();
+    s.apply(&snapshot("wh-1", 10, 1), meta("1"), &r);
+    let report = InventoryEvent::ChannelReported(crate::event::ChannelReported {
+        sku: sku(),
+        channel: ch("storefront"),
+        shown: 12,
+    });
+    assert_eq!(s.apply(&report, meta("2"), &r).outcome, Outcome::Reconciled { delta: 2 });
+}
+
+#[test]
+fn releasing_returns_the_stock_and_expiry_is_detected() {
+    let mut s = SkuState::new(sku());
+    let r = rules();
+    s.apply(&snapshot("wh-1", 10, 1), meta("1"), &r);
+    let mut ev = reserve("r1", "storefront", None, 4, None);
+    if let InventoryEvent::ReservationRequested(ref mut rr) = ev {
+        rr.expires_at = Some(time::OffsetDateTime::from_unix_timestamp(100).expect("valid"));
+    }
+    s.apply(&ev, meta("2"), &r);
+    assert_eq!(s.expired_reservations(99_999).count(), 0);
+    assert_eq!(s.expired_reservations(100_000).count(), 1);
+    let rel = InventoryEvent::ReservationReleased(ReservationReleased {
+        reservation_id: "r1".into(),
+        sku: sku(),
+        reason: Some("expired".into()),
+    });
+    s.apply(&rel, meta("3"), &r);
+    assert_eq!(s.available_at(&loc("wh-1")), 10);
+}
+
+// ---- properties -----------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum StockOp {
+    Snapshot { location: usize, on_hand: i64, version: u64 },
+    Adjust { location: usize, delta: i64, version: Option<u64> },
+}
+
+fn stock_op() -> impl Strategy<Value = StockOp> {
+    prop_oneof![
+        (0..2usize, 0..100i64, 1..20u64).prop_map(|(location, on_hand, version)| StockOp::Snapshot {
+            location,
+            on_hand,
+            version
+        }),
+        (0..2usize, prop_oneof![-10..0i64, 1..10i64], proptest::option::of(1..20u64))
+            .prop_map(|(location, delta, version)| StockOp::Adjust { location, delta, version }),
+    ]
+}
+
+const LOCS: [&str; 2] = ["wh-1", "wh-2"];
+
+fn to_event(op: &StockOp) -> InventoryEvent {
+    match op {
+        StockOp::Snapshot { location, on_hand, version } => snapshot(LOCS[*location], *on_hand, *version),
+        StockOp::Adjust { location, delta, version } => adjust(LOCS[*location], *delta, *version),
+    }
+}
+
+proptest! {
+    /// Snapshots and versioned adjustments compose to the same on_hand in any arrival order:
+    /// N of the newest snapshot plus every adjustment newer than it.
+    #[test]
+    fn any_arrival_order_of_versioned_stock_events_gives_the_oracle(
+        ops in proptest::collection::vec(stock_op(), 1..40),
+        seed in any::<u64>(),
+    ) {
+        // Distinct snapshot versions per location: the WMS never reuses a sequence number.
+        let mut seen = std::collections::HashSet::new();
+        let ops: Vec<StockOp> = ops.into_iter().filter(|op| match op {
+            StockOp::Snapshot { location, version, .. } => seen.insert((*location, *version)),
+            // Unversioned adjustments are order-dependent by definition (the next snapshot
+            // covers them), so this property uses versioned ones only.
+            StockOp::Adjust { version, .. } => version.is_some(),
+        }).collect();
+        let mut shuffled = ops.clone();
+        let mut rng = seed;
+        for i in (1..shuffled.len()).rev() {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (rng >> 33) as usize % (i + 1));
+        }
+        let r = rules();
+        let mut state = SkuState::new(sku());
+        for (i, op) in shuffled.iter().enumerate() {
+            state.apply(&to_event(op), meta(&i.to_string()), &r);
+        }
+        for (li, name) in LOCS.iter().enumerate() {
+            let newest = ops.iter().filter_map(|op| match op {
+                StockOp::Snapshot { location, on_hand, version } if *location == li => Some((*version, *on_hand)),
+                _ => None,
+            }).max();
+            let (vmax, base) = newest.unwrap_or((0, 0));
+            let adjustments: i64 = ops.iter().filter_map(|op| match op {
+                StockOp::Adjust { location, delta, version: Some(v) } if *location == li && *v > vmax => Some(*delta),
+                _ => None,
+            }).sum();
+            let got = state.locations.get(&loc(name)).map_or(0, |s| s.on_hand);
+            prop_assert_eq!(got, base + adjustments, "location {}", name);
+        }
+    }
+
+    /// No sequence of stock changes, reservations, releases and commits lets an accepted
+    /// reservation drive available below zero, and the version never goes backwards.
+    #[test]
+    fn reservations_never_oversell_and_versions_are_monotonic(
+        steps in proptest::collection::vec((0..6u8, 0..2usize, 1..8i64, 0..12usize), 1..80),
+    ) {
+        let r = rules();
+        let mut s = SkuState::new(sku());
+        s.apply(&snapshot("wh-1", 10, 1), meta("s1"), &r);
+        s.apply(&snapshot("wh-2", 5, 1), meta("s2"), &r);
+        let mut version = s.version;
+        let mut snapshot_version = 1;
+        for (i, (kind, li, qty, rid)) in steps.into_iter().enumerate() {
+            let id = format!("e{i}");
+            let rid = format!("r{rid}");
+            let channel = if li == 0 { "storefront" } else { "partner:ozon" };
+            let ev = match kind {
+                0 | 1 => reserve(&rid, channel, None, qty, Some(&format!("o-{rid}"))),
+                2 => InventoryEvent::ReservationReleased(ReservationReleased { reservation_id: rid, sku: sku(), reason: None }),
+                3 => commit(&rid),
+                4 => { snapshot_version += 1; snapshot(LOCS[li], qty * 2, snapshot_version) }
+                _ => ship(LOCS[li], qty, &format!("o-{rid}"), None),
+            };
+            let res = s.apply(&ev, meta(&id), &r);
+            // A new hold (not a retry of an existing one, and not a warehouse correction, which
+            // may legitimately lower stock below what is reserved) never overdraws.
+            if let (Outcome::ReservationAccepted { location }, true) = (&res.outcome, res.changed) {
+                prop_assert!(s.available_at(location) >= 0, "oversold at {} after {:?}", location, ev);
+                for c in r.iter() {
+                    prop_assert!(s.available_to_sell(&r, &c.id).unwrap_or(0) >= 0);
+                }
+            }
+            prop_assert!(s.version >= version, "version went backwards");
+            prop_assert_eq!(s.version > version, res.changed);
+            version = s.version;
+        }
+    }
+}
