@@ -1,1 +1,125 @@
-//! placeholder
+//! The event bus: a small trait that Kafka (partitions, offsets, consumer groups, rebalances)
+//! and the embedded durable log both implement, so domain workers never see which one runs.
+//!
+//! Contract every implementation keeps (checked by the conformance tests):
+//! - records with the same key land on the same partition, in publish order;
+//! - `publish` returns only once the records are durable;
+//! - a partition reader yields records in offset order, from the position it was seeked to;
+//! - `commit` records a consumer group's position; nothing is committed implicitly.
+
+use std::future::Future;
+
+pub mod conformance;
+pub mod embedded;
+
+pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
+
+/// A record to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Partition key (the SKU for inventory topics).
+    pub key: String,
+    /// Headers (CloudEvents binary-mode attributes, trace context, DLQ reason).
+    pub headers: Vec<(String, String)>,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+}
+
+/// A consumed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Topic.
+    pub topic: String,
+    /// Partition within the topic.
+    pub partition: u32,
+    /// Offset within the partition.
+    pub offset: u64,
+    /// Partition key.
+    pub key: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// When the bus accepted the record (Unix ms).
+    pub timestamp_ms: i64,
+}
+
+impl Record {
+    /// The value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Errors a bus operation can end with.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The backend failed (I/O, broker); the operation may be retried.
+    #[error("bus backend failed: {0}")]
+    Backend(String),
+    /// The bus was shut down.
+    #[error("bus is closed")]
+    Closed,
+    /// A topic was used with an incompatible definition.
+    #[error("topic {topic}: {reason}")]
+    Topic {
+        /// Topic name.
+        topic: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A change of the partitions assigned to a consumer.
+#[derive(Debug)]
+pub enum Assignment<P> {
+    /// These partitions are now ours: spawn one ordered worker each.
+    Assigned(Vec<P>),
+    /// These partitions are being taken away: drain and commit their workers first.
+    Revoked(Vec<u32>),
+}
+
+/// A bus backend.
+pub trait Bus: Clone + Send + Sync + 'static {
+    /// The consumer-group member type.
+    type Consumer: Consumer;
+
+    /// Creates a topic with `partitions` partitions if it does not exist.
+    fn create_topic(&self, topic: &str, partitions: u32) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Appends records, each to the partition its key maps to. Returns once durable.
+    fn publish(&self, topic: &str, records: Vec<OutRecord>) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Joins consumer group `group` on `topic`.
+    fn subscribe(&self, group: &str, topic: &str) -> impl Future<Output = Result<Self::Consumer, BusError>> + Send;
+
+    /// Checks the backend answers (for `/readyz`).
+    fn ping(&self) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+/// A consumer-group member: reports partition assignments as they change.
+pub trait Consumer: Send + 'static {
+    /// The per-partition reader type.
+    type Partition: PartitionReader;
+
+    /// Waits for the next assignment change.
+    fn next_assignment(&mut self) -> impl Future<Output = Result<Assignment<Self::Partition>, BusError>> + Send;
+}
+
+/// Ordered access to one assigned partition.
+pub trait PartitionReader: Send + 'static {
+    /// Topic name.
+    fn topic(&self) -> &str;
+    /// Partition number.
+    fn partition(&self) -> u32;
+    /// The group's committed position (next offset to read), if any.
+    fn committed(&self) -> impl Future<Output = Result<Option<u64>, BusError>> + Send;
+    /// Moves the read position to `next_offset`.
+    fn seek(&mut self, next_offset: u64);
+    /// Waits until at least one record is available, then returns up to `max` in order.
+    fn poll(&mut self, max: usize) -> impl Future<Output = Result<Vec<Record>, BusError>> + Send;
+    /// Records the group's position: every record before `next_offset` is done.
+    fn commit(&mut self, next_offset: u64) -> impl Future<Output = Result<(), BusError>> + Send;
+    /// The offset the next published record will get (for lag = end − committed).
+    fn end_offset(&self) -> u64;
+}

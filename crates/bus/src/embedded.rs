@@ -1,0 +1,440 @@
+//! The embedded durable log: an append-only table in tally's SQLite file.
+//!
+//! One writer thread owns all appends and group-commits whatever is queued into a single
+//! transaction (so many small publishes cost one fsync), assigns offsets per partition and,
+//! after the commit, wakes the partition readers through a watch channel — readers never
+//! poll the database while idle.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+
+use tally_core::partition::partition_for_key;
+use tally_sqlite::rusqlite::{self, OptionalExtension, params};
+use tally_sqlite::{Durability, Pool, StatementCounter};
+use tokio::sync::{oneshot, watch};
+
+use crate::{Assignment, Bus, BusError, Consumer, OutRecord, PartitionReader, Record};
+
+/// Settings of the embedded log.
+#[derive(Debug, Clone)]
+pub struct EmbeddedLogOptions {
+    /// The SQLite file (shared with the embedded store).
+    pub path: PathBuf,
+    /// Partitions of a topic created implicitly by publishing to it.
+    pub default_partitions: u32,
+    /// fsync policy.
+    pub durability: Durability,
+}
+
+/// Handle to the embedded log; cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<mpsc::Sender<WriteCmd>>,
+    topics: RwLock<HashMap<String, Arc<TopicState>>>,
+    readers: Pool,
+    default_partitions: u32,
+    members: Mutex<HashMap<(String, String), ()>>,
+    statements: StatementCounter,
+}
+
+struct TopicState {
+    name: String,
+    /// Per partition: the offset the next appended record gets.
+    ends: Vec<watch::Sender<u64>>,
+}
+
+enum WriteCmd {
+    Append { topic: Arc<TopicState>, records: Vec<OutRecord>, reply: oneshot::Sender<Result<(), BusError>> },
+    Commit { group: String, topic: String, partition: u32, next: u64, reply: oneshot::Sender<Result<(), BusError>> },
+}
+
+fn backend(e: impl std::fmt::Display) -> BusError {
+    BusError::Backend(e.to_string())
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bus_topics (
+    name        TEXT PRIMARY KEY,
+    partitions  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bus_log (
+    topic       TEXT NOT NULL,
+    partition   INTEGER NOT NULL,
+    offset      INTEGER NOT NULL,
+    key         TEXT NOT NULL,
+    headers     TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    ts_ms       INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bus_offsets (
+    grp         TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    partition   INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+) WITHOUT ROWID;
+";
+
+impl EmbeddedLog {
+    /// Opens the log in the SQLite file, creating its tables, and starts the writer thread.
+    pub fn open(opts: EmbeddedLogOptions) -> Result<Self, BusError> {
+        let conn = tally_sqlite::open(&opts.path, opts.durability).map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        let mut topics = HashMap::new();
+        {
+            let mut ends: HashMap<(String, u32), u64> = HashMap::new();
+            let mut stmt = conn
+                .prepare("SELECT topic, partition, MAX(offset) + 1 FROM bus_log GROUP BY topic, partition")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, u32>(1)?), r.get::<_, u64>(2)?)))
+                .map_err(backend)?;
+            for row in rows {
+                let (k, v) = row.map_err(backend)?;
+                ends.insert(k, v);
+            }
+            let mut stmt = conn.prepare("SELECT name, partitions FROM bus_topics").map_err(backend)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))).map_err(backend)?;
+            for row in rows {
+                let (name, partitions) = row.map_err(backend)?;
+                let state = TopicState {
+                    ends: (0..partitions)
+                        .map(|p| watch::Sender::new(ends.get(&(name.clone(), p)).copied().unwrap_or(0)))
+                        .collect(),
+                    name: name.clone(),
+                };
+                topics.insert(name, Arc::new(state));
+            }
+        }
+        let statements = StatementCounter::default();
+        let (tx, rx) = mpsc::channel();
+        let writer_statements = statements.clone();
+        std::thread::Builder::new()
+            .name("tally-log-writer".into())
+            .spawn(move || writer_loop(conn, rx, writer_statements))
+            .map_err(backend)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(tx),
+                topics: RwLock::new(topics),
+                readers: Pool::new(&opts.path, opts.durability),
+                default_partitions: opts.default_partitions.max(1),
+                members: Mutex::new(HashMap::new()),
+                statements,
+            }),
+        })
+    }
+
+    /// Statements the log has executed (appends and commits), for benchmark accounting.
+    pub fn statements(&self) -> u64 {
+        self.inner.statements.get()
+    }
+
+    /// Number of partitions of a topic, if it exists.
+    pub fn partitions(&self, topic: &str) -> Option<u32> {
+        self.topic(topic).map(|t| t.ends.len() as u32)
+    }
+
+    fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
+        self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    async fn ensure_topic(&self, name: &str, partitions: u32) -> Result<Arc<TopicState>, BusError> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        let (owned, pool) = (name.to_owned(), self.inner.clone());
+        let actual = tokio::task::spawn_blocking(move || {
+            pool.readers.with(|c| {
+                c.execute(
+                    "INSERT INTO bus_topics (name, partitions) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![owned, partitions],
+                )?;
+                c.query_row("SELECT partitions FROM bus_topics WHERE name = ?1", [&owned], |r| r.get::<_, u32>(0))
+            })
+        })
+        .await
+        .map_err(backend)?
+        .map_err(backend)?;
+        let mut topics = self.inner.topics.write().unwrap_or_else(|p| p.into_inner());
+        let state = topics
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(TopicState { name: name.to_owned(), ends: (0..actual).map(|_| watch::Sender::new(0)).collect() })
+            })
+            .clone();
+        Ok(state)
+    }
+
+    async fn send(&self, make: impl FnOnce(oneshot::Sender<Result<(), BusError>>) -> WriteCmd) -> Result<(), BusError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).send(make(reply)).map_err(|_| BusError::Closed)?;
+        rx.await.map_err(|_| BusError::Closed)?
+    }
+}
+
+impl Bus for EmbeddedLog {
+    type Consumer = EmbeddedConsumer;
+
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), BusError> {
+        let state = self.ensure_topic(topic, partitions.max(1)).await?;
+        if state.ends.len() as u32 != partitions.max(1) {
+            return Err(BusError::Topic {
+                topic: topic.to_owned(),
+                reason: format!("exists with {} partitions, {partitions} requested", state.ends.len()),
+            });
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, records: Vec<OutRecord>) -> Result<(), BusError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let state = self.ensure_topic(topic, self.inner.default_partitions).await?;
+        self.send(|reply| WriteCmd::Append { topic: state, records, reply }).await
+    }
+
+    async fn subscribe(&self, group: &str, topic: &str) -> Result<EmbeddedConsumer, BusError> {
+        let state = self.ensure_topic(topic, self.inner.default_partitions).await?;
+        let key = (group.to_owned(), topic.to_owned());
+        let mut members = self.inner.members.lock().unwrap_or_else(|p| p.into_inner());
+        if members.contains_key(&key) {
+            // One process owns an embedded log, so a group has one member; scale out with Kafka.
+            return Err(BusError::Topic {
+                topic: topic.to_owned(),
+                reason: format!("group {group} already has a member in this process"),
+            });
+        }
+        members.insert(key.clone(), ());
+        Ok(EmbeddedConsumer { log: self.clone(), key, topic: state, assigned: false })
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.readers.with(|c| c.query_row("SELECT 1", [], |_| Ok(()))))
+            .await
+            .map_err(backend)?
+            .map_err(backend)
+    }
+}
+
+/// The single member of a consumer group on the embedded log: it is assigned every partition.
+pub struct EmbeddedConsumer {
+    log: EmbeddedLog,
+    key: (String, String),
+    topic: Arc<TopicState>,
+    assigned: bool,
+}
+
+impl Drop for EmbeddedConsumer {
+    fn drop(&mut self) {
+        self.log.inner.members.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+impl Consumer for EmbeddedConsumer {
+    type Partition = EmbeddedPartition;
+
+    async fn next_assignment(&mut self) -> Result<Assignment<EmbeddedPartition>, BusError> {
+        if self.assigned {
+            // No other member can join, so the assignment never changes.
+            std::future::pending::<()>().await;
+        }
+        self.assigned = true;
+        let partitions = (0..self.topic.ends.len() as u32)
+            .map(|p| EmbeddedPartition {
+                log: self.log.clone(),
+                group: self.key.0.clone(),
+                topic: self.topic.clone(),
+                partition: p,
+                end: self.topic.ends[p as usize].subscribe(),
+                position: 0,
+            })
+            .collect();
+        Ok(Assignment::Assigned(partitions))
+    }
+}
+
+/// Reader of one partition of the embedded log.
+pub struct EmbeddedPartition {
+    log: EmbeddedLog,
+    group: String,
+    topic: Arc<TopicState>,
+    partition: u32,
+    end: watch::Receiver<u64>,
+    position: u64,
+}
+
+impl PartitionReader for EmbeddedPartition {
+    fn topic(&self) -> &str {
+        &self.topic.name
+    }
+
+    fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    async fn committed(&self) -> Result<Option<u64>, BusError> {
+        let (inner, group, topic, partition) =
+            (self.log.inner.clone(), self.group.clone(), self.topic.name.clone(), self.partition);
+        tokio::task::spawn_blocking(move || {
+            inner.readers.with(|c| {
+                c.query_row(
+                    "SELECT next_offset FROM bus_offsets WHERE grp = ?1 AND topic = ?2 AND partition = ?3",
+                    params![group, topic, partition],
+                    |r| r.get::<_, u64>(0),
+                )
+                .optional()
+            })
+        })
+        .await
+        .map_err(backend)?
+        .map_err(backend)
+    }
+
+    fn seek(&mut self, next_offset: u64) {
+        self.position = next_offset;
+    }
+
+    async fn poll(&mut self, max: usize) -> Result<Vec<Record>, BusError> {
+        let from = self.position;
+        self.end.wait_for(|&end| end > from).await.map_err(|_| BusError::Closed)?;
+        let (inner, topic, partition) = (self.log.inner.clone(), self.topic.name.clone(), self.partition);
+        let records = tokio::task::spawn_blocking(move || {
+            inner.readers.with(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT offset, key, headers, payload, ts_ms FROM bus_log \
+                     WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset LIMIT ?4",
+                )?;
+                let rows = stmt.query_map(params![topic, partition, from, max as i64], |r| {
+                    let headers: String = r.get(2)?;
+                    Ok(Record {
+                        topic: topic.clone(),
+                        partition,
+                        offset: r.get(0)?,
+                        key: r.get(1)?,
+                        // Written by this module as a JSON array of pairs; never user-edited.
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        payload: r.get(3)?,
+                        timestamp_ms: r.get(4)?,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+        })
+        .await
+        .map_err(backend)?
+        .map_err(backend)?;
+        if let Some(last) = records.last() {
+            self.position = last.offset + 1;
+        }
+        Ok(records)
+    }
+
+    async fn commit(&mut self, next_offset: u64) -> Result<(), BusError> {
+        let (group, topic, partition) = (self.group.clone(), self.topic.name.clone(), self.partition);
+        self.log.send(|reply| WriteCmd::Commit { group, topic, partition, next: next_offset, reply }).await
+    }
+
+    fn end_offset(&self) -> u64 {
+        *self.end.borrow()
+    }
+}
+
+/// Most commands folded into one transaction; bounds commit latency under a flood.
+const MAX_GROUP_COMMIT: usize = 1024;
+
+fn writer_loop(mut conn: rusqlite::Connection, rx: mpsc::Receiver<WriteCmd>, statements: StatementCounter) {
+    while let Ok(first) = rx.recv() {
+        let mut cmds = vec![first];
+        while cmds.len() < MAX_GROUP_COMMIT {
+            match rx.try_recv() {
+                Ok(cmd) => cmds.push(cmd),
+                Err(_) => break,
+            }
+        }
+        let mut ends: HashMap<(String, u32), u64> = HashMap::new();
+        let result = write_batch(&mut conn, &cmds, &mut ends, &statements);
+        let outcome = match &result {
+            Ok(()) => {
+                for cmd in &cmds {
+                    if let WriteCmd::Append { topic, .. } = cmd {
+                        for (p, sender) in topic.ends.iter().enumerate() {
+                            if let Some(&end) = ends.get(&(topic.name.clone(), p as u32)) {
+                                sender.send_if_modified(|cur| {
+                                    let grew = end > *cur;
+                                    *cur = (*cur).max(end);
+                                    grew
+                                });
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "embedded log write failed; publishers get an error and may retry");
+                Err(e.to_string())
+            }
+        };
+        for cmd in cmds {
+            let reply = match cmd {
+                WriteCmd::Append { reply, .. } | WriteCmd::Commit { reply, .. } => reply,
+            };
+            let _ = reply.send(outcome.clone().map_err(BusError::Backend));
+        }
+    }
+}
+
+fn write_batch(
+    conn: &mut rusqlite::Connection,
+    cmds: &[WriteCmd],
+    ends: &mut HashMap<(String, u32), u64>,
+    statements: &StatementCounter,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let mut n = 2; // BEGIN + COMMIT
+    {
+        let mut append = tx.prepare_cached(
+            "INSERT INTO bus_log (topic, partition, offset, key, headers, payload, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut commit = tx.prepare_cached(
+            "INSERT INTO bus_offsets (grp, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
+             WHERE excluded.next_offset > bus_offsets.next_offset",
+        )?;
+        let now = tally_core::now_ms();
+        for cmd in cmds {
+            match cmd {
+                WriteCmd::Append { topic, records, .. } => {
+                    let partitions = topic.ends.len() as u32;
+                    for rec in records {
+                        let p = partition_for_key(rec.key.as_bytes(), partitions);
+                        let end = ends.entry((topic.name.clone(), p)).or_insert_with(|| *topic.ends[p as usize].borrow());
+                        let headers = serde_json::to_string(&rec.headers).unwrap_or_else(|_| "[]".into());
+                        append.execute(params![topic.name, p, *end, rec.key, headers, rec.payload, now])?;
+                        *end += 1;
+                        n += 1;
+                    }
+                }
+                WriteCmd::Commit { group, topic, partition, next, .. } => {
+                    commit.execute(params![group, topic, partition, next])?;
+                    n += 1;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    statements.add(n);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,59 @@
+use super::*;
+use crate::conformance;
+
+fn open(dir: &tempfile::TempDir) -> EmbeddedLog {
+    EmbeddedLog::open(EmbeddedLogOptions {
+        path: dir.path().join("tally.db"),
+        default_partitions: 4,
+        durability: Durability::Normal,
+    })
+    .expect("open log")
+}
+
+#[tokio::test]
+async fn embedded_log_keeps_per_key_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::same_key_is_ordered_on_one_partition(open(&dir), "t", "g").await;
+}
+
+#[tokio::test]
+async fn embedded_log_resumes_from_the_committed_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::committed_position_is_where_the_group_resumes(open(&dir), "t", "g").await;
+}
+
+#[tokio::test]
+async fn embedded_log_wakes_readers_on_publish() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::poll_wakes_when_a_record_arrives(open(&dir), "t", "g").await;
+}
+
+#[tokio::test]
+async fn records_and_offsets_survive_reopening_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = open(&dir);
+        log.create_topic("t", 2).await.expect("create");
+        log.publish("t", (0..50).map(|i| OutRecord { key: format!("k{i}"), headers: vec![], payload: vec![1] }).collect())
+            .await
+            .expect("publish");
+    }
+    let log = open(&dir);
+    assert_eq!(log.partitions("t"), Some(2));
+    log.publish("t", vec![OutRecord { key: "k0".into(), headers: vec![], payload: vec![2] }]).await.expect("publish");
+    let mut consumer = log.subscribe("g", "t").await.expect("subscribe");
+    let Assignment::Assigned(parts) = consumer.next_assignment().await.expect("assign") else { panic!("assigned") };
+    let total: u64 = parts.iter().map(|p| p.end_offset()).sum();
+    assert_eq!(total, 51, "offsets continue after reopen instead of restarting at 0");
+    assert!(log.create_topic("t", 3).await.is_err(), "partition count mismatch is reported");
+}
+
+#[tokio::test]
+async fn a_second_member_of_the_same_group_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(&dir);
+    let first = log.subscribe("g", "t").await.expect("first member");
+    assert!(log.subscribe("g", "t").await.is_err());
+    drop(first);
+    assert!(log.subscribe("g", "t").await.is_ok(), "membership ends when the consumer is dropped");
+}
