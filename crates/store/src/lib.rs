@@ -1,1 +1,141 @@
-//! placeholder
+//! The durable state store behind a small trait. The inventory worker's batcher hands it the
+//! latest state of every changed SKU, the audit rows, the idempotency records and the consumer
+//! positions of a batch; the store writes them in **one transaction** with one set-based
+//! statement per table, and keeps a row only if its version is newer than the stored one.
+//! Because the consumer positions are in that transaction, effects and offsets can never
+//! disagree after a crash.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use tally_core::{EventKey, Sku};
+use tally_inventory::aggregate::LocationLevel;
+use tally_inventory::{AuditEntry, ChannelAvailability, Outcome, SkuState};
+
+pub mod conformance;
+pub mod sqlite;
+
+pub use sqlite::{SqliteStore, SqliteStoreOptions};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed; the operation may be retried.
+    #[error("store backend failed: {0}")]
+    Backend(String),
+    /// Stored data could not be decoded (a bug or a foreign write).
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt {
+        /// What was being decoded.
+        what: &'static str,
+        /// Decoder error.
+        detail: String,
+    },
+}
+
+/// The latest state of one SKU with its read-model rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRow {
+    /// The aggregate (carries `version` and `applied_offset`).
+    pub state: SkuState,
+    /// Per-location levels derived from it.
+    pub levels: Vec<LocationLevel>,
+    /// Per-channel available-to-sell derived from it.
+    pub availability: Vec<ChannelAvailability>,
+}
+
+/// An idempotency record: this event was applied (once) with this outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessedEvent {
+    /// Idempotency key.
+    pub key: EventKey,
+    /// Topic it was consumed from.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offset of its first delivery.
+    pub offset: u64,
+    /// Outcome, kept for events a caller may wait on (reservations, adjustments).
+    pub outcome: Option<Outcome>,
+}
+
+/// A consumer group's position in one partition: everything before `next_offset` is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerOffset {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Next offset to apply.
+    pub next_offset: u64,
+}
+
+/// Everything one flush writes, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushBatch {
+    /// Latest state per SKU (one row per SKU: the batcher coalesces).
+    pub states: Vec<StateRow>,
+    /// Audit rows, in apply order.
+    pub audit: Vec<AuditEntry>,
+    /// Idempotency records.
+    pub processed: Vec<ProcessedEvent>,
+    /// Consumer positions reached.
+    pub offsets: Vec<ConsumerOffset>,
+}
+
+impl FlushBatch {
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.audit.is_empty() && self.processed.is_empty() && self.offsets.is_empty()
+    }
+}
+
+/// The inventory state store.
+pub trait InventoryStore: Clone + Send + Sync + 'static {
+    /// Applies pending schema migrations.
+    fn migrate(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Loads the stored state of the given SKUs (absent SKUs are omitted).
+    fn load_states(&self, skus: Vec<Sku>) -> impl Future<Output = Result<Vec<SkuState>, StoreError>> + Send;
+
+    /// Writes a batch atomically; rows not newer than the stored ones are left alone.
+    fn flush(&self, batch: FlushBatch) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The position a consumer group reached in a partition.
+    fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Idempotency records of a partition at or after `from_offset` (to seed a dedupe window).
+    fn processed_since(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+    ) -> impl Future<Output = Result<Vec<ProcessedEvent>, StoreError>> + Send;
+
+    /// The recorded outcome of an event, if it was applied.
+    fn processed(&self, key: EventKey) -> impl Future<Output = Result<Option<ProcessedEvent>, StoreError>> + Send;
+
+    /// Deletes idempotency records of a partition below `below_offset` (outside the window).
+    fn prune_processed(
+        &self,
+        topic: &str,
+        partition: u32,
+        below_offset: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The newest `limit` audit rows of a SKU, newest first.
+    fn audit(&self, sku: Sku, limit: u32) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+
+    /// Checks the database answers (for `/readyz`).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Statements executed so far (for "statements per 1,000 events").
+    fn statements(&self) -> u64;
+}

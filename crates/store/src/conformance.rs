@@ -1,0 +1,87 @@
+//! The conformance suite every [`InventoryStore`] implementation must pass.
+
+use tally_core::{ChannelId, EventKey, LocationId, Sku};
+use tally_inventory::aggregate::EventMeta;
+use tally_inventory::event::StockSnapshot;
+use tally_inventory::{ChannelRule, ChannelRules, InventoryEvent, Outcome, SkuState};
+
+use crate::{ConsumerOffset, FlushBatch, InventoryStore, ProcessedEvent, StateRow};
+
+/// A state of `sku` with `on_hand` at wh-1, at aggregate version `version`.
+pub fn state(sku: &str, on_hand: i64, version: u64) -> StateRow {
+    let rules = ChannelRules::new([ChannelRule::everything(ChannelId::parse("web").expect("valid"))]);
+    let mut s = SkuState::new(Sku::parse(sku).expect("valid"));
+    let ev = InventoryEvent::Snapshot(StockSnapshot {
+        sku: s.sku.clone(),
+        location: LocationId::parse("wh-1").expect("valid"),
+        on_hand,
+        source_version: version,
+        safety_stock: None,
+        shipped_orders: vec![],
+    });
+    s.apply(&ev, EventMeta { source: "/t", id: "1", time_ms: 0 }, &rules);
+    s.version = version;
+    s.applied_offset = version as i64;
+    StateRow { levels: s.levels(), availability: s.availability(&rules), state: s }
+}
+
+/// A newer row wins; an older or equal one never overwrites it, in any flush order.
+pub async fn versioned_upsert_keeps_the_newest<S: InventoryStore>(store: S, versions: &[u64]) {
+    store.migrate().await.expect("migrate");
+    for &v in versions {
+        let batch = FlushBatch { states: vec![state("SKU-V", v as i64 * 10, v)], ..Default::default() };
+        store.flush(batch).await.expect("flush");
+    }
+    let newest = versions.iter().copied().max().expect("at least one version");
+    let loaded = store.load_states(vec![Sku::parse("SKU-V").expect("valid")]).await.expect("load");
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].version, newest);
+    assert_eq!(loaded[0].locations.values().next().map(|l| l.on_hand), Some(newest as i64 * 10));
+}
+
+/// States, audit, idempotency records and offsets of one flush land together.
+pub async fn flush_writes_effects_and_offsets_together<S: InventoryStore>(store: S) {
+    store.migrate().await.expect("migrate");
+    let row = state("SKU-A", 7, 1);
+    let key = EventKey { source: "/t".into(), id: "e1".into() };
+    let audit = tally_inventory::AuditEntry {
+        sku: row.state.sku.clone(),
+        location: None,
+        version: 1,
+        event_type: "stock.snapshot".into(),
+        event_source: "/t".into(),
+        event_id: "e1".into(),
+        outcome: "applied".into(),
+        on_hand_delta: 7,
+        on_hand: 7,
+        reserved: 0,
+        available: 7,
+        event_time_ms: 5,
+    };
+    let batch = FlushBatch {
+        states: vec![row],
+        audit: vec![audit.clone()],
+        processed: vec![ProcessedEvent {
+            key: key.clone(),
+            topic: "inv".into(),
+            partition: 2,
+            offset: 41,
+            outcome: Some(Outcome::CasMismatch { expected: 1, actual: 2 }),
+        }],
+        offsets: vec![ConsumerOffset { group: "g".into(), topic: "inv".into(), partition: 2, next_offset: 42 }],
+    };
+    store.flush(batch.clone()).await.expect("flush");
+    // The same batch again (a retried flush) changes nothing and does not fail.
+    store.flush(batch).await.expect("replayed flush");
+    assert_eq!(store.committed_offset("g", "inv", 2).await.expect("offset"), Some(42));
+    assert_eq!(store.committed_offset("g", "inv", 3).await.expect("offset"), None);
+    let p = store.processed(key.clone()).await.expect("processed").expect("recorded");
+    assert_eq!(p.outcome, Some(Outcome::CasMismatch { expected: 1, actual: 2 }));
+    assert_eq!(store.processed_since("inv", 2, 40).await.expect("since").len(), 1);
+    assert_eq!(store.processed_since("inv", 2, 42).await.expect("since").len(), 0);
+    let trail = store.audit(Sku::parse("SKU-A").expect("valid"), 10).await.expect("audit");
+    assert_eq!(trail, vec![audit], "a retried flush does not duplicate audit rows");
+    assert_eq!(store.prune_processed("inv", 2, 42).await.expect("prune"), 1);
+    assert!(store.processed(key).await.expect("processed").is_none());
+    assert!(store.load_states(vec![Sku::parse("nope").expect("valid")]).await.expect("load").is_empty());
+}

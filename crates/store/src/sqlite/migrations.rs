@@ -1,0 +1,96 @@
+//! Forward-only, additive schema migrations (expand/contract: a migration only adds; a later
+//! release removes what no running version reads any more).
+
+use tally_sqlite::rusqlite::{self, params};
+
+/// (version, name, SQL). Append only; never edit a released entry.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "inventory core tables",
+    "
+CREATE TABLE inventory_sku (
+    sku            TEXT PRIMARY KEY,
+    version        INTEGER NOT NULL,
+    applied_offset INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    updated_at_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE stock_levels (
+    sku              TEXT NOT NULL,
+    location         TEXT NOT NULL,
+    on_hand          INTEGER NOT NULL,
+    reserved         INTEGER NOT NULL,
+    safety_stock     INTEGER NOT NULL,
+    available        INTEGER NOT NULL,
+    snapshot_version INTEGER NOT NULL,
+    version          INTEGER NOT NULL,
+    updated_at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (sku, location)
+) WITHOUT ROWID;
+CREATE TABLE channel_availability (
+    sku               TEXT NOT NULL,
+    channel           TEXT NOT NULL,
+    available_to_sell INTEGER NOT NULL,
+    version           INTEGER NOT NULL,
+    updated_at_ms     INTEGER NOT NULL,
+    PRIMARY KEY (sku, channel)
+) WITHOUT ROWID;
+CREATE TABLE inventory_audit (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    sku            TEXT NOT NULL,
+    location       TEXT,
+    version        INTEGER NOT NULL,
+    event_type     TEXT NOT NULL,
+    event_source   TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    outcome        TEXT NOT NULL,
+    on_hand_delta  INTEGER NOT NULL,
+    on_hand        INTEGER NOT NULL,
+    reserved       INTEGER NOT NULL,
+    available      INTEGER NOT NULL,
+    event_time_ms  INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL
+);
+CREATE INDEX inventory_audit_by_sku ON inventory_audit (sku, id);
+-- An event touches one SKU once: a retried flush must not duplicate its audit row.
+CREATE UNIQUE INDEX inventory_audit_by_event ON inventory_audit (event_source, event_id);
+CREATE TABLE processed_events (
+    source         TEXT NOT NULL,
+    id             TEXT NOT NULL,
+    topic          TEXT NOT NULL,
+    partition      INTEGER NOT NULL,
+    offset         INTEGER NOT NULL,
+    outcome        TEXT,
+    recorded_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (source, id)
+) WITHOUT ROWID;
+CREATE INDEX processed_events_by_offset ON processed_events (topic, partition, offset);
+CREATE TABLE consumer_offsets (
+    grp         TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    partition   INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+) WITHOUT ROWID;
+",
+)];
+
+/// Applies pending migrations, each in its own transaction; returns the names applied.
+pub fn apply(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<String>> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms INTEGER NOT NULL)",
+    )?;
+    let current: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
+            params![version, name, tally_core::now_ms()],
+        )?;
+        tx.commit()?;
+        applied.push(format!("{version:04} {name}"));
+    }
+    Ok(applied)
+}

@@ -1,0 +1,45 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::conformance;
+
+fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(SqliteStoreOptions { path: dir.path().join("tally.db"), durability: Durability::Normal })
+        .expect("open store")
+}
+
+#[tokio::test]
+async fn sqlite_flush_writes_effects_and_offsets_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::flush_writes_effects_and_offsets_together(open(&dir)).await;
+}
+
+#[tokio::test]
+async fn one_flush_is_one_statement_per_table_whatever_its_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    store.migrate().await.expect("migrate");
+    let before = store.statements();
+    let states = (0..500).map(|i| conformance::state(&format!("S{i}"), i, 1)).collect();
+    store.flush(FlushBatch { states, ..Default::default() }).await.expect("flush");
+    // BEGIN, sku upsert, levels upsert, availability upsert, COMMIT.
+    assert_eq!(store.statements() - before, 5);
+}
+
+#[tokio::test]
+async fn migrations_apply_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    assert_eq!(store.migrate().await.expect("migrate").len(), 1);
+    assert!(store.migrate().await.expect("migrate again").is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn stale_flush_never_overwrites_a_newer_row(versions in proptest::collection::vec(1..50u64, 1..12)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt.block_on(conformance::versioned_upsert_keeps_the_newest(open(&dir), &versions));
+    }
+}
