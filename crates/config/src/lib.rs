@@ -1,1 +1,381 @@
-//! placeholder
+//! tally's configuration: typed structs with defaults, layered defaults → file → `TALLY_*`
+//! environment (`__` separates nesting levels), unknown keys rejected, cross-field rules
+//! checked at startup with errors that name the key, secrets masked when printed.
+//!
+//! The deployment mode is chosen here only: `[bus] kind`, `[store] kind`, `[cache] kind`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use tally_inventory::ChannelRule;
+
+mod auth;
+mod secret;
+
+pub use auth::{ApiKeyConfig, Scope, hash_api_key};
+pub use secret::Secret;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be parsed (unknown key, wrong type).
+    #[error("configuration is invalid: {0}")]
+    Parse(String),
+    /// A value breaks a rule; `key` is the dotted path of the offending key.
+    #[error("configuration key `{key}` is invalid: {reason}")]
+    Invalid {
+        /// Dotted key path.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// Files of the embedded backends.
+    pub embedded: EmbeddedConfig,
+    /// Event bus backend.
+    pub bus: BusConfig,
+    /// State store backend.
+    pub store: StoreConfig,
+    /// Hot-aggregate cache backend.
+    pub cache: CacheConfig,
+    /// Inventory sync engine.
+    pub inventory: InventoryConfig,
+    /// HTTP API access control.
+    pub api: ApiConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            embedded: EmbeddedConfig::default(),
+            bus: BusConfig::Embedded { partitions: 4 },
+            store: StoreConfig::Sqlite,
+            cache: CacheConfig::Memory { max_bytes: 256 << 20, ttl_seconds: 3600 },
+            inventory: InventoryConfig::default(),
+            api: ApiConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Seconds to drain work on shutdown before giving up.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_seconds: 30 }
+    }
+}
+
+/// fsync policy of the embedded SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Survives a process crash.
+    #[default]
+    Normal,
+    /// Also survives power loss.
+    Full,
+}
+
+/// The embedded mode's single SQLite file (log and store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedConfig {
+    /// Path of the SQLite file.
+    pub path: PathBuf,
+    /// fsync policy.
+    pub durability: Durability,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self { path: PathBuf::from("tally.db"), durability: Durability::Normal }
+    }
+}
+
+/// Event bus backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BusConfig {
+    /// The durable log inside the embedded SQLite file.
+    Embedded {
+        /// Partitions per topic (parallel workers per consumer).
+        #[serde(default = "default_partitions")]
+        partitions: u32,
+    },
+}
+
+fn default_partitions() -> u32 {
+    4
+}
+
+/// State store backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// Tables in the embedded SQLite file.
+    Sqlite,
+}
+
+/// Cache backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CacheConfig {
+    /// Process memory.
+    Memory {
+        /// Upper bound of cached bytes.
+        #[serde(default = "default_cache_bytes")]
+        max_bytes: u64,
+        /// Seconds an entry lives.
+        #[serde(default = "default_cache_ttl")]
+        ttl_seconds: u64,
+    },
+}
+
+fn default_cache_bytes() -> u64 {
+    256 << 20
+}
+fn default_cache_ttl() -> u64 {
+    3600
+}
+
+/// Topic names of the inventory engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryTopics {
+    /// Input: stock snapshots, adjustments, reservations, channel reports.
+    pub events: String,
+    /// Output: per-channel available-to-sell.
+    pub availability: String,
+    /// Output: reservation accepted/rejected.
+    pub outcomes: String,
+}
+
+impl Default for InventoryTopics {
+    fn default() -> Self {
+        Self {
+            events: "inventory.events".into(),
+            availability: "inventory.availability".into(),
+            outcomes: "inventory.outcomes".into(),
+        }
+    }
+}
+
+/// Inventory sync engine settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    /// Consumer group of the inventory workers.
+    pub consumer_group: String,
+    /// Topic names.
+    pub topics: InventoryTopics,
+    /// Most milliseconds between store flushes while changes are pending.
+    pub flush_interval_ms: u64,
+    /// Flush earlier once this many SKU rows are pending.
+    pub flush_max_rows: usize,
+    /// Records a partition worker takes per poll.
+    pub poll_max_records: usize,
+    /// Idempotency window: events per partition remembered for duplicate detection.
+    pub dedupe_window: u64,
+    /// Channel id whose key may write stock snapshots and adjustments.
+    pub warehouse_channel: String,
+    /// How often held reservations are checked for expiry.
+    pub expiry_check_interval_ms: u64,
+    /// Sales channels and how each derives available-to-sell.
+    pub channels: Vec<ChannelRule>,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        let ch = |s: &str| tally_core::ChannelId::parse(s).unwrap_or_else(|_| unreachable!("literal channel ids are valid"));
+        Self {
+            consumer_group: "tally-inventory".into(),
+            topics: InventoryTopics::default(),
+            flush_interval_ms: 100,
+            flush_max_rows: 5000,
+            poll_max_records: 1000,
+            dedupe_window: 200_000,
+            warehouse_channel: "wms".into(),
+            expiry_check_interval_ms: 1000,
+            channels: vec![
+                ChannelRule::everything(ch("wms")),
+                ChannelRule::everything(ch("storefront")),
+                ChannelRule { id: ch("partner:ozon"), locations: vec![], share_percent: 50, cap: Some(100), buffer: 2 },
+            ],
+        }
+    }
+}
+
+/// How the HTTP API authenticates callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No key needed; every caller may do everything. For local demos only: logged loudly.
+    #[default]
+    Open,
+    /// `Authorization: Bearer <key>` with a configured key's scopes.
+    Keys,
+}
+
+/// HTTP API access control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Authentication mode.
+    pub auth: AuthMode,
+    /// API keys (stored as SHA-256 hashes).
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line (Loki-ready).
+    #[default]
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,tally=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Json, level: "info".into() }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `TALLY_*` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid("--config", format!("file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        // `TALLY_CONFIG` names the file itself; everything else under TALLY_ must be a key.
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter_map(|(k, v)| k.strip_prefix("TALLY_").map(|rest| (rest.to_owned(), v)))
+            .filter(|(k, _)| k != "CONFIG")
+            .collect();
+        let mut env_figment = Figment::new();
+        for (k, v) in vars {
+            let key = k.to_lowercase().replace("__", ".");
+            let value: figment::value::Value = v.parse().unwrap_or_else(|_| figment::value::Value::from(v.clone()));
+            env_figment = env_figment.merge((key, value));
+        }
+        figment = figment.merge(env_figment);
+        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads the file named by `--config`, else `TALLY_CONFIG`, else `tally.toml` if present.
+    pub fn load_default(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let from_env = env.iter().find(|(k, _)| k == "TALLY_CONFIG").map(|(_, v)| PathBuf::from(v));
+        let implicit = Path::new("tally.toml");
+        let path = file.map(Path::to_path_buf).or(from_env).or_else(|| implicit.exists().then(|| implicit.to_owned()));
+        Self::load(path.as_deref(), env)
+    }
+
+    /// Cross-field rules; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let BusConfig::Embedded { partitions } = &self.bus;
+        if *partitions == 0 || *partitions > 256 {
+            return Err(invalid("bus.partitions", format!("must be within 1..=256, got {partitions}")));
+        }
+        let inv = &self.inventory;
+        if inv.flush_interval_ms == 0 || inv.flush_interval_ms > 60_000 {
+            return Err(invalid("inventory.flush_interval_ms", "must be within 1..=60000"));
+        }
+        for (key, v) in [("inventory.flush_max_rows", inv.flush_max_rows), ("inventory.poll_max_records", inv.poll_max_records)]
+        {
+            if v == 0 {
+                return Err(invalid(key, "must be > 0"));
+            }
+        }
+        if inv.consumer_group.trim().is_empty() {
+            return Err(invalid("inventory.consumer_group", "must not be empty"));
+        }
+        for (key, topic) in [
+            ("inventory.topics.events", &inv.topics.events),
+            ("inventory.topics.availability", &inv.topics.availability),
+            ("inventory.topics.outcomes", &inv.topics.outcomes),
+        ] {
+            if topic.is_empty() || !topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+                return Err(invalid(key, format!("{topic:?} is not a valid topic name (letters, digits, . _ -)")));
+            }
+        }
+        if tally_core::ChannelId::parse(inv.warehouse_channel.as_str()).is_err() {
+            return Err(invalid("inventory.warehouse_channel", "is not a valid channel id"));
+        }
+        if inv.channels.is_empty() {
+            return Err(invalid("inventory.channels", "at least one channel is required"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, ch) in inv.channels.iter().enumerate() {
+            if !seen.insert(&ch.id) {
+                return Err(invalid(format!("inventory.channels[{i}].id"), format!("channel {} is defined twice", ch.id)));
+            }
+            if ch.share_percent > 100 {
+                return Err(invalid(format!("inventory.channels[{i}].share_percent"), "must be within 0..=100"));
+            }
+            if ch.buffer < 0 || ch.cap.is_some_and(|c| c < 0) {
+                return Err(invalid(format!("inventory.channels[{i}]"), "buffer and cap must be >= 0"));
+            }
+        }
+        if self.api.auth == AuthMode::Keys && self.api.keys.is_empty() {
+            return Err(invalid("api.keys", "api.auth = \"keys\" needs at least one key"));
+        }
+        for (i, key) in self.api.keys.iter().enumerate() {
+            key.validate().map_err(|reason| invalid(format!("api.keys[{i}]"), reason))?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

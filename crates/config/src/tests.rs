@@ -1,0 +1,70 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[test]
+fn defaults_are_valid_and_embedded() {
+    let c = Config::load(None, env(&[])).expect("defaults load");
+    assert_eq!(c.bus, BusConfig::Embedded { partitions: 4 });
+    assert_eq!(c.store, StoreConfig::Sqlite);
+}
+
+#[test]
+fn environment_overrides_the_file_with_double_underscore_nesting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tally.toml");
+    std::fs::write(&path, "[inventory]\nflush_interval_ms = 250\n[bus]\nkind = \"embedded\"\npartitions = 8\n").expect("write");
+    let c = Config::load(Some(&path), env(&[("TALLY_INVENTORY__FLUSH_INTERVAL_MS", "50"), ("HOME", "/root")]))
+        .expect("loads");
+    assert_eq!(c.inventory.flush_interval_ms, 50);
+    assert_eq!(c.bus, BusConfig::Embedded { partitions: 8 });
+}
+
+#[test]
+fn unknown_keys_are_rejected_from_file_and_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tally.toml");
+    std::fs::write(&path, "[inventory]\nflush_intervall_ms = 250\n").expect("write");
+    let err = Config::load(Some(&path), env(&[])).expect_err("typo in file");
+    assert!(err.to_string().contains("flush_intervall_ms"), "{err}");
+    let err = Config::load(None, env(&[("TALLY_INVENTORY__NOPE", "1")])).expect_err("typo in env");
+    assert!(err.to_string().contains("nope"), "{err}");
+    let err = Config::load(None, env(&[("TALLY_BUS__KIND", "carrier-pigeon")])).expect_err("unknown backend");
+    assert!(err.to_string().contains("carrier-pigeon"), "{err}");
+}
+
+#[test]
+fn cross_field_errors_name_the_key() {
+    let err = Config::load(None, env(&[("TALLY_INVENTORY__FLUSH_INTERVAL_MS", "0")])).expect_err("zero interval");
+    assert!(err.to_string().contains("inventory.flush_interval_ms"), "{err}");
+    let err = Config::load(None, env(&[("TALLY_API__AUTH", "keys")])).expect_err("keys without keys");
+    assert!(err.to_string().contains("api.keys"), "{err}");
+}
+
+#[test]
+fn api_keys_need_a_valid_hash_and_known_scopes() {
+    let key = ApiKeyConfig { id: "ozon".into(), hash: hash_api_key("s3cret"), scopes: vec!["stock:write:partner:ozon".into()] };
+    assert!(key.validate().is_ok());
+    assert_eq!(key.parsed_scopes(), vec![Scope::StockWrite(tally_core::ChannelId::parse("partner:ozon").expect("valid"))]);
+    let bad = ApiKeyConfig { scopes: vec!["stock:delete".into()], ..key.clone() };
+    assert!(bad.validate().expect_err("bad scope").contains("unknown scope"));
+    let bad = ApiKeyConfig { hash: "s3cret".into(), ..key };
+    assert!(bad.validate().is_err(), "a plain-text key is not accepted as a hash");
+}
+
+#[test]
+fn secrets_never_print() {
+    let s = Secret::new("hunter2");
+    assert_eq!(format!("{s} {s:?}"), "*** ***");
+    assert_eq!(serde_json::to_string(&s).expect("serialise"), "\"***\"");
+    assert_eq!(s.expose(), "hunter2");
+}
+
+#[test]
+fn effective_configuration_renders_as_toml() {
+    let text = Config::default().to_toml();
+    assert!(text.contains("flush_interval_ms = 100"), "{text}");
+    assert!(text.contains("kind = \"embedded\""), "{text}");
+}
