@@ -11,7 +11,11 @@ fn rec(key: &str, n: usize) -> OutRecord {
     OutRecord { key: key.to_owned(), headers: vec![("n".into(), n.to_string())], payload: n.to_string().into_bytes() }
 }
 
-async fn assigned<B: Bus>(bus: &B, group: &str, topic: &str) -> (B::Consumer, Vec<<B::Consumer as Consumer>::Partition>) {
+async fn assigned<B: Bus>(
+    bus: &B,
+    group: &str,
+    topic: &str,
+) -> (B::Consumer, Vec<<B::Consumer as Consumer>::Partition>) {
     let mut consumer = bus.subscribe(group, topic).await.expect("subscribe");
     loop {
         match tokio::time::timeout(Duration::from_secs(30), consumer.next_assignment()).await {

@@ -166,7 +166,10 @@ impl EmbeddedLog {
         let state = topics
             .entry(name.to_owned())
             .or_insert_with(|| {
-                Arc::new(TopicState { name: name.to_owned(), ends: (0..actual).map(|_| watch::Sender::new(0)).collect() })
+                Arc::new(TopicState {
+                    name: name.to_owned(),
+                    ends: (0..actual).map(|_| watch::Sender::new(0)).collect(),
+                })
             })
             .clone();
         Ok(state)
@@ -417,7 +420,8 @@ fn write_batch(
                     let partitions = topic.ends.len() as u32;
                     for rec in records {
                         let p = partition_for_key(rec.key.as_bytes(), partitions);
-                        let end = ends.entry((topic.name.clone(), p)).or_insert_with(|| *topic.ends[p as usize].borrow());
+                        let end =
+                            ends.entry((topic.name.clone(), p)).or_insert_with(|| *topic.ends[p as usize].borrow());
                         let headers = serde_json::to_string(&rec.headers).unwrap_or_else(|_| "[]".into());
                         append.execute(params![topic.name, p, *end, rec.key, headers, rec.payload, now])?;
                         *end += 1;

@@ -212,7 +212,8 @@ pub struct InventoryConfig {
 
 impl Default for InventoryConfig {
     fn default() -> Self {
-        let ch = |s: &str| tally_core::ChannelId::parse(s).unwrap_or_else(|_| unreachable!("literal channel ids are valid"));
+        let ch =
+            |s: &str| tally_core::ChannelId::parse(s).unwrap_or_else(|_| unreachable!("literal channel ids are valid"));
         Self {
             consumer_group: "tally-inventory".into(),
             topics: InventoryTopics::default(),
@@ -326,7 +327,8 @@ impl Config {
         if inv.flush_interval_ms == 0 || inv.flush_interval_ms > 60_000 {
             return Err(invalid("inventory.flush_interval_ms", "must be within 1..=60000"));
         }
-        for (key, v) in [("inventory.flush_max_rows", inv.flush_max_rows), ("inventory.poll_max_records", inv.poll_max_records)]
+        for (key, v) in
+            [("inventory.flush_max_rows", inv.flush_max_rows), ("inventory.poll_max_records", inv.poll_max_records)]
         {
             if v == 0 {
                 return Err(invalid(key, "must be > 0"));
@@ -353,7 +355,10 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, ch) in inv.channels.iter().enumerate() {
             if !seen.insert(&ch.id) {
-                return Err(invalid(format!("inventory.channels[{i}].id"), format!("channel {} is defined twice", ch.id)));
+                return Err(invalid(
+                    format!("inventory.channels[{i}].id"),
+                    format!("channel {} is defined twice", ch.id),
+                ));
             }
             if ch.share_percent > 100 {
                 return Err(invalid(format!("inventory.channels[{i}].share_percent"), "must be within 0..=100"));

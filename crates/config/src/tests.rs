@@ -15,7 +15,8 @@ fn defaults_are_valid_and_embedded() {
 fn environment_overrides_the_file_with_double_underscore_nesting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("tally.toml");
-    std::fs::write(&path, "[inventory]\nflush_interval_ms = 250\n[bus]\nkind = \"embedded\"\npartitions = 8\n").expect("write");
+    std::fs::write(&path, "[inventory]\nflush_interval_ms = 250\n[bus]\nkind = \"embedded\"\npartitions = 8\n")
+        .expect("write");
     let c = Config::load(Some(&path), env(&[("TALLY_INVENTORY__FLUSH_INTERVAL_MS", "50"), ("HOME", "/root")]))
         .expect("loads");
     assert_eq!(c.inventory.flush_interval_ms, 50);
@@ -45,9 +46,16 @@ fn cross_field_errors_name_the_key() {
 
 #[test]
 fn api_keys_need_a_valid_hash_and_known_scopes() {
-    let key = ApiKeyConfig { id: "ozon".into(), hash: hash_api_key("s3cret"), scopes: vec!["stock:write:partner:ozon".into()] };
+    let key = ApiKeyConfig {
+        id: "ozon".into(),
+        hash: hash_api_key("s3cret"),
+        scopes: vec!["stock:write:partner:ozon".into()],
+    };
     assert!(key.validate().is_ok());
-    assert_eq!(key.parsed_scopes(), vec![Scope::StockWrite(tally_core::ChannelId::parse("partner:ozon").expect("valid"))]);
+    assert_eq!(
+        key.parsed_scopes(),
+        vec![Scope::StockWrite(tally_core::ChannelId::parse("partner:ozon").expect("valid"))]
+    );
     let bad = ApiKeyConfig { scopes: vec!["stock:delete".into()], ..key.clone() };
     assert!(bad.validate().expect_err("bad scope").contains("unknown scope"));
     let bad = ApiKeyConfig { hash: "s3cret".into(), ..key };

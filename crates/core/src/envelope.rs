@@ -48,7 +48,7 @@ pub enum EnvelopeError {
 }
 
 /// The idempotency key of an event: its `source` and `id` together.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventKey {
     /// CloudEvents `source`.
     pub source: String,

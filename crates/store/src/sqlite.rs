@@ -200,7 +200,8 @@ impl InventoryStore for SqliteStore {
             .await?;
         raw.iter()
             .map(|s| {
-                serde_json::from_str(s).map_err(|e| StoreError::Corrupt { what: "inventory state", detail: e.to_string() })
+                serde_json::from_str(s)
+                    .map_err(|e| StoreError::Corrupt { what: "inventory state", detail: e.to_string() })
             })
             .collect()
     }
@@ -263,12 +264,19 @@ impl InventoryStore for SqliteStore {
                      WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset",
                 )?;
                 let rows = stmt.query_map(params![topic, partition, from], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?, r.get::<_, Option<String>>(3)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
                 })?;
                 rows.map(|r| r.map(|(s, i, o, out)| (topic.clone(), s, i, o, out))).collect::<Result<Vec<_>, _>>()
             })
             .await?;
-        rows.into_iter().map(|(topic, source, id, offset, outcome)| decode_processed(topic, partition, source, id, offset, outcome)).collect()
+        rows.into_iter()
+            .map(|(topic, source, id, offset, outcome)| decode_processed(topic, partition, source, id, offset, outcome))
+            .collect()
     }
 
     async fn processed(&self, key: EventKey) -> Result<Option<ProcessedEvent>, StoreError> {
@@ -290,8 +298,10 @@ impl InventoryStore for SqliteStore {
                 .optional()
             })
             .await?;
-        row.map(|(key, topic, partition, offset, outcome)| decode_processed(topic, partition, key.source, key.id, offset, outcome))
-            .transpose()
+        row.map(|(key, topic, partition, offset, outcome)| {
+            decode_processed(topic, partition, key.source, key.id, offset, outcome)
+        })
+        .transpose()
     }
 
     async fn prune_processed(&self, topic: &str, partition: u32, below: u64) -> Result<u64, StoreError> {
@@ -322,7 +332,9 @@ impl InventoryStore for SqliteStore {
             })
             .await?;
         raw.iter()
-            .map(|s| serde_json::from_str(s).map_err(|e| StoreError::Corrupt { what: "audit row", detail: e.to_string() }))
+            .map(|s| {
+                serde_json::from_str(s).map_err(|e| StoreError::Corrupt { what: "audit row", detail: e.to_string() })
+            })
             .collect()
     }
 
@@ -346,7 +358,8 @@ fn decode_processed(
     let outcome = match outcome.as_deref() {
         None | Some("null") => None,
         Some(raw) => Some(
-            serde_json::from_str(raw).map_err(|e| StoreError::Corrupt { what: "event outcome", detail: e.to_string() })?,
+            serde_json::from_str(raw)
+                .map_err(|e| StoreError::Corrupt { what: "event outcome", detail: e.to_string() })?,
         ),
     };
     Ok(ProcessedEvent { key: EventKey { source, id }, topic, partition, offset, outcome })

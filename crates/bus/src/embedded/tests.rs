@@ -34,9 +34,12 @@ async fn records_and_offsets_survive_reopening_the_file() {
     {
         let log = open(&dir);
         log.create_topic("t", 2).await.expect("create");
-        log.publish("t", (0..50).map(|i| OutRecord { key: format!("k{i}"), headers: vec![], payload: vec![1] }).collect())
-            .await
-            .expect("publish");
+        log.publish(
+            "t",
+            (0..50).map(|i| OutRecord { key: format!("k{i}"), headers: vec![], payload: vec![1] }).collect(),
+        )
+        .await
+        .expect("publish");
     }
     let log = open(&dir);
     assert_eq!(log.partitions("t"), Some(2));

@@ -1,0 +1,457 @@
+//! Writes: CloudEvents ingest (single or batch) for channels without Kafka, and synchronous
+//! reservation and compare-and-set endpoints that wait for the engine's outcome. Every write
+//! goes through the bus, so HTTP and Kafka producers get the same validation, ordering and
+//! idempotency.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use tally_bus::{Bus, OutRecord};
+use tally_cache::Cache;
+use tally_core::{Envelope, EventKey, Sku, headers};
+use tally_inventory::event::{
+    AdjustReason, ReservationCommitted, ReservationReleased, ReservationRequested, StockAdjusted,
+};
+use tally_inventory::{InventoryEvent, Outcome};
+use tally_store::InventoryStore;
+use time::OffsetDateTime;
+
+use super::problem::{ApiJson, ItemError};
+use super::stock::{StockView, parse_id};
+use super::{ApiError, AppState, Principal};
+use crate::inventory::Resolution;
+
+/// Most events one ingest request may carry.
+pub const MAX_INGEST_BATCH: usize = 1000;
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let key = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("invalid-idempotency-key", "Idempotency-Key must be ASCII"))?;
+            if key.is_empty() || key.len() > 200 {
+                return Err(ApiError::bad_request(
+                    "invalid-idempotency-key",
+                    "Idempotency-Key must be 1 to 200 characters",
+                ));
+            }
+            Ok(Some(key.to_owned()))
+        }
+    }
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    headers.get(headers::TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn record_of(env: &Envelope, sku: &Sku) -> OutRecord {
+    let (headers, payload) = env.to_binary();
+    OutRecord { key: sku.to_string(), headers, payload }
+}
+
+async fn publish<B: Bus, S: InventoryStore, C: Cache>(
+    st: &AppState<B, S, C>,
+    records: Vec<OutRecord>,
+) -> Result<(), ApiError> {
+    st.engine.bus.publish(&st.engine.cfg.topics.events, records).await.map_err(|e| ApiError::Unavailable(e.into()))
+}
+
+/// Accepted events.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IngestResponse {
+    /// Idempotency keys of the accepted events, in request order.
+    pub accepted: Vec<EventKey>,
+}
+
+/// Ingests one CloudEvent (structured JSON) or an array of them.
+///
+/// Validation is all-or-nothing: if any event is invalid, none is accepted and the problem
+/// lists every invalid item. Accepted events are durable on the bus when this returns; a
+/// re-sent event (same `source` + `id`) is accepted again and applied once.
+#[utoipa::path(post, path = "/v1/events", tag = "inventory",
+    request_body(content = Object, description = "A CloudEvent or an array of CloudEvents (structured JSON mode)"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "For a single event: used as its id")),
+    responses(
+        (status = 202, body = IngestResponse),
+        (status = 400, body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn ingest_events<B: Bus, S: InventoryStore, C: Cache>(
+    State(st): State<AppState<B, S, C>>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    let key_header = idempotency_key(&headers)?;
+    let (items, single) = match body {
+        serde_json::Value::Array(items) => (items, false),
+        obj @ serde_json::Value::Object(_) => (vec![obj], true),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid-json",
+                "the body must be a CloudEvent object or an array of them",
+            ));
+        }
+    };
+    if items.is_empty() || items.len() > MAX_INGEST_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid-batch-size",
+            format!("send 1 to {MAX_INGEST_BATCH} events, got {}", items.len()),
+        ));
+    }
+    if !single && key_header.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid-idempotency-key",
+            "Idempotency-Key applies to a single event; in a batch each event's id is its key",
+        ));
+    }
+    let trace = traceparent(&headers);
+    let mut errors = Vec::new();
+    let mut valid = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let mut env: Envelope = match serde_json::from_value(item) {
+            Ok(env) => env,
+            Err(e) => {
+                errors.push(ItemError { index, code: "invalid_envelope".into(), detail: e.to_string() });
+                continue;
+            }
+        };
+        if let Some(key) = &key_header {
+            env.id.clone_from(key);
+        }
+        if let Err(e) = env.validate() {
+            errors.push(ItemError { index, code: "invalid_envelope".into(), detail: e.to_string() });
+            continue;
+        }
+        match InventoryEvent::from_envelope(&env) {
+            Ok(ev) => {
+                if env.traceparent.is_none() {
+                    env.traceparent.clone_from(&trace);
+                }
+                env.subject = Some(ev.sku().to_string());
+                valid.push((env, ev));
+            }
+            Err(e) => errors.push(ItemError { index, code: e.code.into(), detail: e.detail }),
+        }
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            metrics::counter!(crate::metrics::api::EVENTS_REJECTED_TOTAL, "reason" => e.code.clone()).increment(1);
+        }
+        let detail =
+            format!("{} of {} events are invalid; none was accepted", errors.len(), errors.len() + valid.len());
+        return Err(ApiError::InvalidEvents { detail, errors });
+    }
+    for (_, ev) in &valid {
+        principal.require_channel(ev.acting_channel(&st.warehouse))?;
+    }
+    let records = valid.iter().map(|(env, ev)| record_of(env, ev.sku())).collect();
+    publish(&st, records).await?;
+    let accepted = valid.into_iter().map(|(env, _)| env.key()).collect();
+    Ok((StatusCode::ACCEPTED, Json(IngestResponse { accepted })))
+}
+
+/// Publishes a command event and waits for its outcome: in-process notification when the
+/// worker runs here, else the stored idempotency record.
+async fn publish_and_wait<B: Bus, S: InventoryStore, C: Cache>(
+    st: &AppState<B, S, C>,
+    env: Envelope,
+    sku: &Sku,
+) -> Result<Outcome, ApiError> {
+    let key = env.key();
+    if let Some(done) = st.engine.store.processed(key.clone()).await?
+        && let Some(outcome) = done.outcome
+    {
+        return Ok(outcome);
+    }
+    let mut rx = st.engine.waiters.register(key.clone());
+    if let Err(e) = publish(st, vec![record_of(&env, sku)]).await {
+        st.engine.waiters.forget(&key);
+        return Err(e);
+    }
+    let deadline = tokio::time::Instant::now() + st.wait_timeout;
+    let mut poll = tokio::time::interval(std::time::Duration::from_millis(100));
+    poll.tick().await;
+    let result = loop {
+        tokio::select! {
+            resolved = &mut rx => match resolved {
+                Ok(Resolution::Applied(outcome)) => break Ok(outcome),
+                Ok(Resolution::DeadLettered(reason)) => {
+                    break Err(ApiError::InvalidEvents {
+                        detail: "the event was rejected by the engine".into(),
+                        errors: vec![ItemError { index: 0, code: "dead_lettered".into(), detail: reason }],
+                    })
+                }
+                // Duplicate whose outcome is only in the store, or no local worker: poll.
+                Ok(Resolution::DuplicateUnknown) | Err(_) => rx = st.engine.waiters.register(key.clone()),
+            },
+            _ = poll.tick() => {
+                if let Some(done) = st.engine.store.processed(key.clone()).await?
+                    && let Some(outcome) = done.outcome
+                {
+                    break Ok(outcome);
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                break Err(ApiError::Pending(format!(
+                    "event {} was accepted but its outcome is not known yet; retry with the same Idempotency-Key",
+                    key.id
+                )))
+            }
+        }
+    };
+    st.engine.waiters.forget(&key);
+    result
+}
+
+fn api_source(principal: &Principal) -> String {
+    format!("/api/{}", principal.id)
+}
+
+fn require_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    idempotency_key(headers)?
+        .ok_or_else(|| ApiError::bad_request("missing-idempotency-key", "this write needs an Idempotency-Key header"))
+}
+
+/// Body of a compare-and-set adjustment.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest {
+    /// Signed change of on_hand.
+    pub delta: i64,
+    /// Why.
+    pub reason: AdjustReason,
+    /// Apply only if on_hand currently equals this (Shopify `changeFromQuantity`).
+    pub change_from_quantity: Option<i64>,
+    /// Reference document (order id for shipments).
+    pub reference: Option<String>,
+    /// Source version the adjustment belongs to.
+    pub source_version: Option<u64>,
+}
+
+/// Result of a synchronous write.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WriteResponse {
+    /// What the engine did.
+    pub outcome: Outcome,
+    /// Stock after the write.
+    pub stock: Option<StockView>,
+}
+
+async fn respond<B: Bus, S: InventoryStore, C: Cache>(
+    st: &AppState<B, S, C>,
+    sku: &Sku,
+    outcome: Outcome,
+    ok: StatusCode,
+) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
+    let as_json = || serde_json::to_value(&outcome).ok();
+    match &outcome {
+        Outcome::CasMismatch { expected, actual } => {
+            return Err(ApiError::Conflict {
+                code: "quantity-mismatch",
+                detail: format!("change_from_quantity is {expected} but on_hand is {actual}; nothing changed"),
+                outcome: as_json(),
+            });
+        }
+        Outcome::ReservationRejected { reason, detail } => {
+            return Err(ApiError::Conflict {
+                code: "reservation-rejected",
+                detail: format!("{reason}: {detail}"),
+                outcome: as_json(),
+            });
+        }
+        _ => {}
+    }
+    let states = st.engine.read_states(std::slice::from_ref(sku)).await?;
+    let stock = states.get(sku).map(|s| StockView::of(s, &st.engine.rules));
+    Ok((ok, Json(WriteResponse { outcome, stock })))
+}
+
+/// Adjusts on_hand at a location, optionally compare-and-set, and returns the outcome.
+#[utoipa::path(post, path = "/v1/stock/{sku}/locations/{location}/adjustments", tag = "inventory",
+    params(("sku" = String, Path), ("location" = String, Path), ("Idempotency-Key" = String, Header, description = "Required; the retry key")),
+    request_body = AdjustRequest,
+    responses(
+        (status = 200, body = WriteResponse),
+        (status = 409, body = super::Problem, description = "change_from_quantity did not match", content_type = "application/problem+json"),
+        (status = 422, body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn adjust_stock<B: Bus, S: InventoryStore, C: Cache>(
+    State(st): State<AppState<B, S, C>>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path((sku, location)): Path<(String, String)>,
+    ApiJson(req): ApiJson<AdjustRequest>,
+) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
+    principal.require_channel(&st.warehouse)?;
+    let key = require_key(&headers)?;
+    let sku: Sku = parse_id(&sku)?;
+    let ev = InventoryEvent::Adjusted(StockAdjusted {
+        sku: sku.clone(),
+        location: parse_id(&location)?,
+        delta: req.delta,
+        reason: req.reason,
+        source_version: req.source_version,
+        reference: req.reference,
+        change_from_quantity: req.change_from_quantity,
+    });
+    let env = command_envelope(&principal, &ev, key, &headers)?;
+    let outcome = publish_and_wait(&st, env, &sku).await?;
+    respond(&st, &sku, outcome, StatusCode::OK).await
+}
+
+fn command_envelope(
+    principal: &Principal,
+    ev: &InventoryEvent,
+    id: String,
+    headers: &HeaderMap,
+) -> Result<Envelope, ApiError> {
+    let mut env = ev.into_envelope(&api_source(principal));
+    env.id = id;
+    env.traceparent = traceparent(headers);
+    // The same validation as the bus consumer, so a bad request fails here with a 422.
+    InventoryEvent::from_envelope(&env).map_err(|e| ApiError::InvalidEvents {
+        detail: "the request does not form a valid event".into(),
+        errors: vec![ItemError { index: 0, code: e.code.into(), detail: e.detail }],
+    })?;
+    Ok(env)
+}
+
+/// Body of a reservation request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveRequest {
+    /// Unique, single-use reservation id.
+    pub reservation_id: String,
+    /// SKU.
+    #[schema(value_type = String)]
+    pub sku: Sku,
+    /// Channel holding the stock.
+    #[schema(value_type = String)]
+    pub channel: tally_core::ChannelId,
+    /// Location; default: the channel's location with most available.
+    #[schema(value_type = Option<String>)]
+    pub location: Option<tally_core::LocationId>,
+    /// Units.
+    pub quantity: i64,
+    /// Order reference.
+    pub order_id: Option<String>,
+    /// Seconds until an uncommitted hold lapses.
+    pub ttl_seconds: Option<u32>,
+}
+
+/// Holds stock for an order; never oversells.
+#[utoipa::path(post, path = "/v1/reservations", tag = "inventory", request_body = ReserveRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry key; default derived from reservation_id")),
+    responses(
+        (status = 201, body = WriteResponse),
+        (status = 409, body = super::Problem, description = "Rejected (e.g. insufficient stock); nothing is held", content_type = "application/problem+json"),
+        (status = 403, body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+pub async fn reserve<B: Bus, S: InventoryStore, C: Cache>(
+    State(st): State<AppState<B, S, C>>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ReserveRequest>,
+) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
+    principal.require_channel(&req.channel)?;
+    let id = idempotency_key(&headers)?.unwrap_or_else(|| format!("reserve:{}", req.reservation_id));
+    let expires_at = req.ttl_seconds.map(|s| OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(s)));
+    let sku = req.sku.clone();
+    let ev = InventoryEvent::ReservationRequested(ReservationRequested {
+        reservation_id: req.reservation_id,
+        sku: req.sku,
+        channel: req.channel,
+        location: req.location,
+        quantity: req.quantity,
+        order_id: req.order_id,
+        expires_at,
+    });
+    let env = command_envelope(&principal, &ev, id, &headers)?;
+    let outcome = publish_and_wait(&st, env, &sku).await?;
+    respond(&st, &sku, outcome, StatusCode::CREATED).await
+}
+
+/// Body of release and commit.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationAction {
+    /// SKU of the reservation (its partition key).
+    #[schema(value_type = String)]
+    pub sku: Sku,
+    /// Order reference (commit only).
+    pub order_id: Option<String>,
+}
+
+/// Gives held stock back.
+#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/release", tag = "inventory", request_body = ReservationAction,
+    params(("reservation_id" = String, Path)),
+    responses((status = 200, body = WriteResponse)),
+    security(("api_key" = [])))]
+pub async fn release_reservation<B: Bus, S: InventoryStore, C: Cache>(
+    State(st): State<AppState<B, S, C>>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(reservation_id): Path<String>,
+    ApiJson(req): ApiJson<ReservationAction>,
+) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
+    reservation_action(st, principal, headers, reservation_id, req, false).await
+}
+
+/// Marks held stock shipped (provisional until the warehouse confirms).
+#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/commit", tag = "inventory", request_body = ReservationAction,
+    params(("reservation_id" = String, Path)),
+    responses((status = 200, body = WriteResponse)),
+    security(("api_key" = [])))]
+pub async fn commit_reservation<B: Bus, S: InventoryStore, C: Cache>(
+    State(st): State<AppState<B, S, C>>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(reservation_id): Path<String>,
+    ApiJson(req): ApiJson<ReservationAction>,
+) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
+    reservation_action(st, principal, headers, reservation_id, req, true).await
+}
+
+async fn reservation_action<B: Bus, S: InventoryStore, C: Cache>(
+    st: AppState<B, S, C>,
+    principal: Principal,
+    headers: HeaderMap,
+    reservation_id: String,
+    req: ReservationAction,
+    commit: bool,
+) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
+    // Only the channel holding a reservation may release or commit it.
+    let states = st.engine.read_states(std::slice::from_ref(&req.sku)).await?;
+    if let Some(holder) = states.get(&req.sku).and_then(|s| s.reservations.get(&reservation_id)) {
+        principal.require_channel(&holder.channel)?;
+    } else {
+        principal.require_channel(&st.warehouse)?;
+    }
+    let verb = if commit { "commit" } else { "release" };
+    let id = idempotency_key(&headers)?.unwrap_or_else(|| format!("{verb}:{reservation_id}"));
+    let sku = req.sku.clone();
+    let ev = if commit {
+        InventoryEvent::ReservationCommitted(ReservationCommitted {
+            reservation_id,
+            sku: req.sku,
+            order_id: req.order_id,
+        })
+    } else {
+        InventoryEvent::ReservationReleased(ReservationReleased {
+            reservation_id,
+            sku: req.sku,
+            reason: Some("released".into()),
+        })
+    };
+    let env = command_envelope(&principal, &ev, id, &headers)?;
+    let outcome = publish_and_wait(&st, env, &sku).await?;
+    respond(&st, &sku, outcome, StatusCode::OK).await
+}

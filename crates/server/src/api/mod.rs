@@ -1,0 +1,130 @@
+//! The HTTP API (`/v1/...`): event ingest for channels without Kafka, synchronous
+//! reservations and compare-and-set adjustments, stock reads, audit, and the operational
+//! endpoints. Every handler goes through the same engine the bus consumers use.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{FromRef, MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use tally_bus::Bus;
+use tally_cache::Cache;
+use tally_core::ChannelId;
+use tally_store::InventoryStore;
+use utoipa::OpenApi;
+
+use crate::inventory::InventoryEngine;
+
+pub mod auth;
+pub mod ingest;
+pub mod ops;
+pub mod problem;
+pub mod stock;
+
+pub use auth::{Authenticator, Principal};
+pub use problem::{ApiError, Problem};
+
+/// State shared by the handlers.
+pub struct AppState<B, S, C> {
+    /// The inventory engine (reads, publishing, waiting for outcomes).
+    pub engine: InventoryEngine<B, S, C>,
+    /// Credentials → principals.
+    pub auth: Arc<Authenticator>,
+    /// The channel stock facts belong to.
+    pub warehouse: ChannelId,
+    /// How long a synchronous write waits for its outcome.
+    pub wait_timeout: Duration,
+}
+
+impl<B: Clone, S: Clone, C: Clone> Clone for AppState<B, S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            engine: self.engine.clone(),
+            auth: self.auth.clone(),
+            warehouse: self.warehouse.clone(),
+            wait_timeout: self.wait_timeout,
+        }
+    }
+}
+
+impl<B, S, C> FromRef<AppState<B, S, C>> for Arc<Authenticator> {
+    fn from_ref(state: &AppState<B, S, C>) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// The OpenAPI document of the API (checked in as `docs/openapi.json`).
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tally", description = "Event-driven commerce backends: inventory sync engine API.", version = "1"),
+    paths(
+        ingest::ingest_events,
+        ingest::adjust_stock,
+        ingest::reserve,
+        ingest::release_reservation,
+        ingest::commit_reservation,
+        stock::get_stock,
+        stock::batch_read,
+        stock::get_channel_stock,
+        stock::get_audit,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+    ),
+    components(schemas(Problem, problem::ItemError, tally_core::Envelope, tally_inventory::Outcome)),
+    modifiers(&BearerAuth),
+    tags((name = "inventory", description = "Stock, reservations and availability"), (name = "ops", description = "Health and metrics"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The OpenAPI document as pretty JSON.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// Builds the router.
+pub fn router<B: Bus, S: InventoryStore, C: Cache>(state: AppState<B, S, C>) -> Router {
+    Router::new()
+        .route("/v1/events", post(ingest::ingest_events::<B, S, C>))
+        .route("/v1/stock/{sku}/locations/{location}/adjustments", post(ingest::adjust_stock::<B, S, C>))
+        .route("/v1/reservations", post(ingest::reserve::<B, S, C>))
+        .route("/v1/reservations/{reservation_id}/release", post(ingest::release_reservation::<B, S, C>))
+        .route("/v1/reservations/{reservation_id}/commit", post(ingest::commit_reservation::<B, S, C>))
+        .route("/v1/stock/{sku}", get(stock::get_stock::<B, S, C>))
+        .route("/v1/stock/batch-read", post(stock::batch_read::<B, S, C>))
+        .route("/v1/channels/{channel}/stock/{sku}", get(stock::get_channel_stock::<B, S, C>))
+        .route("/v1/stock/{sku}/audit", get(stock::get_audit::<B, S, C>))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz::<B, S, C>))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(track_requests))
+        .with_state(state)
+}
+
+async fn track_requests(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let class = format!("{}xx", resp.status().as_u16() / 100);
+    metrics::counter!(crate::metrics::api::REQUESTS_TOTAL, "route" => route.clone(), "method" => method, "status" => class)
+        .increment(1);
+    metrics::histogram!(crate::metrics::api::REQUEST_DURATION_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}

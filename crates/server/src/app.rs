@@ -1,0 +1,192 @@
+//! Builds tally from configuration and runs its roles. This is the only place that knows
+//! which backend implementations exist; everything below it is generic over the traits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tally_bus::{EmbeddedLog, EmbeddedLogOptions};
+use tally_cache::MemoryCache;
+use tally_config::{BusConfig, CacheConfig, Config, Durability, StoreConfig};
+use tally_inventory::ChannelRules;
+use tally_store::{InventoryStore, SqliteStore, SqliteStoreOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState, Authenticator};
+use crate::inventory::{EngineStats, InventoryEngine, Waiters};
+
+/// Which parts of tally a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Every role in one process (the embedded default).
+    #[default]
+    All,
+    /// Only the inventory consumers.
+    Inventory,
+    /// Only the HTTP API.
+    Api,
+}
+
+impl Role {
+    fn runs_inventory(self) -> bool {
+        matches!(self, Self::All | Self::Inventory)
+    }
+    fn runs_api(self) -> bool {
+        matches!(self, Self::All | Self::Api)
+    }
+}
+
+/// The engine over the embedded backends. Production backends add variants in `app` only.
+pub type EmbeddedEngine = InventoryEngine<EmbeddedLog, SqliteStore, MemoryCache>;
+
+/// A configured, not yet started tally.
+pub struct App {
+    config: Config,
+}
+
+/// A started tally.
+pub struct RunningApp {
+    /// Where the API listens (if this role serves it).
+    pub addr: Option<SocketAddr>,
+    /// The engine, for in-process drivers (demo, bench, tests).
+    pub engine: EmbeddedEngine,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+}
+
+fn durability(d: Durability) -> tally_sqlite::Durability {
+    match d {
+        Durability::Normal => tally_sqlite::Durability::Normal,
+        Durability::Full => tally_sqlite::Durability::Full,
+    }
+}
+
+impl App {
+    /// A tally with this configuration.
+    pub fn new(config: Config) -> Self {
+        Self { config }
+    }
+
+    fn engine(&self) -> anyhow::Result<EmbeddedEngine> {
+        let cfg = &self.config;
+        let path = cfg.embedded.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        }
+        let BusConfig::Embedded { partitions } = cfg.bus;
+        let bus = EmbeddedLog::open(EmbeddedLogOptions {
+            path: path.clone(),
+            default_partitions: partitions,
+            durability: durability(cfg.embedded.durability),
+        })
+        .with_context(|| format!("opening the embedded log in {}", path.display()))?;
+        let StoreConfig::Sqlite = cfg.store;
+        let store = SqliteStore::open(SqliteStoreOptions {
+            path: path.clone(),
+            durability: durability(cfg.embedded.durability),
+        })
+        .with_context(|| format!("opening the SQLite store in {}", path.display()))?;
+        let CacheConfig::Memory { max_bytes, ttl_seconds } = cfg.cache;
+        let cache = MemoryCache::new(max_bytes, Duration::from_secs(ttl_seconds));
+        Ok(InventoryEngine {
+            bus,
+            store,
+            cache,
+            rules: Arc::new(ChannelRules::new(cfg.inventory.channels.clone())),
+            cfg: Arc::new(cfg.inventory.clone()),
+            waiters: Arc::new(Waiters::default()),
+            stats: Arc::new(EngineStats::default()),
+        })
+    }
+
+    /// Applies pending store migrations; returns their names.
+    pub async fn migrate(&self) -> anyhow::Result<Vec<String>> {
+        let engine = self.engine()?;
+        engine.store.migrate().await.context("migrating the store")
+    }
+
+    /// Starts the given role; returns once the API is listening and consumers are running.
+    pub async fn start(self, role: Role) -> anyhow::Result<RunningApp> {
+        let engine = self.engine()?;
+        let applied = engine.store.migrate().await.context("migrating the store")?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "applied store migrations");
+        }
+        let BusConfig::Embedded { partitions } = self.config.bus;
+        engine.create_topics(partitions).await.context("creating topics")?;
+        let _ = crate::metrics::prometheus();
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if role.runs_inventory() {
+            let (engine, token) = (engine.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = engine.run(token).await {
+                    tracing::error!(error = %e, "inventory engine stopped with an error");
+                }
+            }));
+        }
+        let mut addr = None;
+        if role.runs_api() {
+            let listener = tokio::net::TcpListener::bind(self.config.server.listen)
+                .await
+                .with_context(|| format!("binding {}", self.config.server.listen))?;
+            addr = Some(listener.local_addr()?);
+            let state = AppState {
+                engine: engine.clone(),
+                auth: Arc::new(Authenticator::new(&self.config.api)),
+                warehouse: tally_core::ChannelId::parse(self.config.inventory.warehouse_channel.as_str())
+                    .context("inventory.warehouse_channel")?,
+                wait_timeout: Duration::from_secs(5),
+            };
+            let router = api::router(state);
+            let token = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTP server stopped with an error");
+                }
+            }));
+            tracing::info!(addr = %addr.map(|a| a.to_string()).unwrap_or_default(), "HTTP API listening");
+        }
+        Ok(RunningApp {
+            addr,
+            engine,
+            shutdown,
+            tasks,
+            grace: Duration::from_secs(self.config.server.shutdown_grace_seconds),
+        })
+    }
+}
+
+impl RunningApp {
+    /// A token that stops the app when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops consuming, drains every partition (flush + commit) and stops the API.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the app has stopped (after its token is cancelled), within the grace period.
+    pub async fn wait(self) {
+        let all = futures_join(self.tasks);
+        self.shutdown.cancelled().await;
+        if tokio::time::timeout(self.grace, all).await.is_err() {
+            tracing::error!(
+                grace_s = self.grace.as_secs(),
+                "shutdown did not finish in time; unflushed work will be replayed"
+            );
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}

@@ -1,0 +1,84 @@
+//! The idempotency window of one partition: which events (by `source` + `id`) were applied
+//! recently, and for commands a caller may wait on, with what outcome.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+use tally_core::EventKey;
+use tally_inventory::Outcome;
+
+/// 128 bits of the key: two SipHash runs with different prefixes. Collisions would drop a
+/// distinct event as a duplicate, so 64 bits are not enough at millions of events.
+fn fingerprint(key: &EventKey) -> u128 {
+    let half = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        salt.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
+}
+
+/// A bounded set of recently applied event keys, evicted oldest first.
+pub struct DedupeWindow {
+    seen: HashMap<u128, Option<Box<Outcome>>>,
+    order: VecDeque<u128>,
+    capacity: usize,
+}
+
+impl DedupeWindow {
+    /// An empty window remembering at most `capacity` events.
+    pub fn new(capacity: usize) -> Self {
+        Self { seen: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+    }
+
+    /// `Some(outcome)` if the event was already applied (the outcome is `None` when not kept).
+    pub fn get(&self, key: &EventKey) -> Option<Option<&Outcome>> {
+        self.seen.get(&fingerprint(key)).map(|o| o.as_deref())
+    }
+
+    /// Records an applied event.
+    pub fn insert(&mut self, key: &EventKey, outcome: Option<Outcome>) {
+        let fp = fingerprint(key);
+        if self.seen.insert(fp, outcome.map(Box::new)).is_none() {
+            self.order.push_back(fp);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+    }
+
+    /// Events remembered.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> EventKey {
+        EventKey { source: "/s".into(), id: id.into() }
+    }
+
+    #[test]
+    fn window_remembers_outcomes_and_evicts_the_oldest() {
+        let mut w = DedupeWindow::new(2);
+        w.insert(&key("a"), Some(Outcome::Applied));
+        w.insert(&key("b"), None);
+        assert_eq!(w.get(&key("a")), Some(Some(&Outcome::Applied)));
+        assert_eq!(w.get(&key("b")), Some(None));
+        w.insert(&key("c"), None);
+        assert_eq!(w.get(&key("a")), None, "oldest evicted");
+        assert_eq!(w.len(), 2);
+        assert_ne!(fingerprint(&key("a")), fingerprint(&EventKey { source: "/s2".into(), id: "a".into() }));
+    }
+}

@@ -1,0 +1,66 @@
+//! The records the engine publishes: availability, reservation outcomes and dead letters.
+
+use serde::Serialize;
+use tally_bus::{OutRecord, Record};
+use tally_core::{Envelope, EventKey, Sku, headers};
+use tally_inventory::{ChannelAvailability, Outcome, types};
+
+/// Source attribute of events the engine emits.
+pub const ENGINE_SOURCE: &str = "/tally/inventory";
+
+/// Payload of `inventory.availability`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AvailabilityMessage {
+    /// SKU.
+    #[schema(value_type = String)]
+    pub sku: Sku,
+    /// Aggregate version this reflects; consumers keep the highest.
+    pub version: u64,
+    /// Per-channel available-to-sell.
+    pub channels: Vec<ChannelAvailability>,
+    /// Event time of the newest event included (Unix ms).
+    pub last_event_ms: i64,
+}
+
+fn to_record(key: &str, env: &Envelope) -> OutRecord {
+    let (headers, payload) = env.to_binary();
+    OutRecord { key: key.to_owned(), headers, payload }
+}
+
+/// An availability record for the output topic.
+pub fn availability(msg: &AvailabilityMessage, traceparent: Option<&str>) -> OutRecord {
+    let mut env =
+        Envelope::new(ENGINE_SOURCE, types::AVAILABILITY_CHANGED, serde_json::to_value(msg).unwrap_or_default());
+    env.subject = Some(msg.sku.to_string());
+    env.traceparent = traceparent.map(str::to_owned);
+    to_record(msg.sku.as_str(), &env)
+}
+
+/// A reservation outcome record (accepted or rejected), keyed by SKU.
+pub fn reservation_outcome(sku: &Sku, reservation_id: &str, cause: &EventKey, outcome: &Outcome) -> Option<OutRecord> {
+    let ty = match outcome {
+        Outcome::ReservationAccepted { .. } => types::RESERVATION_ACCEPTED,
+        Outcome::ReservationRejected { .. } => types::RESERVATION_REJECTED,
+        _ => return None,
+    };
+    let data = serde_json::json!({
+        "sku": sku,
+        "reservation_id": reservation_id,
+        "cause": {"source": cause.source, "id": cause.id},
+        "result": outcome,
+    });
+    let mut env = Envelope::new(ENGINE_SOURCE, ty, data);
+    // Deterministic id: a replay after a crash republishes the same event, which consumers dedupe.
+    env.id = format!("{ty}:{}:{}", cause.source, cause.id);
+    env.subject = Some(sku.to_string());
+    Some(to_record(sku.as_str(), &env))
+}
+
+/// The original record with the dead-letter reason added as headers.
+pub fn dead_letter(record: &Record, reason: &str, detail: &str) -> OutRecord {
+    let mut headers = record.headers.clone();
+    headers.push((headers::DLQ_REASON.to_owned(), reason.to_owned()));
+    headers.push((headers::DLQ_DETAIL.to_owned(), detail.chars().take(1000).collect()));
+    headers.push(("tally_dlq_origin".to_owned(), format!("{}/{}/{}", record.topic, record.partition, record.offset)));
+    OutRecord { key: record.key.clone(), headers, payload: record.payload.clone() }
+}

@@ -1,0 +1,58 @@
+//! Lets an HTTP request wait for the outcome of the event it published (reservations,
+//! compare-and-set adjustments) without polling, when the worker runs in the same process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tally_core::EventKey;
+use tally_inventory::Outcome;
+use tokio::sync::oneshot;
+
+/// What became of a waited-on event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Applied (now or earlier, for a duplicate) with this outcome.
+    Applied(Outcome),
+    /// A duplicate whose original outcome is no longer in memory: read it from the store.
+    DuplicateUnknown,
+    /// Dead-lettered with this reason.
+    DeadLettered(String),
+}
+
+/// Registry of pending waits by event key.
+#[derive(Default)]
+pub struct Waiters {
+    pending: Mutex<HashMap<EventKey, Vec<oneshot::Sender<Resolution>>>>,
+}
+
+impl Waiters {
+    /// Registers interest before publishing, so a fast worker cannot resolve it unseen.
+    pub fn register(&self, key: EventKey) -> oneshot::Receiver<Resolution> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().entry(key).or_default().push(tx);
+        rx
+    }
+
+    /// Resolves every wait on `key`.
+    pub fn resolve(&self, key: &EventKey, resolution: Resolution) {
+        let waiting = self.lock().remove(key);
+        for tx in waiting.into_iter().flatten() {
+            let _ = tx.send(resolution.clone());
+        }
+    }
+
+    /// Whether anyone waits on `key` (cheap check before building a resolution).
+    pub fn is_waiting(&self, key: &EventKey) -> bool {
+        let map = self.lock();
+        !map.is_empty() && map.contains_key(key)
+    }
+
+    /// Drops a wait that timed out.
+    pub fn forget(&self, key: &EventKey) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventKey, Vec<oneshot::Sender<Resolution>>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
