@@ -1,1 +1,7 @@
-fn main() {}
+//! The `tally` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    tally_cli::run(tally_cli::Cli::parse())
+}

@@ -1,0 +1,194 @@
+//! `tally bench inventory`: throughput, event-to-visible latency at a fixed rate, store
+//! statements per 1,000 events and peak memory, on the embedded stack.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tally_bus::Bus;
+use tally_config::{Config, LogConfig, LogFormat};
+use tally_server::App;
+use tally_server::app::Role;
+use tally_sim::{SimConfig, Simulator};
+use tally_store::InventoryStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::{self, Sink};
+
+/// Arguments of `tally bench inventory`.
+#[derive(Debug, clap::Args)]
+pub struct InventoryBenchArgs {
+    /// Events for the throughput phase.
+    #[arg(long, default_value_t = 500_000)]
+    pub events: usize,
+    /// Rate of the latency phase (events/s).
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Seconds of the latency phase.
+    #[arg(long, default_value_t = 10)]
+    pub latency_seconds: u64,
+    /// SKUs (Zipf 1.1 popularity).
+    #[arg(long, default_value_t = 10_000)]
+    pub skus: usize,
+    /// Share of events delivered twice.
+    #[arg(long, default_value_t = 0.10)]
+    pub duplicates: f64,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Results (the JSON line).
+#[derive(Debug, Serialize)]
+pub struct InventoryBenchResult {
+    /// Sustained end-to-end events per second (publish → applied, both running).
+    pub events_per_s: f64,
+    /// Event-to-visible latency p50 at the fixed rate.
+    pub latency_p50_ms: f64,
+    /// p99 of the same.
+    pub latency_p99_ms: f64,
+    /// Max of the same.
+    pub latency_max_ms: f64,
+    /// Store statements per 1,000 events at the fixed rate.
+    pub store_statements_per_1k_events: f64,
+    /// Store statements per 1,000 events at full throughput.
+    pub store_statements_per_1k_events_max_rate: f64,
+    /// Peak resident memory of the process.
+    pub peak_rss_mb: f64,
+    /// Events in the throughput phase.
+    pub throughput_events: usize,
+    /// Rate of the latency phase.
+    pub latency_rate: u64,
+    /// Events in the latency phase.
+    pub latency_events: u64,
+    /// Duplicates dropped in both phases.
+    pub duplicates_dropped: u64,
+}
+
+fn sim_config(args: &InventoryBenchArgs, seed: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        skus: args.skus,
+        duplicate_rate: args.duplicates,
+        poison_rate: 0.0,
+        reservation_ttl_seconds: None,
+        ..SimConfig::default()
+    }
+}
+
+async fn start(dir: &std::path::Path) -> anyhow::Result<tally_server::RunningApp> {
+    let mut config = Config::default();
+    config.embedded.path = dir.join("bench.db");
+    config.log = LogConfig { format: LogFormat::Pretty, level: "error".into() };
+    tally_server::telemetry::init(&config.log);
+    App::new(config).start(Role::Inventory).await
+}
+
+async fn wait_handled(stats: &tally_server::inventory::EngineStats, n: u64, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while stats.handled() < n {
+        anyhow::ensure!(Instant::now() < deadline, "only {} of {n} events handled within {limit:?}", stats.handled());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process in MiB (Linux), 0 elsewhere.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs the benchmark and prints the table (and the JSON line).
+pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
+    // Phase 1: throughput. Events are generated before timing so the simulator's cost is not
+    // counted; publishing and consuming then run concurrently.
+    let tmp = tempfile::tempdir()?;
+    let app = start(tmp.path()).await?;
+    let engine = app.engine.clone();
+    eprintln!("generating {} events over {} SKUs (Zipf 1.1, {:.0}% duplicates)…", args.events, args.skus, args.duplicates * 100.0);
+    let mut sim = Simulator::new(sim_config(&args, 7));
+    let records: Vec<_> = sim.next_batch(args.events).iter().map(driver::record).collect();
+    let topic = engine.cfg.topics.events.clone();
+    let statements_before = engine.store.statements();
+    let started = Instant::now();
+    let bus = engine.bus.clone();
+    let publisher = tokio::spawn(async move {
+        let mut it = records.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<_> = it.by_ref().take(5000).collect();
+            bus.publish(&topic, chunk).await?;
+        }
+        anyhow::Ok(())
+    });
+    publisher.await??;
+    let published_in = started.elapsed();
+    wait_handled(&engine.stats, args.events as u64, Duration::from_secs(600)).await?;
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(250)).await; // let the last flush land
+    let events_per_s = args.events as f64 / elapsed.as_secs_f64();
+    let statements_max_rate = (engine.store.statements() - statements_before) as f64 * 1000.0 / args.events as f64;
+    let dup1 = tally_server::inventory::EngineStats::get(&engine.stats.duplicates);
+    app.shutdown().await;
+    eprintln!(
+        "throughput: {} events in {:.2} s ({:.0}/s; publishing alone took {:.2} s)",
+        args.events,
+        elapsed.as_secs_f64(),
+        events_per_s,
+        published_in.as_secs_f64()
+    );
+
+    // Phase 2: latency at a fixed rate on a fresh file, events stamped as they are sent.
+    let tmp2 = tempfile::tempdir()?;
+    let app = start(tmp2.path()).await?;
+    let engine = app.engine.clone();
+    let sink = Sink::Bus { log: engine.bus.clone(), topic: engine.cfg.topics.events.clone() };
+    let mut sim = Simulator::new(sim_config(&args, 8));
+    // Warm-up: the initial snapshots of every SKU, not measured.
+    let warm = sim.next_batch(args.skus * 3);
+    let warm_n = warm.len() as u64;
+    sink.send(warm).await?;
+    wait_handled(&engine.stats, warm_n, Duration::from_secs(120)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    let handled_before = engine.stats.handled();
+    let statements_before = engine.store.statements();
+    let stop = CancellationToken::new();
+    let driven = driver::drive(&mut sim, &sink, args.rate, Duration::from_secs(args.latency_seconds), &stop, |_| {}).await?;
+    wait_handled(&engine.stats, handled_before + driven.sent, Duration::from_secs(120)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let latency_events = engine.stats.handled() - handled_before;
+    let statements = (engine.store.statements() - statements_before) as f64 * 1000.0 / latency_events.max(1) as f64;
+    let hist = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let dup2 = tally_server::inventory::EngineStats::get(&engine.stats.duplicates);
+    app.shutdown().await;
+
+    let result = InventoryBenchResult {
+        events_per_s,
+        latency_p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        latency_p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        latency_max_ms: hist.max() as f64 / 1000.0,
+        store_statements_per_1k_events: statements,
+        store_statements_per_1k_events_max_rate: statements_max_rate,
+        peak_rss_mb: peak_rss_mb(),
+        throughput_events: args.events,
+        latency_rate: args.rate,
+        latency_events,
+        duplicates_dropped: dup1 + dup2,
+    };
+    println!("tally bench inventory (embedded: SQLite log + SQLite store + in-process cache)");
+    println!("  {:<48} {:>12}", "metric", "value");
+    println!("  {:<48} {:>12.0}", "sustained events/s (publish + apply, Zipf, dups)", result.events_per_s);
+    println!("  {:<48} {:>12.2}", format!("event→visible p50 ms @ {} ev/s", args.rate), result.latency_p50_ms);
+    println!("  {:<48} {:>12.2}", format!("event→visible p99 ms @ {} ev/s", args.rate), result.latency_p99_ms);
+    println!("  {:<48} {:>12.2}", format!("event→visible max ms @ {} ev/s", args.rate), result.latency_max_ms);
+    println!("  {:<48} {:>12.2}", format!("store statements / 1k events @ {} ev/s", args.rate), result.store_statements_per_1k_events);
+    println!("  {:<48} {:>12.2}", "store statements / 1k events @ max rate", result.store_statements_per_1k_events_max_rate);
+    println!("  {:<48} {:>12.1}", "peak RSS MiB", result.peak_rss_mb);
+    println!("  {:<48} {:>12}", "duplicates dropped", result.duplicates_dropped);
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    }
+    Ok(())
+}
