@@ -1,0 +1,118 @@
+//! Test harness: the real app on port 0 with a fresh SQLite file per test.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tally_config::{ApiKeyConfig, AuthMode, Config, hash_api_key};
+use tally_server::App;
+use tally_server::RunningApp;
+use tally_server::app::Role;
+
+pub const ADMIN_KEY: &str = "admin-key";
+pub const OZON_KEY: &str = "ozon-key";
+pub const READER_KEY: &str = "reader-key";
+pub const WMS_KEY: &str = "wms-key";
+
+pub struct TestApp {
+    pub app: Option<RunningApp>,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn config(dir: &std::path::Path, auth: AuthMode) -> Config {
+    let mut c = Config::default();
+    c.embedded.path = dir.join("tally.db");
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.inventory.flush_interval_ms = 20;
+    c.api.auth = auth;
+    let key = |id: &str, raw: &str, scopes: &[&str]| ApiKeyConfig {
+        id: id.into(),
+        hash: hash_api_key(raw),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    c.api.keys = vec![
+        key("admin", ADMIN_KEY, &["admin"]),
+        key("ozon", OZON_KEY, &["stock:read", "stock:write:partner:ozon"]),
+        key("reader", READER_KEY, &["stock:read"]),
+        key("wms", WMS_KEY, &["stock:read", "stock:write:wms"]),
+    ];
+    c
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_with(config(dir.path(), AuthMode::Keys), dir).await
+}
+
+pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
+    let app = App::new(config).start(Role::All).await.unwrap();
+    let url = format!("http://{}", app.addr.unwrap());
+    TestApp { app: Some(app), url, client: reqwest::Client::new(), dir }
+}
+
+impl TestApp {
+    pub fn engine(&self) -> &tally_server::app::EmbeddedEngine {
+        &self.app.as_ref().unwrap().engine
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.client.post(format!("{}{path}", self.url)).bearer_auth(key).json(body).send().await.unwrap()
+    }
+
+    pub async fn post_with_key(&self, path: &str, key: &str, idem: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .header("Idempotency-Key", idem)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.url)).bearer_auth(key).send().await.unwrap()
+    }
+
+    /// Polls GET `path` until `check` holds (changes become visible within milliseconds).
+    pub async fn eventually(&self, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let resp = self.get(path, ADMIN_KEY).await;
+            if resp.status().is_success() {
+                let body: Value = resp.json().await.unwrap();
+                if check(&body) {
+                    return body;
+                }
+                assert!(Instant::now() < deadline, "condition never held; last body {body}");
+            } else {
+                assert!(Instant::now() < deadline, "GET {path} kept failing: {}", resp.status());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
+    }
+}
+
+pub fn event(id: &str, source: &str, ty: &str, data: Value) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": source, "type": ty, "time": "2026-11-25T10:00:00Z", "data": data})
+}
+
+pub fn snapshot(id: &str, sku: &str, location: &str, on_hand: i64, version: u64) -> Value {
+    event(id, "/wms", "stock.snapshot", json!({"sku": sku, "location": location, "on_hand": on_hand, "source_version": version}))
+}
+
+pub fn on_hand(stock: &Value, location: &str) -> Option<i64> {
+    stock["locations"].as_array()?.iter().find(|l| l["location"] == location)?["on_hand"].as_i64()
+}
+
+pub fn ats(stock: &Value, channel: &str) -> Option<i64> {
+    stock["channels"].as_array()?.iter().find(|c| c["channel"] == channel)?["available_to_sell"].as_i64()
+}
