@@ -96,7 +96,9 @@ async fn wait_handled(stats: &tally_server::inventory::EngineStats, n: u64, limi
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -107,7 +109,12 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let app = start(tmp.path()).await?;
     let engine = app.engine.clone();
-    eprintln!("generating {} events over {} SKUs (Zipf 1.1, {:.0}% duplicates)…", args.events, args.skus, args.duplicates * 100.0);
+    eprintln!(
+        "generating {} events over {} SKUs (Zipf 1.1, {:.0}% duplicates)…",
+        args.events,
+        args.skus,
+        args.duplicates * 100.0
+    );
     let mut sim = Simulator::new(sim_config(&args, 7));
     let records: Vec<_> = sim.next_batch(args.events).iter().map(driver::record).collect();
     let topic = engine.cfg.topics.events.clone();
@@ -155,7 +162,8 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
     let handled_before = engine.stats.handled();
     let statements_before = engine.store.statements();
     let stop = CancellationToken::new();
-    let driven = driver::drive(&mut sim, &sink, args.rate, Duration::from_secs(args.latency_seconds), &stop, |_| {}).await?;
+    let driven =
+        driver::drive(&mut sim, &sink, args.rate, Duration::from_secs(args.latency_seconds), &stop, |_| {}).await?;
     wait_handled(&engine.stats, handled_before + driven.sent, Duration::from_secs(120)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let latency_events = engine.stats.handled() - handled_before;
@@ -183,8 +191,15 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
     println!("  {:<48} {:>12.2}", format!("event→visible p50 ms @ {} ev/s", args.rate), result.latency_p50_ms);
     println!("  {:<48} {:>12.2}", format!("event→visible p99 ms @ {} ev/s", args.rate), result.latency_p99_ms);
     println!("  {:<48} {:>12.2}", format!("event→visible max ms @ {} ev/s", args.rate), result.latency_max_ms);
-    println!("  {:<48} {:>12.2}", format!("store statements / 1k events @ {} ev/s", args.rate), result.store_statements_per_1k_events);
-    println!("  {:<48} {:>12.2}", "store statements / 1k events @ max rate", result.store_statements_per_1k_events_max_rate);
+    println!(
+        "  {:<48} {:>12.2}",
+        format!("store statements / 1k events @ {} ev/s", args.rate),
+        result.store_statements_per_1k_events
+    );
+    println!(
+        "  {:<48} {:>12.2}",
+        "store statements / 1k events @ max rate", result.store_statements_per_1k_events_max_rate
+    );
     println!("  {:<48} {:>12.1}", "peak RSS MiB", result.peak_rss_mb);
     println!("  {:<48} {:>12}", "duplicates dropped", result.duplicates_dropped);
     if args.json {

@@ -165,7 +165,8 @@ async fn print_skus(engine: &tally_server::app::EmbeddedEngine, url: &str) -> an
         println!("   {}", locs.join("  "));
     }
     // The same numbers over the API, as a channel would read them.
-    let body: serde_json::Value = reqwest::get(format!("{url}/v1/channels/storefront/stock/{}", sku_name(0))).await?.json().await?;
+    let body: serde_json::Value =
+        reqwest::get(format!("{url}/v1/channels/storefront/stock/{}", sku_name(0))).await?.json().await?;
     println!();
     println!("GET {url}/v1/channels/storefront/stock/{} → {body}", sku_name(0));
     Ok(())

@@ -70,8 +70,12 @@ impl Sink {
                         .as_array()
                         .map(|a| a.iter().filter_map(|e| e["index"].as_u64()).collect())
                         .unwrap_or_default();
-                    let good: Vec<Envelope> =
-                        events.into_iter().enumerate().filter(|(i, _)| !bad.contains(&(*i as u64))).map(|(_, e)| e).collect();
+                    let good: Vec<Envelope> = events
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| !bad.contains(&(*i as u64)))
+                        .map(|(_, e)| e)
+                        .collect();
                     let sent = good.len() as u64;
                     if !good.is_empty() {
                         let resp = post(&good).await?;
@@ -142,7 +146,11 @@ pub struct SimulateArgs {
 /// `tally simulate`.
 pub async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<()> {
     let sink = match &args.http {
-        Some(url) => Sink::Http { client: reqwest::Client::new(), url: url.trim_end_matches('/').to_owned(), api_key: args.api_key.clone() },
+        Some(url) => Sink::Http {
+            client: reqwest::Client::new(),
+            url: url.trim_end_matches('/').to_owned(),
+            api_key: args.api_key.clone(),
+        },
         None => {
             let BusConfig::Embedded { partitions } = config.bus;
             let log = EmbeddedLog::open(EmbeddedLogOptions {

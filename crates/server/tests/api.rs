@@ -19,8 +19,12 @@ async fn ingested_snapshot_becomes_readable_per_location_and_channel() {
     assert_eq!(ats(&stock, "partner:ozon"), Some(18));
     let ch: Value = app.get("/v1/channels/partner:ozon/stock/SKU-1", READER_KEY).await.json().await.unwrap();
     assert_eq!(ch["available_to_sell"], 18);
-    let batch: Value =
-        app.post("/v1/stock/batch-read", READER_KEY, &json!({"skus": ["SKU-1", "SKU-404"]})).await.json().await.unwrap();
+    let batch: Value = app
+        .post("/v1/stock/batch-read", READER_KEY, &json!({"skus": ["SKU-1", "SKU-404"]}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(batch["items"].as_array().unwrap().len(), 1);
     assert_eq!(batch["missing"], json!(["SKU-404"]));
 }
@@ -45,11 +49,7 @@ async fn invalid_events_are_refused_with_a_specific_reason_and_none_is_accepted(
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(app.get("/v1/stock/SKU-2", ADMIN_KEY).await.status(), 404);
 
-    for (body, want) in [
-        ("not json", "invalid-json"),
-        ("[]", "invalid-batch-size"),
-        ("42", "invalid-json"),
-    ] {
+    for (body, want) in [("not json", "invalid-json"), ("[]", "invalid-batch-size"), ("42", "invalid-json")] {
         let resp = app
             .client
             .post(format!("{}/v1/events", app.url))
@@ -164,7 +164,12 @@ async fn concurrent_reservations_never_oversell() {
 async fn a_resent_event_is_applied_once_and_the_audit_trail_shows_each_change() {
     let app = spawn_app().await;
     app.post("/v1/events", WMS_KEY, &snapshot("s1", "SKU-6", "wh-1", 10, 1)).await;
-    let adj = event("a1", "/wms", "stock.adjusted", json!({"sku": "SKU-6", "location": "wh-1", "delta": 3, "reason": "receipt", "source_version": 2}));
+    let adj = event(
+        "a1",
+        "/wms",
+        "stock.adjusted",
+        json!({"sku": "SKU-6", "location": "wh-1", "delta": 3, "reason": "receipt", "source_version": 2}),
+    );
     for _ in 0..3 {
         assert_eq!(app.post("/v1/events", WMS_KEY, &adj).await.status(), 202);
     }
@@ -175,10 +180,10 @@ async fn a_resent_event_is_applied_once_and_the_audit_trail_shows_each_change() 
     app.eventually("/v1/stock/SKU-7", |b| on_hand(b, "wh-1") == Some(1)).await;
     let stock = app.eventually("/v1/stock/SKU-6", |b| on_hand(b, "wh-1").is_some()).await;
     assert_eq!(on_hand(&stock, "wh-1"), Some(13));
-    let audit = app
-        .eventually("/v1/stock/SKU-6/audit?limit=10", |b| b["items"].as_array().is_some_and(|a| a.len() >= 3))
-        .await;
-    let outcomes: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    let audit =
+        app.eventually("/v1/stock/SKU-6/audit?limit=10", |b| b["items"].as_array().is_some_and(|a| a.len() >= 3)).await;
+    let outcomes: Vec<&str> =
+        audit["items"].as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, vec!["stale_snapshot", "applied", "applied"], "newest first, the duplicates absent");
     assert_eq!(app.get("/v1/stock/SKU-6/audit?limit=0", ADMIN_KEY).await.status(), 400);
 }
@@ -198,7 +203,12 @@ async fn reservation_expires_and_release_and_commit_follow_the_rules() {
     // Commit, then the warehouse confirms by a shipment referencing the order: counted once.
     let resp = app.post("/v1/reservations/kept/commit", ADMIN_KEY, &json!({"sku": "SKU-8"})).await;
     assert_eq!(resp.status(), 200);
-    let ship = event("ship-1", "/wms", "stock.adjusted", json!({"sku": "SKU-8", "location": "wh-1", "delta": -4, "reason": "shipment", "reference": "o-kept", "source_version": 2}));
+    let ship = event(
+        "ship-1",
+        "/wms",
+        "stock.adjusted",
+        json!({"sku": "SKU-8", "location": "wh-1", "delta": -4, "reason": "shipment", "reference": "o-kept", "source_version": 2}),
+    );
     app.post("/v1/events", WMS_KEY, &ship).await;
     let stock = app.eventually("/v1/stock/SKU-8", |b| on_hand(b, "wh-1") == Some(6)).await;
     assert_eq!(ats(&stock, "storefront"), Some(6));
@@ -220,8 +230,30 @@ async fn state_survives_a_graceful_restart_on_the_same_file() {
     let stock: Value = again.get("/v1/stock/SKU-9", ADMIN_KEY).await.json().await.unwrap();
     assert_eq!(on_hand(&stock, "wh-1"), Some(21), "read from the store after restart");
     // Re-sending the same event after the restart is still a duplicate.
-    again.post("/v1/events", WMS_KEY, &event("a1", "/wms", "stock.adjusted", json!({"sku": "SKU-9", "location": "wh-1", "delta": 1, "reason": "receipt"}))).await;
-    again.post("/v1/events", WMS_KEY, &event("a1", "/wms", "stock.adjusted", json!({"sku": "SKU-9", "location": "wh-1", "delta": 1, "reason": "receipt"}))).await;
+    again
+        .post(
+            "/v1/events",
+            WMS_KEY,
+            &event(
+                "a1",
+                "/wms",
+                "stock.adjusted",
+                json!({"sku": "SKU-9", "location": "wh-1", "delta": 1, "reason": "receipt"}),
+            ),
+        )
+        .await;
+    again
+        .post(
+            "/v1/events",
+            WMS_KEY,
+            &event(
+                "a1",
+                "/wms",
+                "stock.adjusted",
+                json!({"sku": "SKU-9", "location": "wh-1", "delta": 1, "reason": "receipt"}),
+            ),
+        )
+        .await;
     again.eventually("/v1/stock/SKU-9/audit", |b| b["items"].as_array().is_some_and(|a| a.len() == 2)).await;
     let stock: Value = again.get("/v1/stock/SKU-9", ADMIN_KEY).await.json().await.unwrap();
     assert_eq!(on_hand(&stock, "wh-1"), Some(22));
@@ -236,7 +268,9 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
     let ready: Value = app.get("/readyz", "").await.json().await.unwrap();
     assert_eq!(ready["checks"], json!({"bus": "ok", "store": "ok", "cache": "ok"}));
     let metrics = app.get("/metrics", "").await.text().await.unwrap();
-    for name in ["tally_inventory_events_applied_total", "tally_inventory_event_to_visible_seconds", "tally_api_requests_total"] {
+    for name in
+        ["tally_inventory_events_applied_total", "tally_inventory_event_to_visible_seconds", "tally_api_requests_total"]
+    {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
     let doc: Value = app.get("/openapi.json", "").await.json().await.unwrap();

@@ -103,10 +103,13 @@ impl Simulator {
     /// A simulator; it starts with one snapshot per (sku, location).
     pub fn new(cfg: SimConfig) -> Self {
         let n = cfg.skus.max(1) * cfg.locations.len().max(1);
-        let zipf = Zipf::new(cfg.skus.max(1) as f64, cfg.zipf_exponent).unwrap_or_else(|_| unreachable!("n >= 1, s > 0"));
+        let zipf =
+            Zipf::new(cfg.skus.max(1) as f64, cfg.zipf_exponent).unwrap_or_else(|_| unreachable!("n >= 1, s > 0"));
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
         // Popular SKUs (low index) carry more stock.
-        let on_hand = (0..n).map(|i| 5 + rng.random_range(0..50) + 2000 / (1 + (i / cfg.locations.len().max(1)) as i64)).collect();
+        let on_hand = (0..n)
+            .map(|i| 5 + rng.random_range(0..50) + 2000 / (1 + (i / cfg.locations.len().max(1)) as i64))
+            .collect();
         let initial = (0..cfg.skus).flat_map(|s| (0..cfg.locations.len()).map(move |l| (s, l))).collect();
         Self {
             rng,
@@ -131,7 +134,8 @@ impl Simulator {
     fn now(&mut self) -> OffsetDateTime {
         if self.cfg.fixed_clock {
             self.clock_ms += 1;
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.clock_ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.clock_ms) * 1_000_000)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
         } else {
             OffsetDateTime::now_utc()
         }
@@ -263,7 +267,11 @@ impl Simulator {
         }
         let channel = self.cfg.channels[self.rng.random_range(0..self.cfg.channels.len())].clone();
         let shown = self.rng.random_range(0..60);
-        self.envelope(&format!("/{channel}"), types::CHANNEL_REPORTED, json!({"sku": sku_name(sku), "channel": channel, "shown": shown}))
+        self.envelope(
+            &format!("/{channel}"),
+            types::CHANNEL_REPORTED,
+            json!({"sku": sku_name(sku), "channel": channel, "shown": shown}),
+        )
     }
 
     /// The next `n` deliveries (with duplicates and reordering applied).
@@ -319,7 +327,14 @@ mod tests {
         let events: Vec<_> = Simulator::new(cfg).skip(600).take(20_000).collect();
         let ids: std::collections::HashSet<_> = events.iter().map(|e| &e.id).collect();
         assert!(ids.len() < events.len(), "duplicates present");
-        for ty in [types::SNAPSHOT, types::ADJUSTED, types::RESERVATION_REQUESTED, types::RESERVATION_COMMITTED, types::RESERVATION_RELEASED, types::CHANNEL_REPORTED] {
+        for ty in [
+            types::SNAPSHOT,
+            types::ADJUSTED,
+            types::RESERVATION_REQUESTED,
+            types::RESERVATION_COMMITTED,
+            types::RESERVATION_RELEASED,
+            types::CHANNEL_REPORTED,
+        ] {
             assert!(events.iter().any(|e| e.ty == ty), "{ty} missing");
         }
         let hot = events.iter().filter(|e| e.subject.as_deref() == Some("SKU-000000")).count();

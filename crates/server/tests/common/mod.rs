@@ -106,7 +106,12 @@ pub fn event(id: &str, source: &str, ty: &str, data: Value) -> Value {
 }
 
 pub fn snapshot(id: &str, sku: &str, location: &str, on_hand: i64, version: u64) -> Value {
-    event(id, "/wms", "stock.snapshot", json!({"sku": sku, "location": location, "on_hand": on_hand, "source_version": version}))
+    event(
+        id,
+        "/wms",
+        "stock.snapshot",
+        json!({"sku": sku, "location": location, "on_hand": on_hand, "source_version": version}),
+    )
 }
 
 pub fn on_hand(stock: &Value, location: &str) -> Option<i64> {

@@ -1,0 +1,228 @@
+//! The engine against an oracle: whatever the duplicates, reordering, partitioning, batch
+//! sizes and restarts, the stored state equals applying each distinct event once, in
+//! per-key (log) order.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use tally_bus::{Assignment, Bus, Consumer, PartitionReader};
+use tally_config::AuthMode;
+use tally_core::{Envelope, Sku};
+use tally_inventory::aggregate::EventMeta;
+use tally_inventory::{ChannelRules, InventoryEvent, SkuState};
+use tally_server::App;
+use tally_server::app::Role;
+use tally_sim::{SimConfig, Simulator};
+use tally_store::InventoryStore;
+
+/// Applies each distinct event once, in order: the definition of exactly-once effects.
+fn oracle(events: &[Envelope], rules: &ChannelRules) -> HashMap<Sku, SkuState> {
+    let mut seen = HashSet::new();
+    let mut states: HashMap<Sku, SkuState> = HashMap::new();
+    for env in events {
+        let Ok(ev) = InventoryEvent::from_envelope(env) else { continue };
+        if !seen.insert(env.key()) {
+            continue;
+        }
+        let state = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
+        state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules);
+    }
+    states
+}
+
+/// The parts of a state that effects define (not bookkeeping such as wall-clock stamps).
+fn comparable(s: &SkuState) -> SkuState {
+    let mut s = s.clone();
+    s.applied_offset = 0;
+    s.updated_at_ms = 0;
+    // Event-time stamp of the last event seen; not re-flushed for events that change nothing.
+    s.last_event_ms = 0;
+    s
+}
+
+async fn wait_for_offsets(app: &tally_server::RunningApp, total: u64) {
+    let e = &app.engine;
+    let partitions = e.bus.partitions(&e.cfg.topics.events).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut done = 0;
+        for p in 0..partitions {
+            done +=
+                e.store.committed_offset(&e.cfg.consumer_group, &e.cfg.topics.events, p).await.unwrap().unwrap_or(0);
+        }
+        if done >= total {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stored offsets reached {done} of {total}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn run_case(seed: u64, events: usize, partitions: u32, flush_ms: u64, poll: usize, restarts: usize, dup: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path(), AuthMode::Open);
+    cfg.bus = tally_config::BusConfig::Embedded { partitions };
+    cfg.inventory.flush_interval_ms = flush_ms;
+    cfg.inventory.poll_max_records = poll;
+    let rules = ChannelRules::new(cfg.inventory.channels.clone());
+    let sim_cfg = SimConfig {
+        seed,
+        skus: 40,
+        duplicate_rate: dup,
+        reorder_rate: 0.05,
+        burst_rate: 0.005,
+        burst_size: 30,
+        poison_rate: 0.01,
+        reservation_ttl_seconds: None,
+        fixed_clock: true,
+        ..SimConfig::default()
+    };
+    let log: Vec<Envelope> = Simulator::new(sim_cfg).next_batch(events);
+    let chunks: Vec<&[Envelope]> = log.chunks(events.div_ceil(restarts + 1)).collect();
+    let mut published = 0u64;
+    for chunk in chunks {
+        let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
+        let topic = app.engine.cfg.topics.events.clone();
+        for part in chunk.chunks(97) {
+            let records = part.iter().map(tally_cli_record).collect();
+            app.engine.bus.publish(&topic, records).await.unwrap();
+        }
+        published += chunk.len() as u64;
+        // Stop at an arbitrary point: sometimes before everything was consumed.
+        tokio::time::sleep(Duration::from_millis(seed % 40)).await;
+        app.shutdown().await;
+    }
+    let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
+    wait_for_offsets(&app, published).await;
+    let expected = oracle(&log, &rules);
+    let skus: Vec<Sku> = expected.keys().cloned().collect();
+    app.shutdown().await;
+    // Read what is durable: the store, after the app is gone.
+    let store = tally_store::SqliteStore::open(tally_store::SqliteStoreOptions {
+        path: dir.path().join("tally.db"),
+        durability: tally_sqlite::Durability::Normal,
+    })
+    .unwrap();
+    let stored: HashMap<Sku, SkuState> =
+        store.load_states(skus).await.unwrap().into_iter().map(|s| (s.sku.clone(), s)).collect();
+    assert_eq!(stored.len(), expected.len(), "every SKU is stored");
+    for (sku, want) in &expected {
+        assert_eq!(comparable(&stored[sku]), comparable(want), "state of {sku} differs from the oracle");
+    }
+}
+
+fn tally_cli_record(env: &Envelope) -> tally_bus::OutRecord {
+    let (headers, payload) = env.to_binary();
+    tally_bus::OutRecord { key: env.subject.clone().unwrap_or_default(), headers, payload }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    #[test]
+    fn duplicated_reordered_restarted_delivery_gives_the_oracle_state(
+        seed in 0..10_000u64,
+        partitions in 1..6u32,
+        flush_ms in 1..40u64,
+        poll in 1..300usize,
+        restarts in 0..4usize,
+        dup in 0.0..0.3f64,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(run_case(seed, 1500, partitions, flush_ms, poll, restarts, dup));
+    }
+}
+
+#[tokio::test]
+async fn poison_records_go_to_the_dead_letter_topic_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::new(common::config(dir.path(), AuthMode::Open)).start(Role::Inventory).await.unwrap();
+    let e = &app.engine;
+    let bad_json = tally_bus::OutRecord {
+        key: "SKU-1".into(),
+        headers: vec![("ce_id".into(), "p1".into())],
+        payload: b"{".to_vec(),
+    };
+    let mut wrong_key = Simulator::new(SimConfig { fixed_clock: true, ..SimConfig::default() }).next().unwrap();
+    wrong_key.id = "p2".into();
+    let mut wrong = tally_cli_record(&wrong_key);
+    wrong.key = "SKU-OTHER".into();
+    e.bus.publish(&e.cfg.topics.events, vec![bad_json, wrong]).await.unwrap();
+    let mut consumer = e.bus.subscribe("dlq-reader", &format!("{}.dlq", e.cfg.topics.events)).await.unwrap();
+    let Assignment::Assigned(mut parts) = consumer.next_assignment().await.unwrap() else { panic!("assigned") };
+    let mut reasons = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reasons.len() < 2 {
+        assert!(Instant::now() < deadline, "dead letters missing: {reasons:?}");
+        for p in parts.iter_mut() {
+            if let Ok(Ok(recs)) = tokio::time::timeout(Duration::from_millis(20), p.poll(10)).await {
+                reasons.extend(recs.iter().map(|r| r.header("tally_dlq_reason").unwrap().to_owned()));
+            }
+        }
+    }
+    reasons.sort();
+    assert_eq!(reasons, vec!["invalid_envelope", "key_mismatch"]);
+    // The partition moved past them: a valid event behind them is applied.
+    let good = Simulator::new(SimConfig { fixed_clock: true, ..SimConfig::default() }).next().unwrap();
+    e.bus.publish(&e.cfg.topics.events, vec![tally_cli_record(&good)]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tally_server::inventory::EngineStats::get(&e.stats.applied) < 1 {
+        assert!(Instant::now() < deadline, "event after poison not applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(tally_server::inventory::EngineStats::get(&e.stats.dead_lettered), 2);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_burst_on_one_sku_is_coalesced_and_ends_with_the_true_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path(), AuthMode::Open);
+    cfg.inventory.poll_max_records = 1000;
+    let app = App::new(cfg).start(Role::Inventory).await.unwrap();
+    let e = &app.engine;
+    let topic = e.cfg.topics.events.clone();
+    let mk = |i: usize, data: serde_json::Value, ty: &str| {
+        let mut env = Envelope::new("/wms", ty, data);
+        env.id = format!("b{i}");
+        env.subject = Some("HOT".into());
+        tally_cli_record(&env)
+    };
+    let mut burst = vec![mk(
+        0,
+        serde_json::json!({"sku": "HOT", "location": "wh-1", "on_hand": 5000, "source_version": 1}),
+        "stock.snapshot",
+    )];
+    for i in 1..=1000 {
+        burst.push(mk(
+            i,
+            serde_json::json!({"sku": "HOT", "location": "wh-1", "delta": -1, "reason": "damage"}),
+            "stock.adjusted",
+        ));
+    }
+    e.bus.publish(&topic, burst).await.unwrap();
+    let mut consumer = e.bus.subscribe("availability-reader", &e.cfg.topics.availability).await.unwrap();
+    let Assignment::Assigned(mut parts) = consumer.next_assignment().await.unwrap() else { panic!("assigned") };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut messages = Vec::new();
+    loop {
+        for p in parts.iter_mut() {
+            if let Ok(Ok(recs)) = tokio::time::timeout(Duration::from_millis(20), p.poll(1000)).await {
+                messages.extend(recs);
+            }
+        }
+        let last_ats = messages.last().map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            v["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "storefront").unwrap()["available_to_sell"].as_i64().unwrap()
+        });
+        if last_ats == Some(4000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "availability never reached the true state; last {last_ats:?}");
+    }
+    assert!(messages.len() <= 20, "1,001 events produced {} availability messages", messages.len());
+    app.shutdown().await;
+}
