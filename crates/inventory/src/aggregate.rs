@@ -14,7 +14,7 @@ use crate::stock::{LocationStock, StockChange};
 
 /// How many closed reservation ids a SKU remembers, so a late duplicate request for a
 /// finished reservation cannot hold stock again.
-const CLOSED_RESERVATIONS_KEPT: usize = 256;
+const CLOSED_RESERVATIONS_KEPT: usize = 64;
 
 /// What applying one event did. Serialised into outcomes, audit rows and HTTP responses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -204,15 +204,12 @@ impl SkuState {
 
     /// Units reserved at a location.
     pub fn reserved_at(&self, location: &LocationId) -> i64 {
-        self.reservations.values().filter(|r| &r.location == location).map(|r| r.quantity).sum()
+        self.locations.get(location).map_or(0, |s| s.reserved)
     }
 
     /// on_hand − reserved − safety_stock at a location.
     pub fn available_at(&self, location: &LocationId) -> i64 {
-        let stock = self.locations.get(location);
-        let on_hand = stock.map_or(0, |s| s.on_hand);
-        let safety = stock.map_or(0, |s| s.safety_stock);
-        on_hand - self.reserved_at(location) - safety
+        self.locations.get(location).map_or(0, |s| s.on_hand - s.reserved - s.safety_stock)
     }
 
     /// Read-model of every location.
@@ -421,6 +418,7 @@ impl SkuState {
             );
             return (Outcome::rejected("insufficient_stock", detail), Some(location), 0, false);
         }
+        self.locations.entry(location.clone()).or_default().reserved += r.quantity;
         self.reservations.insert(
             r.reservation_id.clone(),
             Reservation {
@@ -455,7 +453,11 @@ impl SkuState {
     }
 
     fn close_reservation(&mut self, id: &str) {
-        self.reservations.remove(id);
+        if let Some(r) = self.reservations.remove(id)
+            && let Some(stock) = self.locations.get_mut(&r.location)
+        {
+            stock.reserved -= r.quantity;
+        }
         self.closed_reservations.push_back(id.to_owned());
         while self.closed_reservations.len() > CLOSED_RESERVATIONS_KEPT {
             self.closed_reservations.pop_front();

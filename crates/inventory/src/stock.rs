@@ -25,6 +25,10 @@ pub struct LocationStock {
     pub on_hand: i64,
     /// Units never offered to any channel.
     pub safety_stock: i64,
+    /// Units held by active reservations here (held and shipped-unconfirmed), kept in step
+    /// with the reservations so that `available` costs O(1) however many holds there are.
+    #[serde(default)]
+    pub reserved: i64,
     /// Source version of the last applied snapshot (0: none yet).
     pub snapshot_version: u64,
     /// Adjustments applied since that snapshot.

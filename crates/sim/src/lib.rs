@@ -90,7 +90,7 @@ pub struct Simulator {
     zipf: Zipf<f64>,
     wms: Wms,
     initial: VecDeque<(usize, usize)>,
-    open: Vec<OpenReservation>,
+    open: VecDeque<OpenReservation>,
     to_ship: VecDeque<OpenReservation>,
     held_back: VecDeque<(u32, Envelope)>,
     recent: VecDeque<Envelope>,
@@ -116,7 +116,7 @@ impl Simulator {
             zipf,
             wms: Wms { on_hand, seq: vec![0; n] },
             initial,
-            open: Vec::new(),
+            open: VecDeque::new(),
             to_ship: VecDeque::new(),
             held_back: VecDeque::new(),
             recent: VecDeque::new(),
@@ -214,7 +214,10 @@ impl Simulator {
         let roll: f64 = self.rng.random();
         let sku = self.pick_sku();
         let loc = self.rng.random_range(0..self.cfg.locations.len());
-        if roll < 0.40 {
+        // Checkouts resolve their holds oldest first at the rate they are opened (about 80 %
+        // ship, 20 % are cancelled), so the number of open reservations stays bounded.
+        let resolve = !self.open.is_empty() && (self.open.len() > 4 * self.cfg.skus || roll >= 0.35);
+        if roll < 0.35 && !resolve {
             let channel = self.cfg.channels[self.rng.random_range(0..self.cfg.channels.len())].clone();
             let quantity = self.rng.random_range(1..=3);
             let id = format!("r-{}-{}", self.cfg.seed, self.next_id + 1);
@@ -231,22 +234,22 @@ impl Simulator {
             let env = self.envelope(&source, types::RESERVATION_REQUESTED, data);
             // Rejected reservations stay in the model too: their later commit or release is a
             // realistic no-op the engine must ignore.
-            self.open.push(OpenReservation { sku, location: loc, id, order, quantity, committed: false });
+            self.open.push_back(OpenReservation { sku, location: loc, id, order, quantity, committed: false });
             return env;
         }
-        if roll < 0.60 && !self.open.is_empty() {
-            let i = self.rng.random_range(0..self.open.len());
-            let r = self.open.swap_remove(i);
-            let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "order_id": r.order});
-            let env = self.envelope("/storefront", types::RESERVATION_COMMITTED, data);
-            self.to_ship.push_back(OpenReservation { committed: true, ..r });
-            return env;
+        if resolve && roll < 0.63 {
+            if let Some(r) = self.open.pop_front() {
+                let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "order_id": r.order});
+                let env = self.envelope("/storefront", types::RESERVATION_COMMITTED, data);
+                self.to_ship.push_back(OpenReservation { committed: true, ..r });
+                return env;
+            }
         }
-        if roll < 0.68 && !self.open.is_empty() {
-            let i = self.rng.random_range(0..self.open.len());
-            let r = self.open.swap_remove(i);
-            let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "reason": "cancelled"});
-            return self.envelope("/storefront", types::RESERVATION_RELEASED, data);
+        if resolve && roll < 0.70 {
+            if let Some(r) = self.open.pop_front() {
+                let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "reason": "cancelled"});
+                return self.envelope("/storefront", types::RESERVATION_RELEASED, data);
+            }
         }
         if roll < 0.78
             && let Some(r) = self.to_ship.pop_front()

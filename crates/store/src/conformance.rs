@@ -22,7 +22,7 @@ pub fn state(sku: &str, on_hand: i64, version: u64) -> StateRow {
     s.apply(&ev, EventMeta { source: "/t", id: "1", time_ms: 0 }, &rules);
     s.version = version;
     s.applied_offset = version as i64;
-    StateRow { levels: s.levels(), availability: s.availability(&rules), state: s }
+    StateRow::new(&s, None, s.availability(&rules))
 }
 
 /// A newer row wins; an older or equal one never overwrites it, in any flush order.
@@ -45,7 +45,7 @@ pub async fn flush_writes_effects_and_offsets_together<S: InventoryStore>(store:
     let row = state("SKU-A", 7, 1);
     let key = EventKey { source: "/t".into(), id: "e1".into() };
     let audit = tally_inventory::AuditEntry {
-        sku: row.state.sku.clone(),
+        sku: row.sku.clone(),
         location: None,
         version: 1,
         event_type: "stock.snapshot".into(),

@@ -6,8 +6,10 @@
 //! disagree after a crash.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tally_core::{EventKey, Sku};
 use tally_inventory::aggregate::LocationLevel;
 use tally_inventory::{AuditEntry, ChannelAvailability, Outcome, SkuState};
@@ -33,16 +35,60 @@ pub enum StoreError {
     },
 }
 
-/// The latest state of one SKU with its read-model rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The latest state of one SKU with its read-model rows. The aggregate travels already
+/// serialised: the worker serialises it once for the cache and the same bytes are stored.
+#[derive(Debug, Clone)]
 pub struct StateRow {
-    /// The aggregate (carries `version` and `applied_offset`).
-    pub state: SkuState,
+    /// SKU.
+    pub sku: Sku,
+    /// Aggregate version; a row lands only if newer than the stored one.
+    pub version: u64,
+    /// Offset of the last event applied (the per-key watermark).
+    pub applied_offset: i64,
+    /// Last change (Unix ms).
+    pub updated_at_ms: i64,
+    /// The aggregate as JSON.
+    pub state_json: Arc<RawValue>,
     /// Per-location levels derived from it.
     pub levels: Vec<LocationLevel>,
     /// Per-channel available-to-sell derived from it.
     pub availability: Vec<ChannelAvailability>,
 }
+
+impl StateRow {
+    /// The row of `state`, reusing `state_json` if the caller already serialised it.
+    pub fn new(state: &SkuState, state_json: Option<Arc<RawValue>>, availability: Vec<ChannelAvailability>) -> Self {
+        let state_json = state_json.unwrap_or_else(|| serialize_state(state));
+        Self {
+            sku: state.sku.clone(),
+            version: state.version,
+            applied_offset: state.applied_offset,
+            updated_at_ms: state.updated_at_ms,
+            state_json,
+            levels: state.levels(),
+            availability,
+        }
+    }
+}
+
+/// A state as raw JSON.
+pub fn serialize_state(state: &SkuState) -> Arc<RawValue> {
+    // A SkuState is maps and vectors of strings and integers: serialising cannot fail.
+    let text = serde_json::to_string(state).unwrap_or_else(|_| "null".to_owned());
+    Arc::from(RawValue::from_string(text).unwrap_or_else(|_| unreachable!("serde_json output is valid JSON")))
+}
+
+impl PartialEq for StateRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.sku == other.sku
+            && self.version == other.version
+            && self.applied_offset == other.applied_offset
+            && self.state_json.get() == other.state_json.get()
+            && self.levels == other.levels
+            && self.availability == other.availability
+    }
+}
+impl Eq for StateRow {}
 
 /// An idempotency record: this event was applied (once) with this outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

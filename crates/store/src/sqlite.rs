@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use tally_core::{EventKey, Sku};
 use tally_inventory::{AuditEntry, SkuState};
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
@@ -135,47 +136,109 @@ FROM json_each(?1) AS j WHERE true
 ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = excluded.next_offset
 WHERE consumer_offsets.next_offset < excluded.next_offset";
 
-fn flush_params(batch: &FlushBatch) -> [serde_json::Value; 6] {
+// Rows are serialised straight from borrowed, typed structs into one JSON text per table:
+// no intermediate `serde_json::Value` trees, and the aggregate's JSON is embedded verbatim.
+#[derive(Serialize)]
+struct SkuRowOut<'a> {
+    sku: &'a str,
+    version: u64,
+    applied_offset: i64,
+    state: &'a RawValue,
+    updated_at_ms: i64,
+}
+
+#[derive(Serialize)]
+struct LevelRowOut<'a> {
+    sku: &'a str,
+    location: &'a str,
+    on_hand: i64,
+    reserved: i64,
+    safety_stock: i64,
+    available: i64,
+    snapshot_version: u64,
+    version: u64,
+    updated_at_ms: i64,
+}
+
+#[derive(Serialize)]
+struct AtsRowOut<'a> {
+    sku: &'a str,
+    channel: &'a str,
+    ats: i64,
+    version: u64,
+    updated_at_ms: i64,
+}
+
+#[derive(Serialize)]
+struct ProcessedRowOut<'a> {
+    source: &'a str,
+    id: &'a str,
+    topic: &'a str,
+    partition: u32,
+    offset: u64,
+    outcome: Option<&'a tally_inventory::Outcome>,
+}
+
+fn to_json<T: Serialize>(rows: &[T]) -> String {
+    // Plain structs of strings and integers: serialising cannot fail.
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn flush_params(batch: &FlushBatch) -> [String; 6] {
     let mut skus = Vec::with_capacity(batch.states.len());
-    let mut levels = Vec::new();
-    let mut ats = Vec::new();
+    let mut levels = Vec::with_capacity(batch.states.len() * 2);
+    let mut ats = Vec::with_capacity(batch.states.len() * 3);
     for row in &batch.states {
-        let s = &row.state;
-        skus.push(json!({
-            "sku": s.sku, "version": s.version, "applied_offset": s.applied_offset,
-            "state": s, "updated_at_ms": s.updated_at_ms,
-        }));
+        let sku = row.sku.as_str();
+        skus.push(SkuRowOut {
+            sku,
+            version: row.version,
+            applied_offset: row.applied_offset,
+            state: &row.state_json,
+            updated_at_ms: row.updated_at_ms,
+        });
         for l in &row.levels {
-            levels.push(json!({
-                "sku": s.sku, "location": l.location, "on_hand": l.on_hand, "reserved": l.reserved,
-                "safety_stock": l.safety_stock, "available": l.available, "snapshot_version": l.snapshot_version,
-                "version": s.version, "updated_at_ms": s.updated_at_ms,
-            }));
+            levels.push(LevelRowOut {
+                sku,
+                location: l.location.as_str(),
+                on_hand: l.on_hand,
+                reserved: l.reserved,
+                safety_stock: l.safety_stock,
+                available: l.available,
+                snapshot_version: l.snapshot_version,
+                version: row.version,
+                updated_at_ms: row.updated_at_ms,
+            });
         }
         for a in &row.availability {
-            ats.push(json!({
-                "sku": s.sku, "channel": a.channel, "ats": a.available_to_sell,
-                "version": s.version, "updated_at_ms": s.updated_at_ms,
-            }));
+            ats.push(AtsRowOut {
+                sku,
+                channel: a.channel.as_str(),
+                ats: a.available_to_sell,
+                version: row.version,
+                updated_at_ms: row.updated_at_ms,
+            });
         }
     }
     let processed: Vec<_> = batch
         .processed
         .iter()
-        .map(|p| {
-            json!({
-                "source": p.key.source, "id": p.key.id, "topic": p.topic, "partition": p.partition,
-                "offset": p.offset, "outcome": p.outcome,
-            })
+        .map(|p| ProcessedRowOut {
+            source: &p.key.source,
+            id: &p.key.id,
+            topic: &p.topic,
+            partition: p.partition,
+            offset: p.offset,
+            outcome: p.outcome.as_ref(),
         })
         .collect();
     [
-        json!(skus),
-        json!(levels),
-        json!(ats),
-        serde_json::to_value(&batch.audit).unwrap_or_default(),
-        json!(processed),
-        serde_json::to_value(&batch.offsets).unwrap_or_default(),
+        to_json(&skus),
+        to_json(&levels),
+        to_json(&ats),
+        to_json(&batch.audit),
+        to_json(&processed),
+        to_json(&batch.offsets),
     ]
 }
 
@@ -215,16 +278,15 @@ impl InventoryStore for SqliteStore {
             let now = tally_core::now_ms();
             let tx = conn.transaction()?;
             let mut n = 2; // BEGIN + COMMIT
-            let mut run = |sql: &str, rows: &serde_json::Value, with_now: bool| -> rusqlite::Result<()> {
-                if rows.as_array().is_none_or(Vec::is_empty) {
+            let mut run = |sql: &str, rows: &str, with_now: bool| -> rusqlite::Result<()> {
+                if rows == "[]" {
                     return Ok(());
                 }
-                let text = rows.to_string();
                 let mut stmt = tx.prepare_cached(sql)?;
                 if with_now {
-                    stmt.execute(params![text, now])?;
+                    stmt.execute(params![rows, now])?;
                 } else {
-                    stmt.execute([text])?;
+                    stmt.execute([rows])?;
                 }
                 n += 1;
                 Ok(())

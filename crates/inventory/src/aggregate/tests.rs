@@ -296,3 +296,30 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The incrementally kept `reserved` always equals the sum of active reservations.
+    #[test]
+    fn reserved_totals_match_the_active_reservations(
+        steps in proptest::collection::vec((0..5u8, 0..2usize, 1..8i64, 0..10usize), 1..120),
+    ) {
+        let r = rules();
+        let mut s = SkuState::new(sku());
+        s.apply(&snapshot("wh-1", 20, 1), meta("s1"), &r);
+        s.apply(&snapshot("wh-2", 20, 1), meta("s2"), &r);
+        for (i, (kind, li, qty, rid)) in steps.into_iter().enumerate() {
+            let rid = format!("r{rid}");
+            let ev = match kind {
+                0 | 1 => reserve(&rid, "storefront", Some(LOCS[li]), qty, Some(&format!("o-{rid}"))),
+                2 => InventoryEvent::ReservationReleased(ReservationReleased { reservation_id: rid, sku: sku(), reason: None }),
+                3 => commit(&rid),
+                _ => ship(LOCS[li], qty, &format!("o-{rid}"), None),
+            };
+            s.apply(&ev, meta(&i.to_string()), &r);
+            for l in LOCS {
+                let sum: i64 = s.reservations.values().filter(|x| x.location == loc(l)).map(|x| x.quantity).sum();
+                prop_assert_eq!(s.reserved_at(&loc(l)), sum);
+            }
+        }
+    }
+}

@@ -48,10 +48,10 @@ struct Pending {
 impl Pending {
     fn add(&mut self, part: FlushPart) {
         for row in part.rows {
-            match self.rows.get(&row.state.sku) {
-                Some(existing) if existing.state.version > row.state.version => {}
+            match self.rows.get(&row.sku) {
+                Some(existing) if existing.version > row.version => {}
                 _ => {
-                    self.rows.insert(row.state.sku.clone(), row);
+                    self.rows.insert(row.sku.clone(), row);
                 }
             }
         }

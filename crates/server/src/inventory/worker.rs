@@ -345,8 +345,9 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 availability.push(records::availability(&msg, None));
                 entry.published = Some(ats.clone());
             }
-            cache_entries.push((cache_key(sku), serde_json::to_vec(&entry.state).unwrap_or_default()));
-            rows.push(StateRow { levels: entry.state.levels(), availability: ats, state: entry.state.clone() });
+            let json = tally_store::serialize_state(&entry.state);
+            cache_entries.push((cache_key(sku), json.get().as_bytes().to_vec()));
+            rows.push(StateRow::new(&entry.state, Some(json), ats));
         }
         if !cache_entries.is_empty()
             && let Err(e) = self.engine.cache.set_many(cache_entries).await
