@@ -32,7 +32,7 @@ pub fn open(path: &Path, durability: Durability) -> rusqlite::Result<rusqlite::C
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Keep the WAL from growing without bound under a steady write load.
     conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 

@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-use serde_json::value::RawValue;
 use tally_core::{EventKey, Sku};
 use tally_inventory::{AuditEntry, SkuState};
+use tally_sqlite::rusqlite::types::Value as SqlValue;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
 use tally_sqlite::{Durability, Pool, StatementCounter};
 
@@ -82,164 +81,187 @@ impl SqliteStore {
     }
 }
 
-// One statement per table per batch: rows travel as one JSON array and `json_each` turns it
-// into a relation, SQLite's counterpart of PostgreSQL's `unnest`. The row is replaced only when
-// the incoming (version, applied_offset) is newer: a late or replayed flush never wins.
-const UPSERT_SKU: &str = "
-INSERT INTO inventory_sku (sku, version, applied_offset, state, updated_at_ms)
-SELECT j.value->>'sku', j.value->>'version', j.value->>'applied_offset', j.value->'state', j.value->>'updated_at_ms'
-FROM json_each(?1) AS j WHERE true
-ON CONFLICT (sku) DO UPDATE SET
-    version = excluded.version, applied_offset = excluded.applied_offset,
-    state = excluded.state, updated_at_ms = excluded.updated_at_ms
-WHERE (inventory_sku.version, inventory_sku.applied_offset) < (excluded.version, excluded.applied_offset)";
+// Set-based writes: each table gets multi-row `INSERT … VALUES (…),(…)…` statements of up to
+// `MAX_ROWS_PER_STATEMENT` rows with the values bound directly (no JSON to parse), so a flush
+// costs one statement per table per chunk whatever the number of events behind it. A row is
+// replaced only when the incoming version is newer: a late or replayed flush never wins.
+const MAX_ROWS_PER_STATEMENT: usize = 1000;
+/// SQLite's default limit of bound parameters per statement (32766) with headroom.
+const MAX_PARAMS_PER_STATEMENT: usize = 32_000;
 
-const UPSERT_LEVELS: &str = "
-INSERT INTO stock_levels (sku, location, on_hand, reserved, safety_stock, available, snapshot_version, version, updated_at_ms)
-SELECT j.value->>'sku', j.value->>'location', j.value->>'on_hand', j.value->>'reserved', j.value->>'safety_stock',
-       j.value->>'available', j.value->>'snapshot_version', j.value->>'version', j.value->>'updated_at_ms'
-FROM json_each(?1) AS j WHERE true
-ON CONFLICT (sku, location) DO UPDATE SET
-    on_hand = excluded.on_hand, reserved = excluded.reserved, safety_stock = excluded.safety_stock,
-    available = excluded.available, snapshot_version = excluded.snapshot_version,
-    version = excluded.version, updated_at_ms = excluded.updated_at_ms
-WHERE stock_levels.version < excluded.version";
-
-const UPSERT_AVAILABILITY: &str = "
-INSERT INTO channel_availability (sku, channel, available_to_sell, version, updated_at_ms)
-SELECT j.value->>'sku', j.value->>'channel', j.value->>'ats', j.value->>'version', j.value->>'updated_at_ms'
-FROM json_each(?1) AS j WHERE true
-ON CONFLICT (sku, channel) DO UPDATE SET
-    available_to_sell = excluded.available_to_sell, version = excluded.version, updated_at_ms = excluded.updated_at_ms
-WHERE channel_availability.version < excluded.version";
-
-const INSERT_AUDIT: &str = "
-INSERT INTO inventory_audit (sku, location, version, event_type, event_source, event_id, outcome,
-                             on_hand_delta, on_hand, reserved, available, event_time_ms, recorded_at_ms)
-SELECT j.value->>'sku', j.value->>'location', j.value->>'version', j.value->>'event_type', j.value->>'event_source',
-       j.value->>'event_id', j.value->>'outcome', j.value->>'on_hand_delta', j.value->>'on_hand',
-       j.value->>'reserved', j.value->>'available', j.value->>'event_time_ms', ?2
-FROM json_each(?1) AS j WHERE true
-ON CONFLICT (event_source, event_id) DO NOTHING";
-
-const INSERT_PROCESSED: &str = "
-INSERT INTO processed_events (source, id, topic, partition, offset, outcome, recorded_at_ms)
-SELECT j.value->>'source', j.value->>'id', j.value->>'topic', j.value->>'partition', j.value->>'offset',
-       j.value->'outcome', ?2
-FROM json_each(?1) AS j WHERE true
-ON CONFLICT (source, id) DO NOTHING";
-
-const UPSERT_OFFSETS: &str = "
-INSERT INTO consumer_offsets (grp, topic, partition, next_offset)
-SELECT j.value->>'group', j.value->>'topic', j.value->>'partition', j.value->>'next_offset'
-FROM json_each(?1) AS j WHERE true
-ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = excluded.next_offset
-WHERE consumer_offsets.next_offset < excluded.next_offset";
-
-// Rows are serialised straight from borrowed, typed structs into one JSON text per table:
-// no intermediate `serde_json::Value` trees, and the aggregate's JSON is embedded verbatim.
-#[derive(Serialize)]
-struct SkuRowOut<'a> {
-    sku: &'a str,
-    version: u64,
-    applied_offset: i64,
-    state: &'a RawValue,
-    updated_at_ms: i64,
+struct Table {
+    insert: &'static str,
+    columns: usize,
+    conflict: &'static str,
 }
 
-#[derive(Serialize)]
-struct LevelRowOut<'a> {
-    sku: &'a str,
-    location: &'a str,
-    on_hand: i64,
-    reserved: i64,
-    safety_stock: i64,
-    available: i64,
-    snapshot_version: u64,
-    version: u64,
-    updated_at_ms: i64,
+const SKU_TABLE: Table = Table {
+    insert: "INSERT INTO inventory_sku (sku, version, applied_offset, state, updated_at_ms) VALUES ",
+    columns: 5,
+    conflict: " ON CONFLICT (sku) DO UPDATE SET
+        version = excluded.version, applied_offset = excluded.applied_offset,
+        state = excluded.state, updated_at_ms = excluded.updated_at_ms
+    WHERE (inventory_sku.version, inventory_sku.applied_offset) < (excluded.version, excluded.applied_offset)",
+};
+
+const LEVELS_TABLE: Table = Table {
+    insert: "INSERT INTO stock_levels (sku, location, on_hand, reserved, safety_stock, available, snapshot_version, version, updated_at_ms) VALUES ",
+    columns: 9,
+    conflict: " ON CONFLICT (sku, location) DO UPDATE SET
+        on_hand = excluded.on_hand, reserved = excluded.reserved, safety_stock = excluded.safety_stock,
+        available = excluded.available, snapshot_version = excluded.snapshot_version,
+        version = excluded.version, updated_at_ms = excluded.updated_at_ms
+    WHERE stock_levels.version < excluded.version",
+};
+
+const AVAILABILITY_TABLE: Table = Table {
+    insert: "INSERT INTO channel_availability (sku, channel, available_to_sell, version, updated_at_ms) VALUES ",
+    columns: 5,
+    conflict: " ON CONFLICT (sku, channel) DO UPDATE SET
+        available_to_sell = excluded.available_to_sell, version = excluded.version, updated_at_ms = excluded.updated_at_ms
+    WHERE channel_availability.version < excluded.version",
+};
+
+const AUDIT_TABLE: Table = Table {
+    insert: "INSERT INTO inventory_audit (sku, location, version, event_type, event_source, event_id, outcome,
+        on_hand_delta, on_hand, reserved, available, event_time_ms, recorded_at_ms) VALUES ",
+    columns: 13,
+    conflict: " ON CONFLICT (event_source, event_id) DO NOTHING",
+};
+
+const PROCESSED_TABLE: Table = Table {
+    insert: "INSERT INTO processed_events (source, id, topic, partition, offset, outcome, recorded_at_ms) VALUES ",
+    columns: 7,
+    conflict: " ON CONFLICT (source, id) DO NOTHING",
+};
+
+const OFFSETS_TABLE: Table = Table {
+    insert: "INSERT INTO consumer_offsets (grp, topic, partition, next_offset) VALUES ",
+    columns: 4,
+    conflict: " ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = excluded.next_offset
+    WHERE consumer_offsets.next_offset < excluded.next_offset",
+};
+
+fn statement_sql(table: &Table, rows: usize) -> String {
+    let tuple = format!("({})", vec!["?"; table.columns].join(", "));
+    let mut sql = String::with_capacity(table.insert.len() + rows * (tuple.len() + 2) + table.conflict.len());
+    sql.push_str(table.insert);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&tuple);
+    }
+    sql.push_str(table.conflict);
+    sql
 }
 
-#[derive(Serialize)]
-struct AtsRowOut<'a> {
-    sku: &'a str,
-    channel: &'a str,
-    ats: i64,
-    version: u64,
-    updated_at_ms: i64,
+/// Writes `rows` (each `table.columns` values long) in as few statements as the limits allow;
+/// returns the number of statements.
+fn write_rows(tx: &rusqlite::Transaction<'_>, table: &Table, rows: &[Vec<SqlValue>]) -> rusqlite::Result<u64> {
+    let per_statement = MAX_ROWS_PER_STATEMENT.min(MAX_PARAMS_PER_STATEMENT / table.columns);
+    let mut statements = 0;
+    for chunk in rows.chunks(per_statement) {
+        let sql = statement_sql(table, chunk.len());
+        // Statements are cached by text: full chunks always reuse one.
+        let mut stmt = tx.prepare_cached(&sql)?;
+        stmt.execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
+        statements += 1;
+    }
+    Ok(statements)
 }
 
-#[derive(Serialize)]
-struct ProcessedRowOut<'a> {
-    source: &'a str,
-    id: &'a str,
-    topic: &'a str,
-    partition: u32,
-    offset: u64,
-    outcome: Option<&'a tally_inventory::Outcome>,
+fn int(v: impl TryInto<i64>) -> SqlValue {
+    SqlValue::Integer(v.try_into().unwrap_or(i64::MAX))
 }
 
-fn to_json<T: Serialize>(rows: &[T]) -> String {
-    // Plain structs of strings and integers: serialising cannot fail.
-    serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned())
+fn text(v: &str) -> SqlValue {
+    SqlValue::Text(v.to_owned())
 }
 
-fn flush_params(batch: &FlushBatch) -> [String; 6] {
+fn json_text<T: serde::Serialize>(v: &T) -> SqlValue {
+    SqlValue::Text(serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned()))
+}
+
+/// The rows of every table of a flush, as bound values.
+fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 6] {
     let mut skus = Vec::with_capacity(batch.states.len());
     let mut levels = Vec::with_capacity(batch.states.len() * 2);
     let mut ats = Vec::with_capacity(batch.states.len() * 3);
     for row in &batch.states {
         let sku = row.sku.as_str();
-        skus.push(SkuRowOut {
-            sku,
-            version: row.version,
-            applied_offset: row.applied_offset,
-            state: &row.state_json,
-            updated_at_ms: row.updated_at_ms,
-        });
+        skus.push(vec![
+            text(sku),
+            int(row.version),
+            int(row.applied_offset),
+            text(row.state_json.get()),
+            int(row.updated_at_ms),
+        ]);
         for l in &row.levels {
-            levels.push(LevelRowOut {
-                sku,
-                location: l.location.as_str(),
-                on_hand: l.on_hand,
-                reserved: l.reserved,
-                safety_stock: l.safety_stock,
-                available: l.available,
-                snapshot_version: l.snapshot_version,
-                version: row.version,
-                updated_at_ms: row.updated_at_ms,
-            });
+            levels.push(vec![
+                text(sku),
+                text(l.location.as_str()),
+                int(l.on_hand),
+                int(l.reserved),
+                int(l.safety_stock),
+                int(l.available),
+                int(l.snapshot_version),
+                int(row.version),
+                int(row.updated_at_ms),
+            ]);
         }
         for a in &row.availability {
-            ats.push(AtsRowOut {
-                sku,
-                channel: a.channel.as_str(),
-                ats: a.available_to_sell,
-                version: row.version,
-                updated_at_ms: row.updated_at_ms,
-            });
+            ats.push(vec![
+                text(sku),
+                text(a.channel.as_str()),
+                int(a.available_to_sell),
+                int(row.version),
+                int(row.updated_at_ms),
+            ]);
         }
     }
-    let processed: Vec<_> = batch
-        .processed
+    let audit = batch
+        .audit
         .iter()
-        .map(|p| ProcessedRowOut {
-            source: &p.key.source,
-            id: &p.key.id,
-            topic: &p.topic,
-            partition: p.partition,
-            offset: p.offset,
-            outcome: p.outcome.as_ref(),
+        .map(|a| {
+            vec![
+                text(a.sku.as_str()),
+                a.location.as_ref().map_or(SqlValue::Null, |l| text(l.as_str())),
+                int(a.version),
+                text(&a.event_type),
+                text(&a.event_source),
+                text(&a.event_id),
+                text(&a.outcome),
+                int(a.on_hand_delta),
+                int(a.on_hand),
+                int(a.reserved),
+                int(a.available),
+                int(a.event_time_ms),
+                int(now),
+            ]
         })
         .collect();
-    [
-        to_json(&skus),
-        to_json(&levels),
-        to_json(&ats),
-        to_json(&batch.audit),
-        to_json(&processed),
-        to_json(&batch.offsets),
-    ]
+    let processed = batch
+        .processed
+        .iter()
+        .map(|p| {
+            vec![
+                text(&p.key.source),
+                text(&p.key.id),
+                text(&p.topic),
+                int(p.partition),
+                int(p.offset),
+                p.outcome.as_ref().map_or(SqlValue::Null, json_text),
+                int(now),
+            ]
+        })
+        .collect();
+    let offsets = batch
+        .offsets
+        .iter()
+        .map(|o| vec![text(&o.group), text(&o.topic), int(o.partition), int(o.next_offset)])
+        .collect();
+    [skus, levels, ats, audit, processed, offsets]
 }
 
 impl InventoryStore for SqliteStore {
@@ -273,30 +295,15 @@ impl InventoryStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let [skus, levels, ats, audit, processed, offsets] = flush_params(&batch);
+        let rows = flush_rows(&batch, tally_core::now_ms());
         self.write(move |conn, counter| {
-            let now = tally_core::now_ms();
             let tx = conn.transaction()?;
             let mut n = 2; // BEGIN + COMMIT
-            let mut run = |sql: &str, rows: &str, with_now: bool| -> rusqlite::Result<()> {
-                if rows == "[]" {
-                    return Ok(());
-                }
-                let mut stmt = tx.prepare_cached(sql)?;
-                if with_now {
-                    stmt.execute(params![rows, now])?;
-                } else {
-                    stmt.execute([rows])?;
-                }
-                n += 1;
-                Ok(())
-            };
-            run(UPSERT_SKU, &skus, false)?;
-            run(UPSERT_LEVELS, &levels, false)?;
-            run(UPSERT_AVAILABILITY, &ats, false)?;
-            run(INSERT_AUDIT, &audit, true)?;
-            run(INSERT_PROCESSED, &processed, true)?;
-            run(UPSERT_OFFSETS, &offsets, false)?;
+            let tables =
+                [&SKU_TABLE, &LEVELS_TABLE, &AVAILABILITY_TABLE, &AUDIT_TABLE, &PROCESSED_TABLE, &OFFSETS_TABLE];
+            for (table, rows) in tables.into_iter().zip(&rows) {
+                n += write_rows(&tx, table, rows)?;
+            }
             tx.commit()?;
             counter.add(n);
             Ok(())

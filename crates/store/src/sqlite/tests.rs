@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::conformance;
+use tally_core::Sku;
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(SqliteStoreOptions { path: dir.path().join("tally.db"), durability: Durability::Normal })
@@ -15,7 +16,7 @@ async fn sqlite_flush_writes_effects_and_offsets_together() {
 }
 
 #[tokio::test]
-async fn one_flush_is_one_statement_per_table_whatever_its_size() {
+async fn a_flush_costs_one_statement_per_table_per_thousand_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
     store.migrate().await.expect("migrate");
@@ -24,6 +25,13 @@ async fn one_flush_is_one_statement_per_table_whatever_its_size() {
     store.flush(FlushBatch { states, ..Default::default() }).await.expect("flush");
     // BEGIN, sku upsert, levels upsert, availability upsert, COMMIT.
     assert_eq!(store.statements() - before, 5);
+    let before = store.statements();
+    let states = (0..2500).map(|i| conformance::state(&format!("T{i}"), i, 1)).collect();
+    store.flush(FlushBatch { states, ..Default::default() }).await.expect("flush");
+    // BEGIN, 3 chunks for each of the three tables, COMMIT.
+    assert_eq!(store.statements() - before, 11);
+    let loaded = store.load_states(vec![Sku::parse("T2499").expect("valid")]).await.expect("load");
+    assert_eq!(loaded[0].locations.values().next().map(|l| l.on_hand), Some(2499));
 }
 
 #[tokio::test]
