@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock, mpsc};
 
 use tally_core::partition::partition_for_key;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
-use tally_sqlite::{Durability, Pool, StatementCounter};
+use tally_sqlite::{Durability, Pool, StatementCounter, Table};
 use tokio::sync::{oneshot, watch};
 
 use crate::{Assignment, Bus, BusError, Consumer, OutRecord, PartitionReader, Record};
@@ -396,45 +396,59 @@ fn writer_loop(mut conn: rusqlite::Connection, rx: mpsc::Receiver<WriteCmd>, sta
     }
 }
 
+const APPEND: Table = Table {
+    insert: "INSERT INTO bus_log (topic, partition, offset, key, headers, payload, ts_ms) VALUES ",
+    columns: 7,
+    conflict: "",
+};
+
+const COMMIT: Table = Table {
+    insert: "INSERT INTO bus_offsets (grp, topic, partition, next_offset) VALUES ",
+    columns: 4,
+    conflict: " ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
+               WHERE excluded.next_offset > bus_offsets.next_offset",
+};
+
 fn write_batch(
     conn: &mut rusqlite::Connection,
     cmds: &[WriteCmd],
     ends: &mut HashMap<(String, u32), u64>,
     statements: &StatementCounter,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    let mut n = 2; // BEGIN + COMMIT
-    {
-        let mut append = tx.prepare_cached(
-            "INSERT INTO bus_log (topic, partition, offset, key, headers, payload, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        let mut commit = tx.prepare_cached(
-            "INSERT INTO bus_offsets (grp, topic, partition, next_offset) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = excluded.next_offset \
-             WHERE excluded.next_offset > bus_offsets.next_offset",
-        )?;
-        let now = tally_core::now_ms();
-        for cmd in cmds {
-            match cmd {
-                WriteCmd::Append { topic, records, .. } => {
-                    let partitions = topic.ends.len() as u32;
-                    for rec in records {
-                        let p = partition_for_key(rec.key.as_bytes(), partitions);
-                        let end =
-                            ends.entry((topic.name.clone(), p)).or_insert_with(|| *topic.ends[p as usize].borrow());
-                        let headers = serde_json::to_string(&rec.headers).unwrap_or_else(|_| "[]".into());
-                        append.execute(params![topic.name, p, *end, rec.key, headers, rec.payload, now])?;
-                        *end += 1;
-                        n += 1;
-                    }
-                }
-                WriteCmd::Commit { group, topic, partition, next, .. } => {
-                    commit.execute(params![group, topic, partition, next])?;
-                    n += 1;
+    use rusqlite::types::Value;
+    let now = tally_core::now_ms();
+    let mut appends = Vec::new();
+    let mut commits = Vec::new();
+    for cmd in cmds {
+        match cmd {
+            WriteCmd::Append { topic, records, .. } => {
+                let partitions = topic.ends.len() as u32;
+                for rec in records {
+                    let p = partition_for_key(rec.key.as_bytes(), partitions);
+                    let end = ends.entry((topic.name.clone(), p)).or_insert_with(|| *topic.ends[p as usize].borrow());
+                    let headers = serde_json::to_string(&rec.headers).unwrap_or_else(|_| "[]".into());
+                    appends.push(vec![
+                        Value::Text(topic.name.clone()),
+                        Value::Integer(i64::from(p)),
+                        Value::Integer(*end as i64),
+                        Value::Text(rec.key.clone()),
+                        Value::Text(headers),
+                        Value::Blob(rec.payload.clone()),
+                        Value::Integer(now),
+                    ]);
+                    *end += 1;
                 }
             }
+            WriteCmd::Commit { group, topic, partition, next, .. } => commits.push(vec![
+                Value::Text(group.clone()),
+                Value::Text(topic.clone()),
+                Value::Integer(i64::from(*partition)),
+                Value::Integer(*next as i64),
+            ]),
         }
     }
+    let tx = conn.transaction()?;
+    let n = 2 + APPEND.write(&tx, &appends)? + COMMIT.write(&tx, &commits)?; // + BEGIN, COMMIT
     tx.commit()?;
     statements.add(n);
     Ok(())

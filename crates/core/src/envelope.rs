@@ -165,10 +165,52 @@ impl Envelope {
 
     /// Parses a binary-mode record back into an event.
     pub fn from_binary(h: &[(String, String)], payload: &[u8]) -> Result<Self, EnvelopeError> {
+        let a = Attributes::from_headers(h)?;
+        let data = serde_json::from_slice(payload).map_err(|e| EnvelopeError::Payload(e.to_string()))?;
+        Ok(Self {
+            specversion: "1.0".to_owned(),
+            id: a.id,
+            source: a.source,
+            ty: a.ty,
+            time: a.time,
+            subject: a.subject,
+            datacontenttype: None,
+            traceparent: a.traceparent,
+            data,
+        })
+    }
+}
+
+/// The attributes of a binary-mode event without its payload, so a consumer can parse the
+/// payload straight into its own typed structs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributes {
+    /// CloudEvents `id`.
+    pub id: String,
+    /// CloudEvents `source`.
+    pub source: String,
+    /// CloudEvents `type`.
+    pub ty: String,
+    /// CloudEvents `time`.
+    pub time: OffsetDateTime,
+    /// CloudEvents `subject`.
+    pub subject: Option<String>,
+    /// W3C trace context.
+    pub traceparent: Option<String>,
+}
+
+impl Attributes {
+    /// Reads and checks the `ce_*` headers.
+    pub fn from_headers(h: &[(String, String)]) -> Result<Self, EnvelopeError> {
         let get = |name: &str| h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let required = |name: &'static str, attr: &'static str| {
             get(name).filter(|v| !v.is_empty()).map(str::to_owned).ok_or(EnvelopeError::MissingAttribute(attr))
         };
+        if let Some(v) = get(headers::SPECVERSION)
+            && v != "1.0"
+        {
+            return Err(EnvelopeError::InvalidAttribute { attribute: "specversion", reason: format!("expected \"1.0\", got {v:?}") });
+        }
         let id = required(headers::ID, "id")?;
         let source = required(headers::SOURCE, "source")?;
         let ty = required(headers::TYPE, "type")?;
@@ -176,18 +218,24 @@ impl Envelope {
         let time = OffsetDateTime::parse(&time_raw, &time::format_description::well_known::Rfc3339).map_err(|e| {
             EnvelopeError::InvalidAttribute { attribute: "time", reason: format!("{time_raw:?} is not RFC 3339: {e}") }
         })?;
-        let data = serde_json::from_slice(payload).map_err(|e| EnvelopeError::Payload(e.to_string()))?;
         Ok(Self {
-            specversion: get(headers::SPECVERSION).unwrap_or("1.0").to_owned(),
             id,
             source,
             ty,
             time,
             subject: get(headers::SUBJECT).map(str::to_owned),
-            datacontenttype: None,
             traceparent: get(headers::TRACEPARENT).map(str::to_owned),
-            data,
         })
+    }
+
+    /// The idempotency key.
+    pub fn key(&self) -> EventKey {
+        EventKey { source: self.source.clone(), id: self.id.clone() }
+    }
+
+    /// Event time in Unix milliseconds.
+    pub fn time_ms(&self) -> i64 {
+        (self.time.unix_timestamp_nanos() / 1_000_000) as i64
     }
 }
 

@@ -5,7 +5,7 @@ pub mod envelope;
 pub mod ids;
 pub mod partition;
 
-pub use envelope::{Envelope, EnvelopeError, EventKey, headers};
+pub use envelope::{Attributes, Envelope, EnvelopeError, EventKey, headers};
 pub use ids::{ChannelId, IdError, LocationId, Sku};
 
 /// Milliseconds since the Unix epoch, the one clock unit stored and compared inside tally.

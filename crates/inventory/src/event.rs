@@ -174,21 +174,46 @@ pub enum InventoryEvent {
     ChannelReported(ChannelReported),
 }
 
-fn payload<T: serde::de::DeserializeOwned>(ev: &Envelope) -> Result<T, EventError> {
-    T::deserialize(&ev.data)
-        .map_err(|e| EventError { code: "invalid_payload", detail: format!("{} payload: {e}", ev.ty) })
+/// Where a payload is parsed from: an already parsed JSON value (HTTP) or raw bytes (bus).
+trait Payload {
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error>;
+}
+
+impl Payload for serde_json::Value {
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(self)
+    }
+}
+
+impl Payload for [u8] {
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(self)
+    }
+}
+
+fn payload<T: serde::de::DeserializeOwned, P: Payload + ?Sized>(ty: &str, p: &P) -> Result<T, EventError> {
+    p.parse().map_err(|e| EventError { code: "invalid_payload", detail: format!("{ty} payload: {e}") })
 }
 
 impl InventoryEvent {
     /// Parses and validates an envelope. Everything a consumer could choke on is rejected here.
     pub fn from_envelope(ev: &Envelope) -> Result<Self, EventError> {
-        let event = match ev.ty.as_str() {
-            types::SNAPSHOT => Self::Snapshot(payload(ev)?),
-            types::ADJUSTED => Self::Adjusted(payload(ev)?),
-            types::RESERVATION_REQUESTED => Self::ReservationRequested(payload(ev)?),
-            types::RESERVATION_RELEASED => Self::ReservationReleased(payload(ev)?),
-            types::RESERVATION_COMMITTED => Self::ReservationCommitted(payload(ev)?),
-            types::CHANNEL_REPORTED => Self::ChannelReported(payload(ev)?),
+        Self::parse(&ev.ty, ev.subject.as_deref(), &ev.data)
+    }
+
+    /// Parses a binary-mode payload straight into the typed event (no intermediate JSON tree).
+    pub fn from_payload(ty: &str, subject: Option<&str>, payload: &[u8]) -> Result<Self, EventError> {
+        Self::parse(ty, subject, payload)
+    }
+
+    fn parse<P: Payload + ?Sized>(ty: &str, subject: Option<&str>, data: &P) -> Result<Self, EventError> {
+        let event = match ty {
+            types::SNAPSHOT => Self::Snapshot(payload(ty, data)?),
+            types::ADJUSTED => Self::Adjusted(payload(ty, data)?),
+            types::RESERVATION_REQUESTED => Self::ReservationRequested(payload(ty, data)?),
+            types::RESERVATION_RELEASED => Self::ReservationReleased(payload(ty, data)?),
+            types::RESERVATION_COMMITTED => Self::ReservationCommitted(payload(ty, data)?),
+            types::CHANNEL_REPORTED => Self::ChannelReported(payload(ty, data)?),
             other => {
                 return Err(EventError {
                     code: "unknown_type",
@@ -201,7 +226,7 @@ impl InventoryEvent {
             }
         };
         event.validate()?;
-        if let Some(subject) = &ev.subject
+        if let Some(subject) = subject
             && subject != event.sku().as_str()
         {
             return Err(EventError {

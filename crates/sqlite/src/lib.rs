@@ -78,3 +78,50 @@ impl Pool {
         out
     }
 }
+
+/// Most rows in one multi-row statement.
+const MAX_ROWS_PER_STATEMENT: usize = 1000;
+/// SQLite's default limit of bound parameters per statement (32766), with headroom.
+const MAX_PARAMS_PER_STATEMENT: usize = 32_000;
+
+/// A set-based write into one table: `INSERT … VALUES (…),(…)… <conflict clause>` with the
+/// values bound directly, chunked to stay within SQLite's parameter limit. One statement per
+/// chunk, however many rows.
+#[derive(Debug)]
+pub struct Table {
+    /// `INSERT INTO t (cols…) VALUES ` (with the trailing space).
+    pub insert: &'static str,
+    /// Number of columns per row.
+    pub columns: usize,
+    /// Appended after the tuples, e.g. ` ON CONFLICT (k) DO UPDATE … WHERE …` (may be empty).
+    pub conflict: &'static str,
+}
+
+impl Table {
+    fn sql(&self, rows: usize) -> String {
+        let tuple = format!("({})", vec!["?"; self.columns].join(", "));
+        let mut sql = String::with_capacity(self.insert.len() + rows * (tuple.len() + 2) + self.conflict.len());
+        sql.push_str(self.insert);
+        for i in 0..rows {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&tuple);
+        }
+        sql.push_str(self.conflict);
+        sql
+    }
+
+    /// Writes `rows` (each `columns` values long); returns the number of statements executed.
+    pub fn write(&self, conn: &rusqlite::Connection, rows: &[Vec<rusqlite::types::Value>]) -> rusqlite::Result<u64> {
+        let per_statement = MAX_ROWS_PER_STATEMENT.min(MAX_PARAMS_PER_STATEMENT / self.columns);
+        let mut statements = 0;
+        for chunk in rows.chunks(per_statement) {
+            // Cached by text, so every full chunk reuses one prepared statement.
+            let mut stmt = conn.prepare_cached(&self.sql(chunk.len()))?;
+            stmt.execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
+            statements += 1;
+        }
+        Ok(statements)
+    }
+}

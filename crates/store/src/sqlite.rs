@@ -7,7 +7,7 @@ use tally_core::{EventKey, Sku};
 use tally_inventory::{AuditEntry, SkuState};
 use tally_sqlite::rusqlite::types::Value as SqlValue;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
-use tally_sqlite::{Durability, Pool, StatementCounter};
+use tally_sqlite::{Durability, Pool, StatementCounter, Table};
 
 use crate::{FlushBatch, InventoryStore, ProcessedEvent, StoreError};
 
@@ -82,19 +82,9 @@ impl SqliteStore {
 }
 
 // Set-based writes: each table gets multi-row `INSERT … VALUES (…),(…)…` statements of up to
-// `MAX_ROWS_PER_STATEMENT` rows with the values bound directly (no JSON to parse), so a flush
+// up to 1,000 rows with the values bound directly (no JSON to parse), so a flush
 // costs one statement per table per chunk whatever the number of events behind it. A row is
 // replaced only when the incoming version is newer: a late or replayed flush never wins.
-const MAX_ROWS_PER_STATEMENT: usize = 1000;
-/// SQLite's default limit of bound parameters per statement (32766) with headroom.
-const MAX_PARAMS_PER_STATEMENT: usize = 32_000;
-
-struct Table {
-    insert: &'static str,
-    columns: usize,
-    conflict: &'static str,
-}
-
 const SKU_TABLE: Table = Table {
     insert: "INSERT INTO inventory_sku (sku, version, applied_offset, state, updated_at_ms) VALUES ",
     columns: 5,
@@ -141,35 +131,6 @@ const OFFSETS_TABLE: Table = Table {
     conflict: " ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = excluded.next_offset
     WHERE consumer_offsets.next_offset < excluded.next_offset",
 };
-
-fn statement_sql(table: &Table, rows: usize) -> String {
-    let tuple = format!("({})", vec!["?"; table.columns].join(", "));
-    let mut sql = String::with_capacity(table.insert.len() + rows * (tuple.len() + 2) + table.conflict.len());
-    sql.push_str(table.insert);
-    for i in 0..rows {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&tuple);
-    }
-    sql.push_str(table.conflict);
-    sql
-}
-
-/// Writes `rows` (each `table.columns` values long) in as few statements as the limits allow;
-/// returns the number of statements.
-fn write_rows(tx: &rusqlite::Transaction<'_>, table: &Table, rows: &[Vec<SqlValue>]) -> rusqlite::Result<u64> {
-    let per_statement = MAX_ROWS_PER_STATEMENT.min(MAX_PARAMS_PER_STATEMENT / table.columns);
-    let mut statements = 0;
-    for chunk in rows.chunks(per_statement) {
-        let sql = statement_sql(table, chunk.len());
-        // Statements are cached by text: full chunks always reuse one.
-        let mut stmt = tx.prepare_cached(&sql)?;
-        stmt.execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
-        statements += 1;
-    }
-    Ok(statements)
-}
 
 fn int(v: impl TryInto<i64>) -> SqlValue {
     SqlValue::Integer(v.try_into().unwrap_or(i64::MAX))
@@ -302,7 +263,7 @@ impl InventoryStore for SqliteStore {
             let tables =
                 [&SKU_TABLE, &LEVELS_TABLE, &AVAILABILITY_TABLE, &AUDIT_TABLE, &PROCESSED_TABLE, &OFFSETS_TABLE];
             for (table, rows) in tables.into_iter().zip(&rows) {
-                n += write_rows(&tx, table, rows)?;
+                n += table.write(&tx, rows)?;
             }
             tx.commit()?;
             counter.add(n);

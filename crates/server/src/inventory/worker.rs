@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tally_bus::{Bus, OutRecord, PartitionReader, Record};
 use tally_cache::Cache;
-use tally_core::{Envelope, EventKey, Sku, headers};
+use tally_core::{Attributes, EventKey, Sku, headers};
 use tally_inventory::aggregate::EventMeta;
 use tally_inventory::event::ReservationReleased;
 use tally_inventory::{ChannelAvailability, InventoryEvent, Outcome, SkuState};
@@ -38,12 +38,12 @@ struct Entry {
 }
 
 enum Decoded {
-    Event(Box<Envelope>, InventoryEvent),
+    Event(Box<Attributes>, InventoryEvent),
     Poison { reason: &'static str, detail: String, key: Option<EventKey> },
 }
 
 fn decode(rec: &Record) -> Decoded {
-    let env = match Envelope::from_binary(&rec.headers, &rec.payload) {
+    let env = match Attributes::from_headers(&rec.headers) {
         Ok(env) => env,
         Err(e) => {
             let key = rec
@@ -53,7 +53,7 @@ fn decode(rec: &Record) -> Decoded {
             return Decoded::Poison { reason: "invalid_envelope", detail: e.to_string(), key };
         }
     };
-    match InventoryEvent::from_envelope(&env) {
+    match InventoryEvent::from_payload(&env.ty, env.subject.as_deref(), &rec.payload) {
         Ok(ev) if ev.sku().as_str() != rec.key => Decoded::Poison {
             reason: "key_mismatch",
             detail: format!("record key {:?} is not the event's sku {:?}", rec.key, ev.sku().as_str()),
