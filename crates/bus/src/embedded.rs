@@ -1,17 +1,18 @@
 //! The embedded durable log: an append-only table in tally's SQLite file.
 //!
-//! One writer thread owns all appends and group-commits whatever is queued into a single
-//! transaction (so many small publishes cost one fsync), assigns offsets per partition and,
-//! after the commit, wakes the partition readers through a watch channel — readers never
-//! poll the database while idle.
+//! Appends and offset commits queue up and are group-committed in one transaction on the
+//! file's single writer thread (shared with the embedded store, so the two never fight over
+//! SQLite's write lock); offsets are assigned per partition there and, after the commit, the
+//! partition readers are woken through a watch channel — they never poll while idle.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tally_core::partition::partition_for_key;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
-use tally_sqlite::{Durability, Pool, StatementCounter, Table};
+use tally_sqlite::{Durability, Pool, StatementCounter, Table, Writer};
 use tokio::sync::{oneshot, watch};
 
 use crate::{Assignment, Bus, BusError, Consumer, OutRecord, PartitionReader, Record};
@@ -34,7 +35,11 @@ pub struct EmbeddedLog {
 }
 
 struct Inner {
-    writer: Mutex<mpsc::Sender<WriteCmd>>,
+    writer: Arc<Writer>,
+    /// Commands waiting for the next group commit.
+    queue: Mutex<Vec<WriteCmd>>,
+    /// Whether a drain job is queued on the writer.
+    scheduled: AtomicBool,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
     readers: Pool,
     default_partitions: u32,
@@ -112,16 +117,14 @@ impl EmbeddedLog {
                 topics.insert(name, Arc::new(state));
             }
         }
+        drop(conn);
         let statements = StatementCounter::default();
-        let (tx, rx) = mpsc::channel();
-        let writer_statements = statements.clone();
-        std::thread::Builder::new()
-            .name("tally-log-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_statements))
-            .map_err(backend)?;
+        let writer = Writer::shared(&opts.path, opts.durability).map_err(backend)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(tx),
+                writer,
+                queue: Mutex::new(Vec::new()),
+                scheduled: AtomicBool::new(false),
                 topics: RwLock::new(topics),
                 readers: Pool::new(&opts.path, opts.durability),
                 default_partitions: opts.default_partitions.max(1),
@@ -175,9 +178,24 @@ impl EmbeddedLog {
         Ok(state)
     }
 
+    /// Queues a command for the next group commit and makes sure one is scheduled: every
+    /// command queued while a commit runs goes into the following one.
     async fn send(&self, make: impl FnOnce(oneshot::Sender<Result<(), BusError>>) -> WriteCmd) -> Result<(), BusError> {
         let (reply, rx) = oneshot::channel();
-        self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).send(make(reply)).map_err(|_| BusError::Closed)?;
+        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner()).push(make(reply));
+        if !self.inner.scheduled.swap(true, Ordering::AcqRel) {
+            let inner = self.inner.clone();
+            self.inner
+                .writer
+                .submit(move |conn| {
+                    inner.scheduled.store(false, Ordering::Release);
+                    let cmds = std::mem::take(&mut *inner.queue.lock().unwrap_or_else(|p| p.into_inner()));
+                    if !cmds.is_empty() {
+                        commit_group(conn, cmds, &inner.statements);
+                    }
+                })
+                .map_err(|_| BusError::Closed)?;
+        }
         rx.await.map_err(|_| BusError::Closed)?
     }
 }
@@ -351,48 +369,35 @@ impl PartitionReader for EmbeddedPartition {
     }
 }
 
-/// Most commands folded into one transaction; bounds commit latency under a flood.
-const MAX_GROUP_COMMIT: usize = 1024;
-
-fn writer_loop(mut conn: rusqlite::Connection, rx: mpsc::Receiver<WriteCmd>, statements: StatementCounter) {
-    while let Ok(first) = rx.recv() {
-        let mut cmds = vec![first];
-        while cmds.len() < MAX_GROUP_COMMIT {
-            match rx.try_recv() {
-                Ok(cmd) => cmds.push(cmd),
-                Err(_) => break,
-            }
-        }
-        let mut ends: HashMap<(String, u32), u64> = HashMap::new();
-        let result = write_batch(&mut conn, &cmds, &mut ends, &statements);
-        let outcome = match &result {
-            Ok(()) => {
-                for cmd in &cmds {
-                    if let WriteCmd::Append { topic, .. } = cmd {
-                        for (p, sender) in topic.ends.iter().enumerate() {
-                            if let Some(&end) = ends.get(&(topic.name.clone(), p as u32)) {
-                                sender.send_if_modified(|cur| {
-                                    let grew = end > *cur;
-                                    *cur = (*cur).max(end);
-                                    grew
-                                });
-                            }
+fn commit_group(conn: &mut rusqlite::Connection, cmds: Vec<WriteCmd>, statements: &StatementCounter) {
+    let mut ends: HashMap<(String, u32), u64> = HashMap::new();
+    let outcome = match write_batch(conn, &cmds, &mut ends, statements) {
+        Ok(()) => {
+            for cmd in &cmds {
+                if let WriteCmd::Append { topic, .. } = cmd {
+                    for (p, sender) in topic.ends.iter().enumerate() {
+                        if let Some(&end) = ends.get(&(topic.name.clone(), p as u32)) {
+                            sender.send_if_modified(|cur| {
+                                let grew = end > *cur;
+                                *cur = (*cur).max(end);
+                                grew
+                            });
                         }
                     }
                 }
-                Ok(())
             }
-            Err(e) => {
-                tracing::error!(error = %e, "embedded log write failed; publishers get an error and may retry");
-                Err(e.to_string())
-            }
-        };
-        for cmd in cmds {
-            let reply = match cmd {
-                WriteCmd::Append { reply, .. } | WriteCmd::Commit { reply, .. } => reply,
-            };
-            let _ = reply.send(outcome.clone().map_err(BusError::Backend));
+            Ok(())
         }
+        Err(e) => {
+            tracing::error!(error = %e, "embedded log write failed; publishers get an error and may retry");
+            Err(e.to_string())
+        }
+    };
+    for cmd in cmds {
+        let reply = match cmd {
+            WriteCmd::Append { reply, .. } | WriteCmd::Commit { reply, .. } => reply,
+        };
+        let _ = reply.send(outcome.clone().map_err(BusError::Backend));
     }
 }
 

@@ -52,6 +52,10 @@ pub struct InventoryBenchResult {
     pub latency_p99_ms: f64,
     /// Max of the same.
     pub latency_max_ms: f64,
+    /// Event time → availability published on the output topic, p50, at the fixed rate.
+    pub desync_p50_ms: f64,
+    /// p99 of the same.
+    pub desync_p99_ms: f64,
     /// Store statements per 1,000 events at the fixed rate.
     pub store_statements_per_1k_events: f64,
     /// Store statements per 1,000 events at full throughput.
@@ -118,9 +122,18 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
     // handled every event: its sustained consume → apply → flush → commit rate.
     let tmp = tempfile::tempdir()?;
     let path = tmp.path().join("bench.db");
-    eprintln!("filling the log with {} events over {} SKUs (Zipf 1.1, {:.0}% duplicates)…", args.events, args.skus, args.duplicates * 100.0);
+    eprintln!(
+        "filling the log with {} events over {} SKUs (Zipf 1.1, {:.0}% duplicates)…",
+        args.events,
+        args.skus,
+        args.duplicates * 100.0
+    );
     let publish_rate = {
-        let log = tally_bus::EmbeddedLog::open(tally_bus::EmbeddedLogOptions { path: path.clone(), default_partitions: 4, durability: tally_sqlite::Durability::Normal })?;
+        let log = tally_bus::EmbeddedLog::open(tally_bus::EmbeddedLogOptions {
+            path: path.clone(),
+            default_partitions: 4,
+            durability: tally_sqlite::Durability::Normal,
+        })?;
         log.create_topic("inventory.events", 4).await?;
         let mut sim = Simulator::new(sim_config(&args, 7));
         let mut left = args.events;
@@ -136,6 +149,7 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
         args.events as f64 / publishing.as_secs_f64()
     };
     reset_peak_rss();
+    eprintln!("log filled at {publish_rate:.0} appends/s; starting the engine on the backlog…");
     let started = Instant::now();
     let app = start(tmp.path()).await?;
     let engine = app.engine.clone();
@@ -187,6 +201,7 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
     wait_handled(&engine.stats, warm_n, Duration::from_secs(120)).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
     let handled_before = engine.stats.handled();
     let statements_before = engine.store.statements();
     let stop = CancellationToken::new();
@@ -197,6 +212,7 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
     let latency_events = engine.stats.handled() - handled_before;
     let statements = (engine.store.statements() - statements_before) as f64 * 1000.0 / latency_events.max(1) as f64;
     let hist = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let dup2 = tally_server::inventory::EngineStats::get(&engine.stats.duplicates);
     app.shutdown().await;
 
@@ -207,6 +223,8 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
         latency_p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         latency_p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
         latency_max_ms: hist.max() as f64 / 1000.0,
+        desync_p50_ms: desync.value_at_quantile(0.5) as f64 / 1000.0,
+        desync_p99_ms: desync.value_at_quantile(0.99) as f64 / 1000.0,
         store_statements_per_1k_events: statements,
         store_statements_per_1k_events_max_rate: statements_max_rate,
         peak_rss_mb: peak_rss,
@@ -223,6 +241,8 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
     println!("  {:<48} {:>12.2}", format!("event→visible p50 ms @ {} ev/s", args.rate), result.latency_p50_ms);
     println!("  {:<48} {:>12.2}", format!("event→visible p99 ms @ {} ev/s", args.rate), result.latency_p99_ms);
     println!("  {:<48} {:>12.2}", format!("event→visible max ms @ {} ev/s", args.rate), result.latency_max_ms);
+    println!("  {:<48} {:>12.2}", format!("channel desync p50 ms @ {} ev/s", args.rate), result.desync_p50_ms);
+    println!("  {:<48} {:>12.2}", format!("channel desync p99 ms @ {} ev/s", args.rate), result.desync_p99_ms);
     println!(
         "  {:<48} {:>12.2}",
         format!("store statements / 1k events @ {} ev/s", args.rate),

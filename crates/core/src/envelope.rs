@@ -209,7 +209,10 @@ impl Attributes {
         if let Some(v) = get(headers::SPECVERSION)
             && v != "1.0"
         {
-            return Err(EnvelopeError::InvalidAttribute { attribute: "specversion", reason: format!("expected \"1.0\", got {v:?}") });
+            return Err(EnvelopeError::InvalidAttribute {
+                attribute: "specversion",
+                reason: format!("expected \"1.0\", got {v:?}"),
+            });
         }
         let id = required(headers::ID, "id")?;
         let source = required(headers::SOURCE, "source")?;

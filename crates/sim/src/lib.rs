@@ -244,19 +244,21 @@ impl Simulator {
             self.open.push_back(OpenReservation { sku, location: loc, id, order, quantity, committed: false });
             return env;
         }
-        if resolve && roll < 0.63 {
-            if let Some(r) = self.open.pop_front() {
-                let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "order_id": r.order});
-                let env = self.envelope("/storefront", types::RESERVATION_COMMITTED, data);
-                self.to_ship.push_back(OpenReservation { committed: true, ..r });
-                return env;
-            }
+        if resolve
+            && roll < 0.63
+            && let Some(r) = self.open.pop_front()
+        {
+            let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "order_id": r.order});
+            let env = self.envelope("/storefront", types::RESERVATION_COMMITTED, data);
+            self.to_ship.push_back(OpenReservation { committed: true, ..r });
+            return env;
         }
-        if resolve && roll < 0.70 {
-            if let Some(r) = self.open.pop_front() {
-                let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "reason": "cancelled"});
-                return self.envelope("/storefront", types::RESERVATION_RELEASED, data);
-            }
+        if resolve
+            && roll < 0.70
+            && let Some(r) = self.open.pop_front()
+        {
+            let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "reason": "cancelled"});
+            return self.envelope("/storefront", types::RESERVATION_RELEASED, data);
         }
         if roll < 0.78
             && let Some(r) = self.to_ship.pop_front()

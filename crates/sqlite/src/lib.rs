@@ -125,3 +125,74 @@ impl Table {
         Ok(statements)
     }
 }
+
+/// The one thread that writes to a SQLite file. SQLite allows a single writer per file; when
+/// the embedded log and the store each had their own writing connection, the loser of every
+/// race slept in SQLite's busy handler. Sharing one writer queues their transactions instead.
+pub struct Writer {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+type Job = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
+/// The writer thread has stopped (its connection failed to open or the process is ending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterClosed;
+
+impl std::fmt::Display for WriterClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the SQLite writer thread has stopped")
+    }
+}
+
+impl std::error::Error for WriterClosed {}
+
+fn writers() -> &'static std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, std::sync::Weak<Writer>>> {
+    static WRITERS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, std::sync::Weak<Writer>>>,
+    > = std::sync::OnceLock::new();
+    WRITERS.get_or_init(Default::default)
+}
+
+impl Writer {
+    /// The writer of `path`, started on first use and shared by every user in the process.
+    pub fn shared(path: &Path, durability: Durability) -> rusqlite::Result<Arc<Self>> {
+        let conn = open(path, durability)?;
+        // The file exists now, so the canonical path identifies it however it was spelled.
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let mut registry = writers().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = registry.get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok(existing);
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("tally-sqlite-writer".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let writer = Arc::new(Self { jobs: std::sync::Mutex::new(tx) });
+        registry.insert(key, Arc::downgrade(&writer));
+        Ok(writer)
+    }
+
+    /// Queues a job; jobs run one at a time, in submission order.
+    pub fn submit(&self, job: impl FnOnce(&mut rusqlite::Connection) + Send + 'static) -> Result<(), WriterClosed> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(Box::new(job)).map_err(|_| WriterClosed)
+    }
+
+    /// Runs `f` on the writer connection and returns its result.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> T + Send + 'static,
+    ) -> Result<T, WriterClosed> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(move |conn| {
+            let _ = tx.send(f(conn));
+        })?;
+        rx.await.map_err(|_| WriterClosed)
+    }
+}

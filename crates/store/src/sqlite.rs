@@ -1,13 +1,13 @@
 //! The SQLite store: the embedded mode's durable state, in the same file as the embedded log.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tally_core::{EventKey, Sku};
 use tally_inventory::{AuditEntry, SkuState};
 use tally_sqlite::rusqlite::types::Value as SqlValue;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
-use tally_sqlite::{Durability, Pool, StatementCounter, Table};
+use tally_sqlite::{Durability, Pool, StatementCounter, Table, Writer};
 
 use crate::{FlushBatch, InventoryStore, ProcessedEvent, StoreError};
 
@@ -23,14 +23,13 @@ pub struct SqliteStoreOptions {
 }
 
 /// The SQLite store; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
-    writer: Mutex<rusqlite::Connection>,
+    writer: Arc<Writer>,
     readers: Pool,
     statements: StatementCounter,
 }
@@ -42,10 +41,10 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 impl SqliteStore {
     /// Opens the file (migrations are applied by [`InventoryStore::migrate`]).
     pub fn open(opts: SqliteStoreOptions) -> Result<Self, StoreError> {
-        let writer = tally_sqlite::open(&opts.path, opts.durability).map_err(backend)?;
+        let writer = Writer::shared(&opts.path, opts.durability).map_err(backend)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
+                writer,
                 readers: Pool::new(&opts.path, opts.durability),
                 statements: StatementCounter::default(),
             }),
@@ -56,14 +55,8 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut rusqlite::Connection, &StatementCounter) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn, &inner.statements)
-        })
-        .await
-        .map_err(backend)?
-        .map_err(backend)
+        let statements = self.inner.statements.clone();
+        self.inner.writer.run(move |conn| f(conn, &statements)).await.map_err(backend)?.map_err(backend)
     }
 
     async fn read<T: Send + 'static>(

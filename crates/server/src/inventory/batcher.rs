@@ -48,9 +48,12 @@ struct Pending {
 impl Pending {
     fn add(&mut self, part: FlushPart) {
         for row in part.rows {
-            match self.rows.get(&row.sku) {
-                Some(existing) if existing.version > row.version => {}
-                _ => {
+            match self.rows.remove(&row.sku) {
+                Some(existing) => {
+                    let merged = merge_rows(existing, row);
+                    self.rows.insert(merged.sku.clone(), merged);
+                }
+                None => {
                     self.rows.insert(row.sku.clone(), row);
                 }
             }
@@ -62,6 +65,24 @@ impl Pending {
         entry.1 = part.ack;
         self.urgent |= part.urgent;
     }
+}
+
+/// Coalesces two rows of one SKU: the newer state wins, and since workers send only the
+/// read-model rows that changed, the older row's levels and availability survive unless the
+/// newer row has its own for the same location or channel.
+fn merge_rows(a: StateRow, b: StateRow) -> StateRow {
+    let (older, mut newer) = if a.version > b.version { (b, a) } else { (a, b) };
+    for level in older.levels {
+        if !newer.levels.iter().any(|l| l.location == level.location) {
+            newer.levels.push(level);
+        }
+    }
+    for ats in older.availability {
+        if !newer.availability.iter().any(|x| x.channel == ats.channel) {
+            newer.availability.push(ats);
+        }
+    }
+    newer
 }
 
 /// Runs until every worker has dropped its sender, flushing what remains.

@@ -68,6 +68,8 @@ pub struct EngineStats {
     pub flushed_rows: AtomicU64,
     /// Event time → readable, in microseconds.
     pub visible_latency_us: std::sync::Mutex<Histogram<u64>>,
+    /// Event time → availability published, in microseconds.
+    pub desync_latency_us: std::sync::Mutex<Histogram<u64>>,
 }
 
 impl Default for EngineStats {
@@ -90,6 +92,7 @@ impl Default for EngineStats {
             flushes: AtomicU64::new(0),
             flushed_rows: AtomicU64::new(0),
             visible_latency_us: std::sync::Mutex::new(hist()),
+            desync_latency_us: std::sync::Mutex::new(hist()),
         }
     }
 }

@@ -15,6 +15,7 @@ use tally_bus::{Bus, OutRecord, PartitionReader, Record};
 use tally_cache::Cache;
 use tally_core::{Attributes, EventKey, Sku, headers};
 use tally_inventory::aggregate::EventMeta;
+use tally_inventory::aggregate::LocationLevel;
 use tally_inventory::event::ReservationReleased;
 use tally_inventory::{ChannelAvailability, InventoryEvent, Outcome, SkuState};
 use tally_store::{InventoryStore, ProcessedEvent, StateRow};
@@ -35,6 +36,24 @@ struct Entry {
     state: SkuState,
     /// Availability last published for this SKU by this worker.
     published: Option<Vec<ChannelAvailability>>,
+    /// Read-model rows last handed to the batcher; only changed ones are flushed again.
+    flushed_levels: Vec<LocationLevel>,
+    flushed_availability: Vec<ChannelAvailability>,
+}
+
+impl Entry {
+    fn new(state: SkuState) -> Self {
+        Self { state, published: None, flushed_levels: Vec::new(), flushed_availability: Vec::new() }
+    }
+}
+
+/// What a worker hands its publisher: outputs to publish, in order, then the batch to flush.
+/// Publishing happens before the flush so that a crash in between republishes (at least once)
+/// rather than loses an availability update; the worker does not wait for either.
+struct Outbox {
+    publishes: Vec<(String, Vec<OutRecord>)>,
+    event_times_us: Vec<i64>,
+    part: FlushPart,
 }
 
 enum Decoded {
@@ -68,6 +87,7 @@ fn decode(rec: &Record) -> Decoded {
 pub struct PartitionWorker<B, S, C> {
     engine: InventoryEngine<B, S, C>,
     flush: mpsc::Sender<FlushPart>,
+    outbox: Option<mpsc::Sender<Outbox>>,
     working: HashMap<Sku, Entry>,
     dedupe: DedupeWindow,
     with_expiry: HashSet<Sku>,
@@ -83,6 +103,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         Self {
             engine,
             flush,
+            outbox: None,
             working: HashMap::new(),
             dedupe: DedupeWindow::new(window),
             with_expiry: HashSet::new(),
@@ -103,6 +124,15 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         (self.next, self.acked, self.pruned_below) = (start, start, start);
         tracing::info!(start, remembered = self.dedupe.len(), "partition worker resuming");
 
+        let (outbox_tx, outbox_rx) = mpsc::channel(16);
+        self.outbox = Some(outbox_tx);
+        let publisher = tokio::spawn(run_publisher(
+            self.engine.bus.clone(),
+            self.flush.clone(),
+            self.engine.stats.clone(),
+            outbox_rx,
+            cancel.clone(),
+        ));
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
         let mut expiry = tokio::time::interval(Duration::from_millis(self.engine.cfg.expiry_check_interval_ms.max(10)));
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,6 +163,8 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             }
         }
         self.drain(&mut reader, &topic, partition, ack_tx, &mut ack_rx).await;
+        drop(self.outbox.take()); // the publisher ends once it has forwarded everything
+        let _ = publisher.await;
     }
 
     /// Where to resume: the position stored with the effects (authoritative), and the
@@ -199,10 +231,8 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 }
             };
             let key = env.key();
-            let entry = self
-                .working
-                .entry(ev.sku().clone())
-                .or_insert_with(|| Entry { state: SkuState::new(ev.sku().clone()), published: None });
+            let entry =
+                self.working.entry(ev.sku().clone()).or_insert_with(|| Entry::new(SkuState::new(ev.sku().clone())));
             if rec.offset as i64 <= entry.state.applied_offset {
                 // Already applied before a crash or rebalance; the state includes it.
                 metrics::counter!(m::REPLAYS_SKIPPED_TOTAL).increment(1);
@@ -260,13 +290,12 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             audit.push(applied.audit);
         }
 
-        let rows = self.make_visible(&dirty, &forced, outcomes, dead, cancel).await;
-        let now_us = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64;
+        let (rows, availability, visible_us) = self.make_visible(&dirty, &forced).await;
         if !event_times_us.is_empty() {
-            let mut hist = stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner());
+            let mut visible = stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner());
             for t in &event_times_us {
-                let us = (now_us - t).max(1) as u64;
-                let _ = hist.record(us);
+                let us = (visible_us - t).max(1) as u64;
+                let _ = visible.record(us);
                 metrics::histogram!(m::EVENT_TO_VISIBLE_SECONDS).record(us as f64 / 1e6);
             }
         }
@@ -285,9 +314,24 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             urgent: false,
             ack: ack.clone(),
         };
-        // Awaiting here is the back-pressure: a slow store slows consumption, never drops work.
-        if self.flush.send(part).await.is_err() {
-            tracing::error!("flush batcher is gone; stopping consumption of this partition");
+        let topics = &self.engine.cfg.topics;
+        let item = Outbox {
+            publishes: vec![
+                (topics.availability.clone(), availability),
+                (topics.outcomes.clone(), outcomes),
+                (format!("{}.dlq", topics.events), dead),
+            ],
+            event_times_us,
+            part,
+        };
+        // Awaiting a full outbox is the back-pressure: a slow bus or store slows consumption,
+        // never drops work.
+        let sent = match &self.outbox {
+            Some(outbox) => outbox.send(item).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            tracing::error!("the partition's publisher stopped; stopping consumption of this partition");
             cancel.cancel();
         }
         Ok(())
@@ -313,21 +357,14 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             if state.reservations.values().any(|r| r.expires_at_ms.is_some()) {
                 self.with_expiry.insert(sku.clone());
             }
-            self.working.insert(sku, Entry { state, published: None });
+            self.working.insert(sku, Entry::new(state));
         }
         Ok(())
     }
 
-    /// Writes changed aggregates to the cache and publishes availability, outcomes and dead
-    /// letters. Returns the rows to flush.
-    async fn make_visible(
-        &mut self,
-        dirty: &[Sku],
-        forced: &HashSet<Sku>,
-        outcomes: Vec<OutRecord>,
-        dead: Vec<OutRecord>,
-        cancel: &CancellationToken,
-    ) -> Vec<StateRow> {
+    /// Writes changed aggregates to the cache (readable from then on). Returns the rows to
+    /// flush, the availability records to publish and when the changes became readable (µs).
+    async fn make_visible(&mut self, dirty: &[Sku], forced: &HashSet<Sku>) -> (Vec<StateRow>, Vec<OutRecord>, i64) {
         let rules = self.engine.rules.clone();
         let mut rows = Vec::with_capacity(dirty.len());
         let mut cache_entries = Vec::with_capacity(dirty.len());
@@ -347,7 +384,13 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             }
             let json = tally_store::serialize_state(&entry.state);
             cache_entries.push((cache_key(sku), json.get().as_bytes().to_vec()));
-            rows.push(StateRow::new(&entry.state, Some(json), ats));
+            let levels = entry.state.levels();
+            let mut row = StateRow::new(&entry.state, Some(json), Vec::new());
+            row.levels = levels.iter().filter(|l| !entry.flushed_levels.contains(l)).cloned().collect();
+            row.availability = ats.iter().filter(|a| !entry.flushed_availability.contains(a)).cloned().collect();
+            entry.flushed_levels = levels;
+            entry.flushed_availability = ats;
+            rows.push(row);
         }
         if !cache_entries.is_empty()
             && let Err(e) = self.engine.cache.set_many(cache_entries).await
@@ -355,38 +398,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             // Readers fall back to the store, which catches up at the next flush.
             tracing::warn!(error = %e, "cache write failed; reads may lag until the next flush");
         }
-        let published = availability.len() as u64;
-        let topics = self.engine.cfg.topics.clone();
-        self.publish(&topics.availability, availability, cancel).await;
-        self.publish(&topics.outcomes, outcomes, cancel).await;
-        self.publish(&format!("{}.dlq", topics.events), dead, cancel).await;
-        if published > 0 {
-            metrics::counter!(m::AVAILABILITY_PUBLISHED_TOTAL).increment(published);
-            self.engine.stats.availability_published.fetch_add(published, Ordering::Relaxed);
-        }
-        rows
-    }
-
-    /// Publishes with retries until it succeeds or the worker is cancelled (then the batch is
-    /// not flushed either, so a restart replays and republishes it).
-    async fn publish(&self, topic: &str, records: Vec<OutRecord>, cancel: &CancellationToken) {
-        if records.is_empty() {
-            return;
-        }
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.engine.bus.publish(topic, records.clone()).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, topic, "publish failed; retrying");
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        (rows, availability, now_us())
     }
 
     async fn on_flushed<P: PartitionReader>(&mut self, reader: &mut P, topic: &str, done: u64) {
@@ -439,7 +451,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         if !releases.is_empty() {
             let n = releases.len() as u64;
             let topic = self.engine.cfg.topics.events.clone();
-            self.publish(&topic, releases, cancel).await;
+            publish(&self.engine.bus, &topic, releases, cancel).await;
             metrics::counter!(m::RESERVATIONS_EXPIRED_TOTAL).increment(n);
             self.engine.stats.reservations_expired.fetch_add(n, Ordering::Relaxed);
         }
@@ -464,7 +476,12 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 urgent: true,
                 ack: ack_tx,
             };
-            if self.flush.send(part).await.is_ok() {
+            let item = Outbox { publishes: Vec::new(), event_times_us: Vec::new(), part };
+            let sent = match &self.outbox {
+                Some(outbox) => outbox.send(item).await.is_ok(),
+                None => false,
+            };
+            if sent {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
                 while self.acked < self.next {
                     match tokio::time::timeout_at(deadline, ack_rx.recv()).await {
@@ -480,6 +497,70 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             tracing::info!(committed = self.acked, "partition drained and committed");
         }
     }
+}
+
+/// Publishes with retries until it succeeds (true) or `cancel` fires (false: the batch is then
+/// not flushed either, so a restart replays and republishes it).
+async fn publish<B: Bus>(bus: &B, topic: &str, records: Vec<OutRecord>, cancel: &CancellationToken) -> bool {
+    if records.is_empty() {
+        return true;
+    }
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match bus.publish(topic, records.clone()).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, topic, "publish failed; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return false,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes each batch's outputs in order, then hands the batch to the flush batcher. Stops
+/// forwarding at the first batch it could not publish, so no offset passes an unpublished
+/// output.
+async fn run_publisher<B: Bus>(
+    bus: B,
+    flush: mpsc::Sender<FlushPart>,
+    stats: std::sync::Arc<EngineStats>,
+    mut rx: mpsc::Receiver<Outbox>,
+    cancel: CancellationToken,
+) {
+    while let Some(item) = rx.recv().await {
+        for (topic, records) in item.publishes {
+            let n = records.len() as u64;
+            if !publish(&bus, &topic, records, &cancel).await {
+                tracing::warn!("stopping with unpublished outputs; they are republished after restart");
+                return;
+            }
+            if topic.ends_with("availability") && n > 0 {
+                metrics::counter!(m::AVAILABILITY_PUBLISHED_TOTAL).increment(n);
+                stats.availability_published.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        if !item.event_times_us.is_empty() {
+            let published_us = now_us();
+            let mut desync = stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner());
+            for t in &item.event_times_us {
+                let us = (published_us - t).max(1) as u64;
+                let _ = desync.record(us);
+                metrics::histogram!(m::CHANNEL_DESYNC_SECONDS).record(us as f64 / 1e6);
+            }
+        }
+        if flush.send(item.part).await.is_err() {
+            tracing::error!("flush batcher is gone; stopping this partition's publisher");
+            return;
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
 }
 
 fn count_outcome(stats: &EngineStats, outcome: &Outcome) {

@@ -1,0 +1,26 @@
+# Shortcuts for developers; each target runs a script in scripts/ (which CI runs too).
+.PHONY: setup demo test lint fmt openapi bench ci
+
+setup:
+	scripts/setup.sh
+
+demo:
+	cargo run --release -- demo
+
+test:
+	scripts/test.sh
+
+lint:
+	scripts/lint.sh
+
+fmt:
+	cargo fmt --all
+
+# Regenerate the checked-in OpenAPI document after an API change.
+openapi:
+	UPDATE_OPENAPI=1 cargo test -p tally-server --test api checked_in_openapi_document_matches_the_code
+
+bench:
+	cargo run --release -- bench inventory
+
+ci: lint test

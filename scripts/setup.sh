@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing tally needs on a fresh Debian 12 machine (root or sudo).
+# Idempotent: installs only what is missing. Rust itself comes from rustup (rust-toolchain.toml
+# pins the version; rustup fetches it on first use).
+set -euo pipefail
+
+need=()
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]} from apt" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust with rustup first (https://rustup.rs)" >&2
+  exit 1
+fi
