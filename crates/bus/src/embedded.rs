@@ -178,6 +178,71 @@ impl EmbeddedLog {
         Ok(state)
     }
 
+    /// Deletes records older than `max_age` that every consumer group of their topic has
+    /// committed past, and returns how many went. The newest record of each partition is kept
+    /// so that offsets continue from it after a restart. Deletes run in bounded chunks, each
+    /// its own short transaction on the writer, so appends are never held up for long.
+    pub async fn enforce_retention(&self, max_age: std::time::Duration) -> Result<u64, BusError> {
+        const CHUNK: u64 = 20_000;
+        let cutoff_ms = tally_core::now_ms() - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let topics: Vec<Arc<TopicState>> =
+            self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut deleted = 0;
+        for topic in topics {
+            for (partition, end) in topic.ends.iter().enumerate() {
+                let end = *end.borrow();
+                let (inner, name, partition) = (self.inner.clone(), topic.name.clone(), partition as u32);
+                // Below: older than the cutoff, consumed by every group, not the newest record.
+                let limit = tokio::task::spawn_blocking(move || {
+                    inner.readers.with(|c| {
+                        let consumed: Option<u64> = c.query_row(
+                            "SELECT MIN(next_offset) FROM bus_offsets WHERE topic = ?1 AND partition = ?2",
+                            params![name, partition],
+                            |r| r.get(0),
+                        )?;
+                        let aged: Option<u64> = c.query_row(
+                            "SELECT MIN(offset) FROM bus_log WHERE topic = ?1 AND partition = ?2 AND ts_ms >= ?3",
+                            params![name, partition, cutoff_ms],
+                            |r| r.get(0),
+                        )?;
+                        let first: Option<u64> = c.query_row(
+                            "SELECT MIN(offset) FROM bus_log WHERE topic = ?1 AND partition = ?2",
+                            params![name, partition],
+                            |r| r.get(0),
+                        )?;
+                        let below =
+                            consumed.unwrap_or(u64::MAX).min(aged.unwrap_or(u64::MAX)).min(end.saturating_sub(1));
+                        Ok((first, below))
+                    })
+                })
+                .await
+                .map_err(backend)?
+                .map_err(backend)?;
+                let (Some(mut from), below) = limit else { continue };
+                while from < below {
+                    let to = below.min(from + CHUNK);
+                    let (name, statements) = (topic.name.clone(), self.inner.statements.clone());
+                    let n = self
+                        .inner
+                        .writer
+                        .run(move |conn| {
+                            statements.add(1);
+                            conn.execute(
+                                "DELETE FROM bus_log WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 AND offset < ?4",
+                                params![name, partition, from, to],
+                            )
+                        })
+                        .await
+                        .map_err(|_| BusError::Closed)?
+                        .map_err(backend)?;
+                    deleted += n as u64;
+                    from = to;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Queues a command for the next group commit and makes sure one is scheduled: every
     /// command queued while a commit runs goes into the following one.
     async fn send(&self, make: impl FnOnce(oneshot::Sender<Result<(), BusError>>) -> WriteCmd) -> Result<(), BusError> {

@@ -111,6 +111,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await; // one more flush interval
 
     let hist = stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let desync = stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let statements = tally_store::InventoryStore::statements(&engine.store);
     let handled = stats.handled().max(1);
     println!();
@@ -137,6 +138,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         hist.value_at_quantile(0.90) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.max() as f64 / 1000.0
+    );
+    println!(
+        "  event → availability published p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+        desync.value_at_quantile(0.50) as f64 / 1000.0,
+        desync.value_at_quantile(0.90) as f64 / 1000.0,
+        desync.value_at_quantile(0.99) as f64 / 1000.0,
+        desync.max() as f64 / 1000.0
     );
     println!();
     print_skus(&engine, &url).await?;

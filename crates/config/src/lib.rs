@@ -110,11 +110,14 @@ pub struct EmbeddedConfig {
     pub path: PathBuf,
     /// fsync policy.
     pub durability: Durability,
+    /// Hours the embedded log keeps a record that every consumer group has consumed
+    /// (records not yet consumed are kept however old they are).
+    pub log_retention_hours: u64,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("tally.db"), durability: Durability::Normal }
+        Self { path: PathBuf::from("tally.db"), durability: Durability::Normal, log_retention_hours: 168 }
     }
 }
 
@@ -322,6 +325,9 @@ impl Config {
         let BusConfig::Embedded { partitions } = &self.bus;
         if *partitions == 0 || *partitions > 256 {
             return Err(invalid("bus.partitions", format!("must be within 1..=256, got {partitions}")));
+        }
+        if self.embedded.log_retention_hours == 0 {
+            return Err(invalid("embedded.log_retention_hours", "must be > 0"));
         }
         let inv = &self.inventory;
         if inv.flush_interval_ms == 0 || inv.flush_interval_ms > 60_000 {

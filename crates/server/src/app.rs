@@ -127,6 +127,11 @@ impl App {
                 }
             }));
         }
+        tasks.push(tokio::spawn(enforce_log_retention(
+            engine.bus.clone(),
+            Duration::from_secs(self.config.embedded.log_retention_hours.saturating_mul(3600)),
+            shutdown.clone(),
+        )));
         let mut addr = None;
         if role.runs_api() {
             let listener = tokio::net::TcpListener::bind(self.config.server.listen)
@@ -181,6 +186,22 @@ impl RunningApp {
                 grace_s = self.grace.as_secs(),
                 "shutdown did not finish in time; unflushed work will be replayed"
             );
+        }
+    }
+}
+
+/// Trims the embedded log every minute; see [`EmbeddedLog::enforce_retention`].
+async fn enforce_log_retention(log: EmbeddedLog, max_age: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => match log.enforce_retention(max_age).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "trimmed consumed records past retention from the embedded log"),
+                Err(e) => tracing::warn!(error = %e, "embedded log retention failed; retrying in a minute"),
+            },
         }
     }
 }

@@ -60,3 +60,39 @@ async fn a_second_member_of_the_same_group_is_refused() {
     drop(first);
     assert!(log.subscribe("g", "t").await.is_ok(), "membership ends when the consumer is dropped");
 }
+
+#[tokio::test]
+async fn retention_deletes_only_old_records_every_group_has_consumed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recs =
+        |n: usize| (0..n).map(|i| OutRecord { key: format!("k{i}"), headers: vec![], payload: vec![1] }).collect();
+    {
+        let log = open(&dir);
+        log.create_topic("in", 1).await.expect("create");
+        log.create_topic("out", 1).await.expect("create");
+        log.publish("in", recs(100)).await.expect("publish");
+        log.publish("out", recs(10)).await.expect("publish");
+        let mut consumer = log.subscribe("g", "in").await.expect("subscribe");
+        let Assignment::Assigned(mut parts) = consumer.next_assignment().await.expect("assign") else {
+            panic!("assigned")
+        };
+        parts[0].commit(60).await.expect("commit");
+
+        assert_eq!(log.enforce_retention(std::time::Duration::from_secs(3600)).await.expect("retention"), 0);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        // "in": everything below the group's position; "out" (no group): all but the newest.
+        assert_eq!(log.enforce_retention(std::time::Duration::ZERO).await.expect("retention"), 60 + 9);
+    }
+    let log = open(&dir);
+    log.publish("in", recs(1)).await.expect("publish");
+    let mut consumer = log.subscribe("g", "in").await.expect("subscribe");
+    let Assignment::Assigned(mut parts) = consumer.next_assignment().await.expect("assign") else { panic!("assigned") };
+    assert_eq!(parts[0].end_offset(), 101, "offsets continue after retention and reopen");
+    assert_eq!(parts[0].committed().await.expect("committed"), Some(60));
+    parts[0].seek(60);
+    let mut offsets = Vec::new();
+    while offsets.len() < 41 {
+        offsets.extend(parts[0].poll(100).await.expect("poll").iter().map(|r| r.offset));
+    }
+    assert_eq!(offsets, (60..101).collect::<Vec<u64>>(), "unconsumed records are all kept");
+}
