@@ -53,8 +53,17 @@ struct TopicState {
     ends: Vec<watch::Sender<u64>>,
 }
 
+/// A record ready for the writer: everything that does not need the partition's next offset
+/// is computed by the publisher, so the single writer thread only inserts.
+struct PreparedRecord {
+    partition: u32,
+    key: String,
+    headers_json: String,
+    payload: Vec<u8>,
+}
+
 enum WriteCmd {
-    Append { topic: Arc<TopicState>, records: Vec<OutRecord>, reply: oneshot::Sender<Result<(), BusError>> },
+    Append { topic: Arc<TopicState>, records: Vec<PreparedRecord>, reply: oneshot::Sender<Result<(), BusError>> },
     Commit { group: String, topic: String, partition: u32, next: u64, reply: oneshot::Sender<Result<(), BusError>> },
 }
 
@@ -284,6 +293,16 @@ impl Bus for EmbeddedLog {
             return Ok(());
         }
         let state = self.ensure_topic(topic, self.inner.default_partitions).await?;
+        let partitions = state.ends.len() as u32;
+        let records = records
+            .into_iter()
+            .map(|rec| PreparedRecord {
+                partition: partition_for_key(rec.key.as_bytes(), partitions),
+                headers_json: serde_json::to_string(&rec.headers).unwrap_or_else(|_| "[]".into()),
+                key: rec.key,
+                payload: rec.payload,
+            })
+            .collect();
         self.send(|reply| WriteCmd::Append { topic: state, records, reply }).await
     }
 
@@ -436,7 +455,8 @@ impl PartitionReader for EmbeddedPartition {
 
 fn commit_group(conn: &mut rusqlite::Connection, cmds: Vec<WriteCmd>, statements: &StatementCounter) {
     let mut ends: HashMap<(String, u32), u64> = HashMap::new();
-    let outcome = match write_batch(conn, &cmds, &mut ends, statements) {
+    let mut cmds = cmds;
+    let outcome = match write_batch(conn, &mut cmds, &mut ends, statements) {
         Ok(()) => {
             for cmd in &cmds {
                 if let WriteCmd::Append { topic, .. } = cmd {
@@ -481,7 +501,7 @@ const COMMIT: Table = Table {
 
 fn write_batch(
     conn: &mut rusqlite::Connection,
-    cmds: &[WriteCmd],
+    cmds: &mut [WriteCmd],
     ends: &mut HashMap<(String, u32), u64>,
     statements: &StatementCounter,
 ) -> rusqlite::Result<()> {
@@ -492,26 +512,26 @@ fn write_batch(
     for cmd in cmds {
         match cmd {
             WriteCmd::Append { topic, records, .. } => {
-                let partitions = topic.ends.len() as u32;
-                for rec in records {
-                    let p = partition_for_key(rec.key.as_bytes(), partitions);
+                // Taken, not copied: a failed batch is answered with an error and re-sent by
+                // its publisher.
+                for rec in std::mem::take(records) {
+                    let p = rec.partition;
                     let end = ends.entry((topic.name.clone(), p)).or_insert_with(|| *topic.ends[p as usize].borrow());
-                    let headers = serde_json::to_string(&rec.headers).unwrap_or_else(|_| "[]".into());
                     appends.push(vec![
                         Value::Text(topic.name.clone()),
                         Value::Integer(i64::from(p)),
                         Value::Integer(*end as i64),
-                        Value::Text(rec.key.clone()),
-                        Value::Text(headers),
-                        Value::Blob(rec.payload.clone()),
+                        Value::Text(rec.key),
+                        Value::Text(rec.headers_json),
+                        Value::Blob(rec.payload),
                         Value::Integer(now),
                     ]);
                     *end += 1;
                 }
             }
             WriteCmd::Commit { group, topic, partition, next, .. } => commits.push(vec![
-                Value::Text(group.clone()),
-                Value::Text(topic.clone()),
+                Value::Text(std::mem::take(group)),
+                Value::Text(std::mem::take(topic)),
                 Value::Integer(i64::from(*partition)),
                 Value::Integer(*next as i64),
             ]),

@@ -83,8 +83,8 @@ fn sim_config(args: &InventoryBenchArgs, seed: u64) -> SimConfig {
     }
 }
 
-async fn start(dir: &std::path::Path) -> anyhow::Result<tally_server::RunningApp> {
-    let mut config = Config::default();
+async fn start(base: &Config, dir: &std::path::Path) -> anyhow::Result<tally_server::RunningApp> {
+    let mut config = base.clone();
     config.embedded.path = dir.join("bench.db");
     config.log = LogConfig { format: LogFormat::Pretty, level: "error".into() };
     tally_server::telemetry::init(&config.log);
@@ -116,7 +116,10 @@ fn reset_peak_rss() {
 }
 
 /// Runs the benchmark and prints the table (and the JSON line).
-pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
+///
+/// `base` is the configuration to measure (engine settings, channels); the data file, the
+/// listen address and logging are the benchmark's own.
+pub async fn inventory(base: Config, args: InventoryBenchArgs) -> anyhow::Result<()> {
     // Phase 1: the engine catching up on a backlog. The log is filled first (in chunks, so the
     // generator holds little memory), then the engine starts and is timed until it has
     // handled every event: its sustained consume → apply → flush → commit rate.
@@ -128,13 +131,14 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
         args.skus,
         args.duplicates * 100.0
     );
+    let tally_config::BusConfig::Embedded { partitions } = base.bus;
     let publish_rate = {
         let log = tally_bus::EmbeddedLog::open(tally_bus::EmbeddedLogOptions {
             path: path.clone(),
-            default_partitions: 4,
+            default_partitions: partitions,
             durability: tally_sqlite::Durability::Normal,
         })?;
-        log.create_topic("inventory.events", 4).await?;
+        log.create_topic(&base.inventory.topics.events, partitions).await?;
         let mut sim = Simulator::new(sim_config(&args, 7));
         let mut left = args.events;
         let mut publishing = Duration::ZERO;
@@ -142,7 +146,7 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
             let n = left.min(5000);
             let records: Vec<_> = sim.next_batch(n).iter().map(driver::record).collect();
             let t = Instant::now();
-            log.publish("inventory.events", records).await?;
+            log.publish(&base.inventory.topics.events, records).await?;
             publishing += t.elapsed();
             left -= n;
         }
@@ -151,7 +155,7 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
     reset_peak_rss();
     eprintln!("log filled at {publish_rate:.0} appends/s; starting the engine on the backlog…");
     let started = Instant::now();
-    let app = start(tmp.path()).await?;
+    let app = start(&base, tmp.path()).await?;
     let engine = app.engine.clone();
     let statements_before = engine.store.statements();
     wait_handled(&engine.stats, args.events as u64, Duration::from_secs(600)).await?;
@@ -167,7 +171,7 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
     // Phase 1b: producer and engine at once, end to end (both share the two cores).
     let e2e_events = args.events / 2;
     let tmp_e2e = tempfile::tempdir()?;
-    let app = start(tmp_e2e.path()).await?;
+    let app = start(&base, tmp_e2e.path()).await?;
     let engine = app.engine.clone();
     let mut sim = Simulator::new(sim_config(&args, 9));
     let records: Vec<_> = sim.next_batch(e2e_events).iter().map(driver::record).collect();
@@ -190,7 +194,7 @@ pub async fn inventory(args: InventoryBenchArgs) -> anyhow::Result<()> {
 
     // Phase 2: latency at a fixed rate on a fresh file, events stamped as they are sent.
     let tmp2 = tempfile::tempdir()?;
-    let app = start(tmp2.path()).await?;
+    let app = start(&base, tmp2.path()).await?;
     let engine = app.engine.clone();
     let sink = Sink::Bus { log: engine.bus.clone(), topic: engine.cfg.topics.events.clone() };
     let mut sim = Simulator::new(sim_config(&args, 8));

@@ -130,7 +130,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(config_path)?;
             runtime()?.block_on(driver::simulate(config, args))
         }
-        Command::Bench { scenario: BenchScenario::Inventory(args) } => runtime()?.block_on(bench::inventory(args)),
+        Command::Bench { scenario: BenchScenario::Inventory(args) } => {
+            let config = load_config(config_path)?;
+            runtime()?.block_on(bench::inventory(config, args))
+        }
         Command::Migrate => {
             let config = load_config(config_path)?;
             tally_server::telemetry::init(&config.log);

@@ -257,3 +257,65 @@ async fn a_burst_on_one_sku_is_coalesced_and_ends_with_the_true_state() {
     assert!(messages.len() <= 20, "1,001 events produced {} availability messages", messages.len());
     app.shutdown().await;
 }
+
+/// A flush commits its applied events before the states and offsets that make them count. If
+/// the process dies in between, those events' rows exist past the committed offset: on restart
+/// they must not be taken for duplicates, or their effects would be lost.
+#[tokio::test]
+async fn applied_event_rows_past_the_committed_offset_do_not_suppress_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path(), AuthMode::Open);
+    cfg.bus = tally_config::BusConfig::Embedded { partitions: 1 };
+    let rules = ChannelRules::new(cfg.inventory.channels.clone());
+    let sim = SimConfig { seed: 5, skus: 20, poison_rate: 0.0, fixed_clock: true, ..SimConfig::default() };
+    let log: Vec<Envelope> = Simulator::new(sim).next_batch(400);
+    let topic = cfg.inventory.topics.events.clone();
+    {
+        // The state a crash between the two transactions of the first flush leaves behind:
+        // every event in the log, the first 300 recorded as applied, no state, no offset.
+        let bus = tally_bus::EmbeddedLog::open(tally_bus::EmbeddedLogOptions {
+            path: cfg.embedded.path.clone(),
+            default_partitions: 1,
+            durability: tally_sqlite::Durability::Normal,
+        })
+        .unwrap();
+        bus.create_topic(&topic, 1).await.unwrap();
+        bus.publish(&topic, log.iter().map(tally_cli_record).collect()).await.unwrap();
+        let store = tally_store::SqliteStore::open(tally_store::SqliteStoreOptions {
+            path: cfg.embedded.path.clone(),
+            durability: tally_sqlite::Durability::Normal,
+        })
+        .unwrap();
+        store.migrate().await.unwrap();
+        let mut states: HashMap<Sku, SkuState> = HashMap::new();
+        let mut seen = HashSet::new();
+        let mut applied = Vec::new();
+        for (offset, env) in log.iter().enumerate().take(300) {
+            let ev = InventoryEvent::from_envelope(env).unwrap();
+            if !seen.insert(env.key()) {
+                continue;
+            }
+            let state = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
+            let a = state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, &rules);
+            applied.push(tally_store::AppliedEvent {
+                processed: tally_store::ProcessedEvent {
+                    key: env.key(),
+                    topic: topic.clone(),
+                    partition: 0,
+                    offset: offset as u64,
+                    outcome: Some(a.outcome),
+                },
+                audit: a.audit,
+            });
+        }
+        store.flush(&tally_store::FlushBatch { applied, ..Default::default() }).await.unwrap();
+    }
+    let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
+    wait_for_offsets(&app, log.len() as u64).await;
+    let expected = oracle(&log, &rules);
+    let stored = app.engine.read_states(&expected.keys().cloned().collect::<Vec<_>>()).await.unwrap();
+    app.shutdown().await;
+    for (sku, want) in &expected {
+        assert_eq!(comparable(&stored[sku]), comparable(want), "state of {sku} differs from the oracle");
+    }
+}

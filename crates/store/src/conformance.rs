@@ -5,7 +5,7 @@ use tally_inventory::aggregate::EventMeta;
 use tally_inventory::event::StockSnapshot;
 use tally_inventory::{ChannelRule, ChannelRules, InventoryEvent, Outcome, SkuState};
 
-use crate::{ConsumerOffset, FlushBatch, InventoryStore, ProcessedEvent, StateRow};
+use crate::{AppliedEvent, ConsumerOffset, FlushBatch, InventoryStore, ProcessedEvent, StateRow};
 
 /// A state of `sku` with `on_hand` at wh-1, at aggregate version `version`.
 pub fn state(sku: &str, on_hand: i64, version: u64) -> StateRow {
@@ -30,7 +30,7 @@ pub async fn versioned_upsert_keeps_the_newest<S: InventoryStore>(store: S, vers
     store.migrate().await.expect("migrate");
     for &v in versions {
         let batch = FlushBatch { states: vec![state("SKU-V", v as i64 * 10, v)], ..Default::default() };
-        store.flush(batch).await.expect("flush");
+        store.flush(&batch).await.expect("flush");
     }
     let newest = versions.iter().copied().max().expect("at least one version");
     let loaded = store.load_states(vec![Sku::parse("SKU-V").expect("valid")]).await.expect("load");
@@ -60,28 +60,35 @@ pub async fn flush_writes_effects_and_offsets_together<S: InventoryStore>(store:
     };
     let batch = FlushBatch {
         states: vec![row],
-        audit: vec![audit.clone()],
-        processed: vec![ProcessedEvent {
-            key: key.clone(),
-            topic: "inv".into(),
-            partition: 2,
-            offset: 41,
-            outcome: Some(Outcome::CasMismatch { expected: 1, actual: 2 }),
+        applied: vec![AppliedEvent {
+            processed: ProcessedEvent {
+                key: key.clone(),
+                topic: "inv".into(),
+                partition: 2,
+                offset: 41,
+                outcome: Some(Outcome::CasMismatch { expected: 1, actual: 2 }),
+            },
+            audit: audit.clone(),
         }],
         offsets: vec![ConsumerOffset { group: "g".into(), topic: "inv".into(), partition: 2, next_offset: 42 }],
     };
-    store.flush(batch.clone()).await.expect("flush");
+    store.flush(&batch).await.expect("flush");
     // The same batch again (a retried flush) changes nothing and does not fail.
-    store.flush(batch).await.expect("replayed flush");
+    store.flush(&batch).await.expect("replayed flush");
     assert_eq!(store.committed_offset("g", "inv", 2).await.expect("offset"), Some(42));
     assert_eq!(store.committed_offset("g", "inv", 3).await.expect("offset"), None);
     let p = store.processed(key.clone()).await.expect("processed").expect("recorded");
     assert_eq!(p.outcome, Some(Outcome::CasMismatch { expected: 1, actual: 2 }));
-    assert_eq!(store.processed_since("inv", 2, 40).await.expect("since").len(), 1);
-    assert_eq!(store.processed_since("inv", 2, 42).await.expect("since").len(), 0);
+    assert_eq!(store.processed_between("inv", 2, 40, 42).await.expect("between").len(), 1);
+    assert_eq!(store.processed_between("inv", 2, 42, 50).await.expect("between").len(), 0);
+    assert_eq!(
+        store.processed_between("inv", 2, 0, 41).await.expect("between").len(),
+        0,
+        "records at or past the upper bound (the committed offset) are left out"
+    );
     let trail = store.audit(Sku::parse("SKU-A").expect("valid"), 10).await.expect("audit");
     assert_eq!(trail, vec![audit], "a retried flush does not duplicate audit rows");
-    assert_eq!(store.prune_processed("inv", 2, 42).await.expect("prune"), 1);
-    assert!(store.processed(key).await.expect("processed").is_none());
+    let other = EventKey { source: "/t".into(), id: "never-applied".into() };
+    assert!(store.processed(other).await.expect("processed").is_none());
     assert!(store.load_states(vec![Sku::parse("nope").expect("valid")]).await.expect("load").is_empty());
 }

@@ -1,9 +1,9 @@
 //! The durable state store behind a small trait. The inventory worker's batcher hands it the
-//! latest state of every changed SKU, the audit rows, the idempotency records and the consumer
-//! positions of a batch; the store writes them in **one transaction** with one set-based
-//! statement per table, and keeps a row only if its version is newer than the stored one.
-//! Because the consumer positions are in that transaction, effects and offsets can never
-//! disagree after a crash.
+//! latest state of every changed SKU, the applied events (audit rows that double as
+//! idempotency records) and the consumer positions of a batch; the store writes them with one
+//! set-based statement per table, and keeps a row only if its version is newer than the stored
+//! one. The states and the consumer positions commit in one transaction, so effects and offsets
+//! can never disagree after a crash.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -118,15 +118,24 @@ pub struct ConsumerOffset {
     pub next_offset: u64,
 }
 
+/// One applied event: its idempotency record and its audit row. Stores keep the two as one
+/// row, so an applied event costs one insert, and the audit trail doubles as the durable
+/// idempotency record (an event id never vanishes from it while the SKU's history is kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedEvent {
+    /// Which event, where it was consumed, and its outcome.
+    pub processed: ProcessedEvent,
+    /// What it did to the SKU.
+    pub audit: AuditEntry,
+}
+
 /// Everything one flush writes, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushBatch {
     /// Latest state per SKU (one row per SKU: the batcher coalesces).
     pub states: Vec<StateRow>,
-    /// Audit rows, in apply order.
-    pub audit: Vec<AuditEntry>,
-    /// Idempotency records.
-    pub processed: Vec<ProcessedEvent>,
+    /// Applied events, in apply order.
+    pub applied: Vec<AppliedEvent>,
     /// Consumer positions reached.
     pub offsets: Vec<ConsumerOffset>,
 }
@@ -134,7 +143,7 @@ pub struct FlushBatch {
 impl FlushBatch {
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.audit.is_empty() && self.processed.is_empty() && self.offsets.is_empty()
+        self.states.is_empty() && self.applied.is_empty() && self.offsets.is_empty()
     }
 }
 
@@ -146,8 +155,12 @@ pub trait InventoryStore: Clone + Send + Sync + 'static {
     /// Loads the stored state of the given SKUs (absent SKUs are omitted).
     fn load_states(&self, skus: Vec<Sku>) -> impl Future<Output = Result<Vec<SkuState>, StoreError>> + Send;
 
-    /// Writes a batch atomically; rows not newer than the stored ones are left alone.
-    fn flush(&self, batch: FlushBatch) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes a batch durably; rows not newer than the stored ones are left alone. The states
+    /// and the offsets commit atomically; the applied events may commit before them (they are
+    /// idempotent, and [`Self::processed_between`] ignores those past the committed offset), so
+    /// after a crash the events of an incomplete flush are applied again, exactly once.
+    /// Takes the batch by reference so that a failed flush is retried without copying it.
+    fn flush(&self, batch: &FlushBatch) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The position a consumer group reached in a partition.
     fn committed_offset(
@@ -157,24 +170,19 @@ pub trait InventoryStore: Clone + Send + Sync + 'static {
         partition: u32,
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
 
-    /// Idempotency records of a partition at or after `from_offset` (to seed a dedupe window).
-    fn processed_since(
+    /// Idempotency records of a partition with offsets in `from_offset..to_offset`, to seed
+    /// a dedupe window on resume. `to_offset` is the committed position: records at or past it
+    /// may belong to a flush that did not complete, and those events are applied again.
+    fn processed_between(
         &self,
         topic: &str,
         partition: u32,
         from_offset: u64,
+        to_offset: u64,
     ) -> impl Future<Output = Result<Vec<ProcessedEvent>, StoreError>> + Send;
 
     /// The recorded outcome of an event, if it was applied.
     fn processed(&self, key: EventKey) -> impl Future<Output = Result<Option<ProcessedEvent>, StoreError>> + Send;
-
-    /// Deletes idempotency records of a partition below `below_offset` (outside the window).
-    fn prune_processed(
-        &self,
-        topic: &str,
-        partition: u32,
-        below_offset: u64,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// The newest `limit` audit rows of a SKU, newest first.
     fn audit(&self, sku: Sku, limit: u32) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;

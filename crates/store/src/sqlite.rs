@@ -9,7 +9,7 @@ use tally_sqlite::rusqlite::types::Value as SqlValue;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
 use tally_sqlite::{Durability, Pool, StatementCounter, Table, Writer};
 
-use crate::{FlushBatch, InventoryStore, ProcessedEvent, StoreError};
+use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError};
 
 mod migrations;
 
@@ -105,17 +105,14 @@ const AVAILABILITY_TABLE: Table = Table {
     WHERE channel_availability.version < excluded.version",
 };
 
+// The audit row is also the event's idempotency record (see `AppliedEvent`); a retried flush
+// leaves the existing row alone.
 const AUDIT_TABLE: Table = Table {
     insert: "INSERT INTO inventory_audit (sku, location, version, event_type, event_source, event_id, outcome,
-        on_hand_delta, on_hand, reserved, available, event_time_ms, recorded_at_ms) VALUES ",
-    columns: 13,
+        outcome_detail, topic, partition, offset, on_hand_delta, on_hand, reserved, available, event_time_ms,
+        recorded_at_ms) VALUES ",
+    columns: 17,
     conflict: " ON CONFLICT (event_source, event_id) DO NOTHING",
-};
-
-const PROCESSED_TABLE: Table = Table {
-    insert: "INSERT INTO processed_events (source, id, topic, partition, offset, outcome, recorded_at_ms) VALUES ",
-    columns: 7,
-    conflict: " ON CONFLICT (source, id) DO NOTHING",
 };
 
 const OFFSETS_TABLE: Table = Table {
@@ -138,7 +135,7 @@ fn json_text<T: serde::Serialize>(v: &T) -> SqlValue {
 }
 
 /// The rows of every table of a flush, as bound values.
-fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 6] {
+fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 5] {
     let mut skus = Vec::with_capacity(batch.states.len());
     let mut levels = Vec::with_capacity(batch.states.len() * 2);
     let mut ats = Vec::with_capacity(batch.states.len() * 3);
@@ -175,17 +172,21 @@ fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 6] {
         }
     }
     let audit = batch
-        .audit
+        .applied
         .iter()
-        .map(|a| {
+        .map(|AppliedEvent { processed: p, audit: a }| {
             vec![
                 text(a.sku.as_str()),
                 a.location.as_ref().map_or(SqlValue::Null, |l| text(l.as_str())),
                 int(a.version),
                 text(&a.event_type),
-                text(&a.event_source),
-                text(&a.event_id),
+                text(&p.key.source),
+                text(&p.key.id),
                 text(&a.outcome),
+                p.outcome.as_ref().map_or(SqlValue::Null, json_text),
+                text(&p.topic),
+                int(p.partition),
+                int(p.offset),
                 int(a.on_hand_delta),
                 int(a.on_hand),
                 int(a.reserved),
@@ -195,27 +196,12 @@ fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 6] {
             ]
         })
         .collect();
-    let processed = batch
-        .processed
-        .iter()
-        .map(|p| {
-            vec![
-                text(&p.key.source),
-                text(&p.key.id),
-                text(&p.topic),
-                int(p.partition),
-                int(p.offset),
-                p.outcome.as_ref().map_or(SqlValue::Null, json_text),
-                int(now),
-            ]
-        })
-        .collect();
     let offsets = batch
         .offsets
         .iter()
         .map(|o| vec![text(&o.group), text(&o.topic), int(o.partition), int(o.next_offset)])
         .collect();
-    [skus, levels, ats, audit, processed, offsets]
+    [skus, levels, ats, audit, offsets]
 }
 
 impl InventoryStore for SqliteStore {
@@ -245,24 +231,41 @@ impl InventoryStore for SqliteStore {
             .collect()
     }
 
-    async fn flush(&self, batch: FlushBatch) -> Result<(), StoreError> {
+    async fn flush(&self, batch: &FlushBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let rows = flush_rows(&batch, tally_core::now_ms());
+        let [skus, levels, ats, audit, offsets] = flush_rows(batch, tally_core::now_ms());
+        // Two transactions, so that appends to the embedded log (which share the file's one
+        // writer) wait behind half a flush at most. The applied events go first: their rows are
+        // idempotent, and rows past a partition's committed offset are ignored on resume (see
+        // `processed_between`), so a crash between the two leaves nothing half-applied. The
+        // states and the offsets that make them count commit together in the second.
+        // The rows come back out of each job so that they are freed here, not on the writer
+        // thread everything else is queued behind.
+        if !audit.is_empty() {
+            self.write(move |conn, counter| {
+                let tx = conn.transaction()?;
+                let n = 2 + AUDIT_TABLE.write(&tx, &audit)?; // + BEGIN, COMMIT
+                tx.commit()?;
+                counter.add(n);
+                Ok(audit)
+            })
+            .await?;
+        }
         self.write(move |conn, counter| {
             let tx = conn.transaction()?;
             let mut n = 2; // BEGIN + COMMIT
-            let tables =
-                [&SKU_TABLE, &LEVELS_TABLE, &AVAILABILITY_TABLE, &AUDIT_TABLE, &PROCESSED_TABLE, &OFFSETS_TABLE];
-            for (table, rows) in tables.into_iter().zip(&rows) {
+            let tables = [&SKU_TABLE, &LEVELS_TABLE, &AVAILABILITY_TABLE, &OFFSETS_TABLE];
+            for (table, rows) in tables.into_iter().zip([&skus, &levels, &ats, &offsets]) {
                 n += table.write(&tx, rows)?;
             }
             tx.commit()?;
             counter.add(n);
-            Ok(())
+            Ok((skus, levels, ats, offsets))
         })
         .await
+        .map(drop)
     }
 
     async fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
@@ -278,15 +281,21 @@ impl InventoryStore for SqliteStore {
         .await
     }
 
-    async fn processed_since(&self, topic: &str, partition: u32, from: u64) -> Result<Vec<ProcessedEvent>, StoreError> {
+    async fn processed_between(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<ProcessedEvent>, StoreError> {
         let topic = topic.to_owned();
         let rows = self
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT source, id, offset, outcome FROM processed_events \
-                     WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 ORDER BY offset",
+                    "SELECT event_source, event_id, offset, outcome_detail FROM inventory_audit \
+                     WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 AND offset < ?4 ORDER BY offset",
                 )?;
-                let rows = stmt.query_map(params![topic, partition, from], |r| {
+                let rows = stmt.query_map(params![topic, partition, from, to], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
@@ -306,7 +315,8 @@ impl InventoryStore for SqliteStore {
         let row = self
             .read(move |c| {
                 c.query_row(
-                    "SELECT topic, partition, offset, outcome FROM processed_events WHERE source = ?1 AND id = ?2",
+                    "SELECT topic, partition, offset, outcome_detail FROM inventory_audit \
+                     WHERE event_source = ?1 AND event_id = ?2",
                     params![key.source, key.id],
                     |r| {
                         Ok((
@@ -325,19 +335,6 @@ impl InventoryStore for SqliteStore {
             decode_processed(topic, partition, key.source, key.id, offset, outcome)
         })
         .transpose()
-    }
-
-    async fn prune_processed(&self, topic: &str, partition: u32, below: u64) -> Result<u64, StoreError> {
-        let topic = topic.to_owned();
-        self.write(move |c, counter| {
-            counter.add(1);
-            c.execute(
-                "DELETE FROM processed_events WHERE topic = ?1 AND partition = ?2 AND offset < ?3",
-                params![topic, partition, below],
-            )
-            .map(|n| n as u64)
-        })
-        .await
     }
 
     async fn audit(&self, sku: Sku, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {

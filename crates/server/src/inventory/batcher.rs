@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tally_config::InventoryConfig;
 use tally_core::Sku;
-use tally_store::{ConsumerOffset, FlushBatch, InventoryStore, ProcessedEvent, StateRow};
+use tally_store::{AppliedEvent, ConsumerOffset, FlushBatch, InventoryStore, StateRow};
 use tokio::sync::mpsc;
 
 use super::EngineStats;
@@ -24,10 +24,8 @@ pub struct FlushPart {
     pub partition: u32,
     /// Latest state of each SKU changed.
     pub rows: Vec<StateRow>,
-    /// Audit rows.
-    pub audit: Vec<tally_inventory::AuditEntry>,
-    /// Idempotency records.
-    pub processed: Vec<ProcessedEvent>,
+    /// Events applied (audit rows and idempotency records).
+    pub applied: Vec<AppliedEvent>,
     /// Every record before this offset is applied.
     pub next_offset: u64,
     /// Flush now (a draining worker).
@@ -39,8 +37,7 @@ pub struct FlushPart {
 #[derive(Default)]
 struct Pending {
     rows: HashMap<Sku, StateRow>,
-    audit: Vec<tally_inventory::AuditEntry>,
-    processed: Vec<ProcessedEvent>,
+    applied: Vec<AppliedEvent>,
     offsets: HashMap<(String, u32), (u64, mpsc::UnboundedSender<u64>)>,
     urgent: bool,
 }
@@ -58,8 +55,7 @@ impl Pending {
                 }
             }
         }
-        self.audit.extend(part.audit);
-        self.processed.extend(part.processed);
+        self.applied.extend(part.applied);
         let entry = self.offsets.entry((part.topic, part.partition)).or_insert((part.next_offset, part.ack.clone()));
         entry.0 = entry.0.max(part.next_offset);
         entry.1 = part.ack;
@@ -97,7 +93,7 @@ pub async fn run<S: InventoryStore>(
         let deadline = tokio::time::Instant::now() + interval;
         let mut pending = Pending::default();
         pending.add(first);
-        while !pending.urgent && pending.rows.len() < cfg.flush_max_rows {
+        while !pending.urgent && pending.rows.len() + pending.applied.len() < cfg.flush_max_rows {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(part)) => pending.add(part),
                 Ok(None) | Err(_) => break,
@@ -111,8 +107,7 @@ async fn flush<S: InventoryStore>(store: &S, group: &str, stats: &EngineStats, p
     let rows = pending.rows.len() as u64;
     let batch = FlushBatch {
         states: pending.rows.into_values().collect(),
-        audit: pending.audit,
-        processed: pending.processed,
+        applied: pending.applied,
         offsets: pending
             .offsets
             .iter()
@@ -128,7 +123,7 @@ async fn flush<S: InventoryStore>(store: &S, group: &str, stats: &EngineStats, p
     let before = store.statements();
     loop {
         let started = Instant::now();
-        match store.flush(batch.clone()).await {
+        match store.flush(&batch).await {
             Ok(()) => {
                 metrics::histogram!(m::FLUSH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::counter!(m::FLUSHES_TOTAL, "result" => "ok").increment(1);

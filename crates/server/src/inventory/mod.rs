@@ -184,7 +184,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> InventoryEngine<B, S, C> {
     /// Runs the consumer until `shutdown`: spawns a worker per assigned partition, drains a
     /// worker before its partition is released, and drains all of them on shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EngineError> {
-        let (flush_tx, flush_rx) = mpsc::channel(64);
+        let (flush_tx, flush_rx) = mpsc::channel(8);
         let batcher = tokio::spawn(batcher::run(self.store.clone(), self.cfg.clone(), self.stats.clone(), flush_rx));
         let mut consumer = self.bus.subscribe(&self.cfg.consumer_group, &self.cfg.topics.events).await?;
         let mut workers: HashMap<u32, (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();

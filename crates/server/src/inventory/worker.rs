@@ -18,7 +18,7 @@ use tally_inventory::aggregate::EventMeta;
 use tally_inventory::aggregate::LocationLevel;
 use tally_inventory::event::ReservationReleased;
 use tally_inventory::{ChannelAvailability, InventoryEvent, Outcome, SkuState};
-use tally_store::{InventoryStore, ProcessedEvent, StateRow};
+use tally_store::{AppliedEvent, InventoryStore, ProcessedEvent, StateRow};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +93,6 @@ pub struct PartitionWorker<B, S, C> {
     with_expiry: HashSet<Sku>,
     next: u64,
     acked: u64,
-    pruned_below: u64,
 }
 
 impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
@@ -109,7 +108,6 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             with_expiry: HashSet::new(),
             next: 0,
             acked: 0,
-            pruned_below: 0,
         }
     }
 
@@ -121,10 +119,10 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         let partition = reader.partition();
         let Some(start) = self.resume(&topic, partition, &cancel).await else { return };
         reader.seek(start);
-        (self.next, self.acked, self.pruned_below) = (start, start, start);
+        (self.next, self.acked) = (start, start);
         tracing::info!(start, remembered = self.dedupe.len(), "partition worker resuming");
 
-        let (outbox_tx, outbox_rx) = mpsc::channel(16);
+        let (outbox_tx, outbox_rx) = mpsc::channel(2);
         self.outbox = Some(outbox_tx);
         let publisher = tokio::spawn(run_publisher(
             self.engine.bus.clone(),
@@ -141,7 +139,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                Some(done) = ack_rx.recv() => self.on_flushed(&mut reader, &topic, done).await,
+                Some(done) = ack_rx.recv() => self.on_flushed(&mut reader, done).await,
                 polled = reader.poll(max) => match polled {
                     Ok(batch) if batch.is_empty() => {}
                     Ok(batch) => {
@@ -176,7 +174,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             let attempt = async {
                 let start =
                     store.committed_offset(&self.engine.cfg.consumer_group, topic, partition).await?.unwrap_or(0);
-                let seen = store.processed_since(topic, partition, start.saturating_sub(window)).await?;
+                let seen = store.processed_between(topic, partition, start.saturating_sub(window), start).await?;
                 Ok::<_, EngineError>((start, seen))
             };
             match attempt.await {
@@ -212,7 +210,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         let rules = self.engine.rules.clone();
         let mut dirty: Vec<Sku> = Vec::new();
         let mut forced: HashSet<Sku> = HashSet::new();
-        let (mut audit, mut processed) = (Vec::new(), Vec::new());
+        let mut applied_events = Vec::new();
         let (mut outcomes, mut dead) = (Vec::<OutRecord>::new(), Vec::<OutRecord>::new());
         let mut resolutions = Vec::new();
         let mut event_times_us = Vec::with_capacity(batch.len());
@@ -280,14 +278,16 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 resolutions.push((key.clone(), Resolution::Applied(applied.outcome.clone())));
             }
             self.dedupe.insert(&key, Some(applied.outcome.clone()));
-            processed.push(ProcessedEvent {
-                key,
-                topic: topic.to_owned(),
-                partition,
-                offset: rec.offset,
-                outcome: Some(applied.outcome),
+            applied_events.push(AppliedEvent {
+                processed: ProcessedEvent {
+                    key,
+                    topic: topic.to_owned(),
+                    partition,
+                    offset: rec.offset,
+                    outcome: Some(applied.outcome),
+                },
+                audit: applied.audit,
             });
-            audit.push(applied.audit);
         }
 
         let (rows, availability, visible_us) = self.make_visible(&dirty, &forced).await;
@@ -308,8 +308,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             topic: topic.to_owned(),
             partition,
             rows,
-            audit,
-            processed,
+            applied: applied_events,
             next_offset,
             urgent: false,
             ack: ack.clone(),
@@ -401,23 +400,12 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         (rows, availability, now_us())
     }
 
-    async fn on_flushed<P: PartitionReader>(&mut self, reader: &mut P, topic: &str, done: u64) {
+    async fn on_flushed<P: PartitionReader>(&mut self, reader: &mut P, done: u64) {
         self.acked = self.acked.max(done);
         if let Err(e) = reader.commit(done).await {
             // The store holds the authoritative position; a lost bus commit only means a
             // longer (harmless) replay after a restart.
             tracing::warn!(error = %e, offset = done, "bus commit failed");
-        }
-        let window = self.engine.cfg.dedupe_window;
-        if done.saturating_sub(self.pruned_below) > window.saturating_mul(2) {
-            let below = done - window;
-            match self.engine.store.prune_processed(topic, reader.partition(), below).await {
-                Ok(n) => {
-                    self.pruned_below = below;
-                    tracing::debug!(pruned = n, below, "pruned idempotency records outside the window");
-                }
-                Err(e) => tracing::warn!(error = %e, "pruning idempotency records failed"),
-            }
         }
         if self.working.len() > MAX_WORKING_SET {
             let acked = self.acked as i64;
@@ -470,8 +458,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 topic: topic.to_owned(),
                 partition,
                 rows: Vec::new(),
-                audit: Vec::new(),
-                processed: Vec::new(),
+                applied: Vec::new(),
                 next_offset: self.next,
                 urgent: true,
                 ack: ack_tx,
@@ -485,7 +472,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
                 while self.acked < self.next {
                     match tokio::time::timeout_at(deadline, ack_rx.recv()).await {
-                        Ok(Some(done)) => self.on_flushed(reader, topic, done).await,
+                        Ok(Some(done)) => self.on_flushed(reader, done).await,
                         _ => break,
                     }
                 }

@@ -35,8 +35,9 @@ CREATE TABLE channel_availability (
     updated_at_ms     INTEGER NOT NULL,
     PRIMARY KEY (sku, channel)
 ) WITHOUT ROWID;
+-- One row per applied event: the SKU's audit trail and the event's idempotency record.
 CREATE TABLE inventory_audit (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             INTEGER PRIMARY KEY,
     sku            TEXT NOT NULL,
     location       TEXT,
     version        INTEGER NOT NULL,
@@ -44,6 +45,10 @@ CREATE TABLE inventory_audit (
     event_source   TEXT NOT NULL,
     event_id       TEXT NOT NULL,
     outcome        TEXT NOT NULL,
+    outcome_detail TEXT,
+    topic          TEXT NOT NULL,
+    partition      INTEGER NOT NULL,
+    offset         INTEGER NOT NULL,
     on_hand_delta  INTEGER NOT NULL,
     on_hand        INTEGER NOT NULL,
     reserved       INTEGER NOT NULL,
@@ -52,19 +57,11 @@ CREATE TABLE inventory_audit (
     recorded_at_ms INTEGER NOT NULL
 );
 CREATE INDEX inventory_audit_by_sku ON inventory_audit (sku, id);
--- An event touches one SKU once: a retried flush must not duplicate its audit row.
+-- An event is applied once: a retried flush must not duplicate its row, and lookups by
+-- Idempotency-Key find its outcome here.
 CREATE UNIQUE INDEX inventory_audit_by_event ON inventory_audit (event_source, event_id);
-CREATE TABLE processed_events (
-    source         TEXT NOT NULL,
-    id             TEXT NOT NULL,
-    topic          TEXT NOT NULL,
-    partition      INTEGER NOT NULL,
-    offset         INTEGER NOT NULL,
-    outcome        TEXT,
-    recorded_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (source, id)
-) WITHOUT ROWID;
-CREATE INDEX processed_events_by_offset ON processed_events (topic, partition, offset);
+-- Seeds a partition's dedupe window on resume.
+CREATE INDEX inventory_audit_by_offset ON inventory_audit (topic, partition, offset);
 CREATE TABLE consumer_offsets (
     grp         TEXT NOT NULL,
     topic       TEXT NOT NULL,

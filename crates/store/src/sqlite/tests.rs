@@ -22,12 +22,12 @@ async fn a_flush_costs_one_statement_per_table_per_thousand_rows() {
     store.migrate().await.expect("migrate");
     let before = store.statements();
     let states = (0..500).map(|i| conformance::state(&format!("S{i}"), i, 1)).collect();
-    store.flush(FlushBatch { states, ..Default::default() }).await.expect("flush");
+    store.flush(&FlushBatch { states, ..Default::default() }).await.expect("flush");
     // BEGIN, sku upsert, levels upsert, availability upsert, COMMIT.
     assert_eq!(store.statements() - before, 5);
     let before = store.statements();
     let states = (0..2500).map(|i| conformance::state(&format!("T{i}"), i, 1)).collect();
-    store.flush(FlushBatch { states, ..Default::default() }).await.expect("flush");
+    store.flush(&FlushBatch { states, ..Default::default() }).await.expect("flush");
     // BEGIN, 3 chunks for each of the three tables, COMMIT.
     assert_eq!(store.statements() - before, 11);
     let loaded = store.load_states(vec![Sku::parse("T2499").expect("valid")]).await.expect("load");
