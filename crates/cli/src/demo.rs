@@ -132,24 +132,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         statements,
         statements as f64 * 1000.0 / handled as f64
     );
-    println!(
-        "  event → visible latency      p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
-        hist.value_at_quantile(0.50) as f64 / 1000.0,
-        hist.value_at_quantile(0.90) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-        hist.max() as f64 / 1000.0
-    );
-    println!(
-        "  event → availability published p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
-        desync.value_at_quantile(0.50) as f64 / 1000.0,
-        desync.value_at_quantile(0.90) as f64 / 1000.0,
-        desync.value_at_quantile(0.99) as f64 / 1000.0,
-        desync.max() as f64 / 1000.0
-    );
+    print_latency("event → visible (readable)", &hist);
+    print_latency("event → availability published", &desync);
     println!();
     print_skus(&engine, &url).await?;
     app.shutdown().await;
     Ok(())
+}
+
+fn print_latency(label: &str, hist: &hdrhistogram::Histogram<u64>) {
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "  {label:<34} p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+        ms(0.50),
+        ms(0.90),
+        ms(0.99),
+        hist.max() as f64 / 1000.0
+    );
 }
 
 async fn print_skus(engine: &tally_server::app::EmbeddedEngine, url: &str) -> anyhow::Result<()> {
