@@ -267,7 +267,15 @@ async fn applied_event_rows_past_the_committed_offset_do_not_suppress_their_even
     let mut cfg = common::config(dir.path(), AuthMode::Open);
     cfg.bus = tally_config::BusConfig::Embedded { partitions: 1 };
     let rules = ChannelRules::new(cfg.inventory.channels.clone());
-    let sim = SimConfig { seed: 5, skus: 20, poison_rate: 0.0, fixed_clock: true, ..SimConfig::default() };
+    let sim = SimConfig {
+        seed: 5,
+        skus: 20,
+        poison_rate: 0.0,
+        // Expiry runs on the wall clock, which the oracle does not model.
+        reservation_ttl_seconds: None,
+        fixed_clock: true,
+        ..SimConfig::default()
+    };
     let log: Vec<Envelope> = Simulator::new(sim).next_batch(400);
     let topic = cfg.inventory.topics.events.clone();
     {
