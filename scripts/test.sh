@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, then runs every test of the workspace
-# (unit, property, conformance, HTTP integration and the kill -9 crash test).
+# The README's test command: installs what is missing, starts throwaway PostgreSQL and Redis
+# servers on loopback (scripts/services.sh), runs every test of the workspace (unit, property,
+# conformance, HTTP integration, the kill -9 crash test, the backends against the real
+# servers), and stops the servers again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+services="$(scripts/services.sh start postgres redis)"
+eval "$services"
+trap 'scripts/services.sh stop "$TEST_TALLY_SERVICES_DIR"' EXIT
 cargo test --workspace --all-targets --locked "$@"

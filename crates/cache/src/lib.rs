@@ -4,7 +4,12 @@
 //! before the batched store flush.
 
 use std::future::Future;
-use std::time::Duration;
+
+mod memory;
+mod redis;
+
+pub use memory::MemoryCache;
+pub use redis::{RedisCache, RedisCacheOptions};
 
 /// Errors of the cache. Callers treat a failed cache as a miss and fall back to the store.
 #[derive(Debug, thiserror::Error)]
@@ -26,48 +31,6 @@ pub trait Cache: Clone + Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), CacheError>> + Send;
 }
 
-/// The in-process cache (embedded mode): a bounded, concurrent moka cache.
-#[derive(Clone)]
-pub struct MemoryCache {
-    inner: moka::sync::Cache<String, std::sync::Arc<Vec<u8>>>,
-}
-
-impl MemoryCache {
-    /// A cache holding at most `max_bytes` of values, each kept at most `ttl`.
-    pub fn new(max_bytes: u64, ttl: Duration) -> Self {
-        let inner = moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
-            .weigher(|k: &String, v: &std::sync::Arc<Vec<u8>>| (k.len() + v.len()).try_into().unwrap_or(u32::MAX))
-            .time_to_live(ttl)
-            .build();
-        Self { inner }
-    }
-}
-
-impl Cache for MemoryCache {
-    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        Ok(keys.iter().map(|k| self.inner.get(k).map(|v| v.as_ref().clone())).collect())
-    }
-
-    async fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> Result<(), CacheError> {
-        for (k, v) in entries {
-            self.inner.insert(k, std::sync::Arc::new(v));
-        }
-        Ok(())
-    }
-
-    async fn delete(&self, keys: &[String]) -> Result<(), CacheError> {
-        for k in keys {
-            self.inner.invalidate(k);
-        }
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), CacheError> {
-        Ok(())
-    }
-}
-
 /// The conformance suite every [`Cache`] implementation must pass.
 pub mod conformance {
     use super::Cache;
@@ -84,15 +47,5 @@ pub mod conformance {
         let got = cache.get_many(&[k("a"), k("b")]).await.expect("get");
         assert_eq!(got, vec![Some(b"3".to_vec()), None]);
         cache.ping().await.expect("ping");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn memory_cache_passes_the_conformance_suite() {
-        conformance::values_round_trip(MemoryCache::new(1 << 20, Duration::from_secs(60)), "t:").await;
     }
 }

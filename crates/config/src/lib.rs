@@ -283,6 +283,13 @@ impl Default for LogConfig {
     }
 }
 
+/// `TALLY_*` variables that are not configuration keys: the file's own path, and the
+/// simulator's API key (read by `tally simulate`).
+pub const NOT_KEYS: &[&str] = &["CONFIG", "SIM_API_KEY"];
+
+/// Top-level sections, the first part of every `TALLY_<SECTION>__…` variable.
+const SECTIONS: &[&str] = &["server", "embedded", "bus", "store", "cache", "inventory", "api", "log"];
+
 impl Config {
     /// Loads defaults, then `file` (if any), then `TALLY_*` variables from `env`.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
@@ -293,12 +300,22 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // `TALLY_CONFIG` names the file itself; everything else under TALLY_ must be a key.
+        // Everything under TALLY_ must be a key, except the variables of `NOT_KEYS`.
         let vars: Vec<(String, String)> = env
             .into_iter()
             .filter_map(|(k, v)| k.strip_prefix("TALLY_").map(|rest| (rest.to_owned(), v)))
-            .filter(|(k, _)| k != "CONFIG")
+            .filter(|(k, _)| !NOT_KEYS.contains(&k.as_str()))
             .collect();
+        for (k, _) in &vars {
+            let section = k.split("__").next().unwrap_or_default().to_lowercase();
+            if !SECTIONS.contains(&section.as_str()) {
+                return Err(ConfigError::Parse(format!(
+                    "environment variable TALLY_{k} names no configuration key: `{section}` is not a section \
+                     (sections: {})",
+                    SECTIONS.join(", ")
+                )));
+            }
+        }
         let mut env_figment = Figment::new();
         for (k, v) in vars {
             let key = k.to_lowercase().replace("__", ".");

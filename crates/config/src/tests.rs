@@ -34,6 +34,14 @@ fn unknown_keys_are_rejected_from_file_and_environment() {
     assert!(err.to_string().contains("nope"), "{err}");
     let err = Config::load(None, env(&[("TALLY_BUS__KIND", "carrier-pigeon")])).expect_err("unknown backend");
     assert!(err.to_string().contains("carrier-pigeon"), "{err}");
+    let err = Config::load(None, env(&[("TALLY_INVENTROY__FLUSH_INTERVAL_MS", "5")])).expect_err("unknown section");
+    assert!(err.to_string().contains("TALLY_INVENTROY__FLUSH_INTERVAL_MS"), "the variable is named: {err}");
+}
+
+#[test]
+fn variables_that_are_not_keys_are_left_alone() {
+    let c = Config::load(None, env(&[("TALLY_SIM_API_KEY", "k"), ("TALLY_CONFIG", "/nowhere")])).expect("loads");
+    assert_eq!(c, Config::default());
 }
 
 #[test]
