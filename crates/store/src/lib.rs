@@ -15,8 +15,10 @@ use tally_inventory::aggregate::LocationLevel;
 use tally_inventory::{AuditEntry, ChannelAvailability, Outcome, SkuState};
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
 /// Errors of the store.
@@ -192,4 +194,23 @@ pub trait InventoryStore: Clone + Send + Sync + 'static {
 
     /// Statements executed so far (for "statements per 1,000 events").
     fn statements(&self) -> u64;
+}
+
+/// An idempotency record from its stored columns (`outcome` as JSON).
+pub(crate) fn decode_processed(
+    topic: String,
+    partition: u32,
+    source: String,
+    id: String,
+    offset: u64,
+    outcome: Option<String>,
+) -> Result<ProcessedEvent, StoreError> {
+    let outcome = match outcome.as_deref() {
+        None | Some("null") => None,
+        Some(raw) => Some(
+            serde_json::from_str(raw)
+                .map_err(|e| StoreError::Corrupt { what: "event outcome", detail: e.to_string() })?,
+        ),
+    };
+    Ok(ProcessedEvent { key: EventKey { source, id }, topic, partition, offset, outcome })
 }

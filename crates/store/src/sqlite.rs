@@ -9,7 +9,7 @@ use tally_sqlite::rusqlite::types::Value as SqlValue;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
 use tally_sqlite::{Durability, Pool, StatementCounter, Table, Writer};
 
-use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError};
+use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError, decode_processed};
 
 mod migrations;
 
@@ -365,24 +365,6 @@ impl InventoryStore for SqliteStore {
     fn statements(&self) -> u64 {
         self.inner.statements.get()
     }
-}
-
-fn decode_processed(
-    topic: String,
-    partition: u32,
-    source: String,
-    id: String,
-    offset: u64,
-    outcome: Option<String>,
-) -> Result<ProcessedEvent, StoreError> {
-    let outcome = match outcome.as_deref() {
-        None | Some("null") => None,
-        Some(raw) => Some(
-            serde_json::from_str(raw)
-                .map_err(|e| StoreError::Corrupt { what: "event outcome", detail: e.to_string() })?,
-        ),
-    };
-    Ok(ProcessedEvent { key: EventKey { source, id }, topic, partition, offset, outcome })
 }
 
 #[cfg(test)]

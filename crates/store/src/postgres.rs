@@ -1,0 +1,466 @@
+//! The PostgreSQL store of the production mode. Every write of a flush is one set-based
+//! statement per table — `INSERT … SELECT … FROM unnest($1::text[], $2::bigint[], …) ON CONFLICT
+//! … DO UPDATE … WHERE stored.version < excluded.version` — so a flush costs the same handful of
+//! statements whether it carries ten rows or ten thousand, and all of them commit in one
+//! transaction with the consumer offsets.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+use tally_core::{EventKey, Sku};
+use tally_inventory::{AuditEntry, SkuState};
+
+use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError, decode_processed};
+
+mod migrations;
+
+/// How to reach PostgreSQL and how hard to lean on it.
+#[derive(Debug, Clone)]
+pub struct PostgresStoreOptions {
+    /// `postgres://user:password@host:port/database?sslmode=…`.
+    pub url: String,
+    /// Most connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a free connection before failing.
+    pub acquire_timeout: Duration,
+    /// Server-side limit on any one statement (`statement_timeout`), so a stuck query fails
+    /// and is retried instead of holding a connection forever.
+    pub statement_timeout: Duration,
+}
+
+/// The PostgreSQL store; cheap to clone.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    statements: Arc<AtomicU64>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl PostgresStore {
+    /// Creates the pool; connections open lazily, so this succeeds while the database is down
+    /// (readiness and the first flush report it).
+    pub fn connect(opts: &PostgresStoreOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(&opts.url)
+            .map_err(backend)?
+            .application_name("tally")
+            .options([("statement_timeout", format!("{}ms", opts.statement_timeout.as_millis()))]);
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_lazy_with(connect);
+        Ok(Self { pool, statements: Arc::new(AtomicU64::new(0)) })
+    }
+
+    fn count(&self, n: u64) {
+        self.statements.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The flush's rows as column arrays, the shape `unnest` takes.
+#[derive(Default)]
+struct Columns {
+    sku: Vec<String>,
+    version: Vec<i64>,
+    applied_offset: Vec<i64>,
+    state: Vec<String>,
+    updated_at_ms: Vec<i64>,
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+async fn upsert_states(tx: &mut Transaction<'_, Postgres>, batch: &FlushBatch) -> Result<u64, sqlx::Error> {
+    let mut c = Columns::default();
+    let (
+        mut l_sku,
+        mut l_loc,
+        mut l_on_hand,
+        mut l_reserved,
+        mut l_safety,
+        mut l_avail,
+        mut l_snap,
+        mut l_ver,
+        mut l_at,
+    ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut a_sku, mut a_channel, mut a_ats, mut a_ver, mut a_at) = (vec![], vec![], vec![], vec![], vec![]);
+    for row in &batch.states {
+        c.sku.push(row.sku.to_string());
+        c.version.push(i64_of(row.version));
+        c.applied_offset.push(row.applied_offset);
+        c.state.push(row.state_json.get().to_owned());
+        c.updated_at_ms.push(row.updated_at_ms);
+        for l in &row.levels {
+            l_sku.push(row.sku.to_string());
+            l_loc.push(l.location.to_string());
+            l_on_hand.push(l.on_hand);
+            l_reserved.push(l.reserved);
+            l_safety.push(l.safety_stock);
+            l_avail.push(l.available);
+            l_snap.push(i64_of(l.snapshot_version));
+            l_ver.push(i64_of(row.version));
+            l_at.push(row.updated_at_ms);
+        }
+        for a in &row.availability {
+            a_sku.push(row.sku.to_string());
+            a_channel.push(a.channel.to_string());
+            a_ats.push(a.available_to_sell);
+            a_ver.push(i64_of(row.version));
+            a_at.push(row.updated_at_ms);
+        }
+    }
+    let mut statements = 0;
+    if !c.sku.is_empty() {
+        sqlx::query(
+            "INSERT INTO inventory_sku (sku, version, applied_offset, state, updated_at_ms)
+             SELECT s, v, o, j::jsonb, t FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[])
+                 AS x(s, v, o, j, t)
+             ON CONFLICT (sku) DO UPDATE SET
+                 version = excluded.version, applied_offset = excluded.applied_offset,
+                 state = excluded.state, updated_at_ms = excluded.updated_at_ms
+             WHERE (inventory_sku.version, inventory_sku.applied_offset) < (excluded.version, excluded.applied_offset)",
+        )
+        .bind(&c.sku)
+        .bind(&c.version)
+        .bind(&c.applied_offset)
+        .bind(&c.state)
+        .bind(&c.updated_at_ms)
+        .execute(&mut **tx)
+        .await?;
+        statements += 1;
+    }
+    if !l_sku.is_empty() {
+        sqlx::query(
+            "INSERT INTO stock_levels
+                 (sku, location, on_hand, reserved, safety_stock, available, snapshot_version, version, updated_at_ms)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                                  $7::bigint[], $8::bigint[], $9::bigint[])
+             ON CONFLICT (sku, location) DO UPDATE SET
+                 on_hand = excluded.on_hand, reserved = excluded.reserved, safety_stock = excluded.safety_stock,
+                 available = excluded.available, snapshot_version = excluded.snapshot_version,
+                 version = excluded.version, updated_at_ms = excluded.updated_at_ms
+             WHERE stock_levels.version < excluded.version",
+        )
+        .bind(&l_sku)
+        .bind(&l_loc)
+        .bind(&l_on_hand)
+        .bind(&l_reserved)
+        .bind(&l_safety)
+        .bind(&l_avail)
+        .bind(&l_snap)
+        .bind(&l_ver)
+        .bind(&l_at)
+        .execute(&mut **tx)
+        .await?;
+        statements += 1;
+    }
+    if !a_sku.is_empty() {
+        sqlx::query(
+            "INSERT INTO channel_availability (sku, channel, available_to_sell, version, updated_at_ms)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+             ON CONFLICT (sku, channel) DO UPDATE SET
+                 available_to_sell = excluded.available_to_sell, version = excluded.version,
+                 updated_at_ms = excluded.updated_at_ms
+             WHERE channel_availability.version < excluded.version",
+        )
+        .bind(&a_sku)
+        .bind(&a_channel)
+        .bind(&a_ats)
+        .bind(&a_ver)
+        .bind(&a_at)
+        .execute(&mut **tx)
+        .await?;
+        statements += 1;
+    }
+    Ok(statements)
+}
+
+async fn insert_applied(tx: &mut Transaction<'_, Postgres>, applied: &[AppliedEvent]) -> Result<u64, sqlx::Error> {
+    if applied.is_empty() {
+        return Ok(0);
+    }
+    let now = tally_core::now_ms();
+    let n = applied.len();
+    let (mut sku, mut location, mut version, mut ty, mut source, mut id, mut outcome, mut detail) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut topic, mut partition, mut offset, mut delta, mut on_hand, mut reserved, mut available, mut time) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for AppliedEvent { processed: p, audit: a } in applied {
+        sku.push(a.sku.to_string());
+        location.push(a.location.as_ref().map(ToString::to_string));
+        version.push(i64_of(a.version));
+        ty.push(a.event_type.clone());
+        source.push(p.key.source.clone());
+        id.push(p.key.id.clone());
+        outcome.push(a.outcome.clone());
+        detail.push(p.outcome.as_ref().and_then(|o| serde_json::to_string(o).ok()));
+        topic.push(p.topic.clone());
+        partition.push(i32::try_from(p.partition).unwrap_or(i32::MAX));
+        offset.push(i64_of(p.offset));
+        delta.push(a.on_hand_delta);
+        on_hand.push(a.on_hand);
+        reserved.push(a.reserved);
+        available.push(a.available);
+        time.push(a.event_time_ms);
+    }
+    sqlx::query(
+        "INSERT INTO inventory_audit (sku, location, version, event_type, event_source, event_id, outcome,
+             outcome_detail, topic, partition, \"offset\", on_hand_delta, on_hand, reserved, available,
+             event_time_ms, recorded_at_ms)
+         SELECT s, l, v, ty, src, i, o, d::jsonb, tp, p, off, dl, oh, r, a, et, $17
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::int[], $11::bigint[], $12::bigint[], $13::bigint[],
+                     $14::bigint[], $15::bigint[], $16::bigint[])
+             AS x(s, l, v, ty, src, i, o, d, tp, p, off, dl, oh, r, a, et)
+         ON CONFLICT (event_source, event_id) DO NOTHING",
+    )
+    .bind(&sku)
+    .bind(&location)
+    .bind(&version)
+    .bind(&ty)
+    .bind(&source)
+    .bind(&id)
+    .bind(&outcome)
+    .bind(&detail)
+    .bind(&topic)
+    .bind(&partition)
+    .bind(&offset)
+    .bind(&delta)
+    .bind(&on_hand)
+    .bind(&reserved)
+    .bind(&available)
+    .bind(&time)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(1)
+}
+
+async fn store_offsets(tx: &mut Transaction<'_, Postgres>, batch: &FlushBatch) -> Result<u64, sqlx::Error> {
+    if batch.offsets.is_empty() {
+        return Ok(0);
+    }
+    let group: Vec<&str> = batch.offsets.iter().map(|o| o.group.as_str()).collect();
+    let topic: Vec<&str> = batch.offsets.iter().map(|o| o.topic.as_str()).collect();
+    let partition: Vec<i32> = batch.offsets.iter().map(|o| i32::try_from(o.partition).unwrap_or(i32::MAX)).collect();
+    let next: Vec<i64> = batch.offsets.iter().map(|o| i64_of(o.next_offset)).collect();
+    sqlx::query(
+        "INSERT INTO consumer_offsets (grp, topic, partition, next_offset)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])
+         ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = excluded.next_offset
+         WHERE consumer_offsets.next_offset < excluded.next_offset",
+    )
+    .bind(&group)
+    .bind(&topic)
+    .bind(&partition)
+    .bind(&next)
+    .execute(&mut **tx)
+    .await?;
+    Ok(1)
+}
+
+fn processed_of(row: &sqlx::postgres::PgRow, key: Option<EventKey>) -> Result<ProcessedEvent, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Corrupt { what: "audit row", detail: e.to_string() };
+    let key = match key {
+        Some(k) => k,
+        None => {
+            EventKey { source: row.try_get("event_source").map_err(get)?, id: row.try_get("event_id").map_err(get)? }
+        }
+    };
+    let partition: i32 = row.try_get("partition").map_err(get)?;
+    let offset: i64 = row.try_get("offset").map_err(get)?;
+    decode_processed(
+        row.try_get("topic").map_err(get)?,
+        u32::try_from(partition).unwrap_or_default(),
+        key.source,
+        key.id,
+        u64::try_from(offset).unwrap_or_default(),
+        row.try_get("outcome_detail").map_err(get)?,
+    )
+}
+
+impl InventoryStore for PostgresStore {
+    async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        migrations::apply(&mut conn).await.map_err(backend)
+    }
+
+    async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
+        if skus.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&str> = skus.iter().map(Sku::as_str).collect();
+        self.count(1);
+        let rows: Vec<String> = sqlx::query_scalar("SELECT state::text FROM inventory_sku WHERE sku = ANY($1)")
+            .bind(&keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|s| {
+                serde_json::from_str(s)
+                    .map_err(|e| StoreError::Corrupt { what: "inventory state", detail: e.to_string() })
+            })
+            .collect()
+    }
+
+    async fn flush(&self, batch: &FlushBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Unlike SQLite, PostgreSQL has no single writer to keep free, so one transaction
+        // holds everything: the stronger form of the trait's contract.
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut n = 2; // BEGIN + COMMIT
+        n += insert_applied(&mut tx, &batch.applied).await.map_err(backend)?;
+        n += upsert_states(&mut tx, batch).await.map_err(backend)?;
+        n += store_offsets(&mut tx, batch).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        self.count(n);
+        Ok(())
+    }
+
+    async fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
+        self.count(1);
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT next_offset FROM consumer_offsets WHERE grp = $1 AND topic = $2 AND partition = $3",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(i32::try_from(partition).unwrap_or(i32::MAX))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(next.map(|n| u64::try_from(n).unwrap_or_default()))
+    }
+
+    async fn processed_between(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<ProcessedEvent>, StoreError> {
+        self.count(1);
+        let rows = sqlx::query(
+            "SELECT event_source, event_id, topic, partition, \"offset\", outcome_detail::text AS outcome_detail
+             FROM inventory_audit
+             WHERE topic = $1 AND partition = $2 AND \"offset\" >= $3 AND \"offset\" < $4 ORDER BY \"offset\"",
+        )
+        .bind(topic)
+        .bind(i32::try_from(partition).unwrap_or(i32::MAX))
+        .bind(i64_of(from))
+        .bind(i64_of(to))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(|r| processed_of(r, None)).collect()
+    }
+
+    async fn processed(&self, key: EventKey) -> Result<Option<ProcessedEvent>, StoreError> {
+        self.count(1);
+        let row = sqlx::query(
+            "SELECT topic, partition, \"offset\", outcome_detail::text AS outcome_detail
+             FROM inventory_audit WHERE event_source = $1 AND event_id = $2",
+        )
+        .bind(&key.source)
+        .bind(&key.id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|r| processed_of(&r, Some(key))).transpose()
+    }
+
+    async fn audit(&self, sku: Sku, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        self.count(1);
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT json_build_object('sku', sku, 'location', location, 'version', version,
+                 'event_type', event_type, 'event_source', event_source, 'event_id', event_id,
+                 'outcome', outcome, 'on_hand_delta', on_hand_delta, 'on_hand', on_hand,
+                 'reserved', reserved, 'available', available, 'event_time_ms', event_time_ms)::text
+             FROM inventory_audit WHERE sku = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(sku.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|s| {
+                serde_json::from_str(s).map_err(|e| StoreError::Corrupt { what: "audit row", detail: e.to_string() })
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend).map(drop)
+    }
+
+    fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
+
+/// Throwaway databases for tests: one per test, on the server `scripts/test.sh` starts.
+pub mod testing {
+    use super::*;
+
+    /// The admin URL of the test server (`TEST_TALLY_POSTGRES_URL`); tests that need it fail
+    /// rather than skip without it.
+    pub fn server_url() -> String {
+        std::env::var("TEST_TALLY_POSTGRES_URL")
+            .expect("TEST_TALLY_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL")
+    }
+
+    /// Creates an empty database with a unique name and returns its URL.
+    pub async fn fresh_database() -> String {
+        use sqlx::Connection;
+        let admin = server_url();
+        let name = format!(
+            "tally_test_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        );
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+        let (base, _) = admin.rsplit_once('/').expect("the URL names a database");
+        format!("{base}/{name}")
+    }
+
+    /// A store on a fresh database.
+    pub async fn store() -> PostgresStore {
+        PostgresStore::connect(&PostgresStoreOptions {
+            url: fresh_database().await,
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        })
+        .expect("pool")
+    }
+}
+
+#[cfg(test)]
+mod tests;
