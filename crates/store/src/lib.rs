@@ -196,6 +196,11 @@ pub trait InventoryStore: Clone + Send + Sync + 'static {
     fn statements(&self) -> u64;
 }
 
+/// A stored JSON value; `what` names it in the error if it does not decode.
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(what: &'static str, raw: &str) -> Result<T, StoreError> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
+}
+
 /// An idempotency record from its stored columns (`outcome` as JSON).
 pub(crate) fn decode_processed(
     topic: String,
@@ -207,10 +212,7 @@ pub(crate) fn decode_processed(
 ) -> Result<ProcessedEvent, StoreError> {
     let outcome = match outcome.as_deref() {
         None | Some("null") => None,
-        Some(raw) => Some(
-            serde_json::from_str(raw)
-                .map_err(|e| StoreError::Corrupt { what: "event outcome", detail: e.to_string() })?,
-        ),
+        Some(raw) => Some(decode_json("event outcome", raw)?),
     };
     Ok(ProcessedEvent { key: EventKey { source, id }, topic, partition, offset, outcome })
 }

@@ -14,7 +14,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tally_core::{EventKey, Sku};
 use tally_inventory::{AuditEntry, SkuState};
 
-use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError, decode_processed};
+use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError, decode_json, decode_processed};
 
 mod migrations;
 
@@ -182,49 +182,49 @@ async fn upsert_states(tx: &mut Transaction<'_, Postgres>, batch: &FlushBatch) -
     Ok(statements)
 }
 
+/// The audit rows as column arrays for `unnest`.
+#[derive(Default)]
+struct AuditColumns {
+    sku: Vec<String>,
+    location: Vec<Option<String>>,
+    version: Vec<i64>,
+    event_type: Vec<String>,
+    source: Vec<String>,
+    id: Vec<String>,
+    outcome: Vec<String>,
+    detail: Vec<Option<String>>,
+    topic: Vec<String>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    delta: Vec<i64>,
+    on_hand: Vec<i64>,
+    reserved: Vec<i64>,
+    available: Vec<i64>,
+    time: Vec<i64>,
+}
+
 async fn insert_applied(tx: &mut Transaction<'_, Postgres>, applied: &[AppliedEvent]) -> Result<u64, sqlx::Error> {
     if applied.is_empty() {
         return Ok(0);
     }
-    let now = tally_core::now_ms();
-    let n = applied.len();
-    let (mut sku, mut location, mut version, mut ty, mut source, mut id, mut outcome, mut detail) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut topic, mut partition, mut offset, mut delta, mut on_hand, mut reserved, mut available, mut time) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
+    let mut c = AuditColumns::default();
     for AppliedEvent { processed: p, audit: a } in applied {
-        sku.push(a.sku.to_string());
-        location.push(a.location.as_ref().map(ToString::to_string));
-        version.push(i64_of(a.version));
-        ty.push(a.event_type.clone());
-        source.push(p.key.source.clone());
-        id.push(p.key.id.clone());
-        outcome.push(a.outcome.clone());
-        detail.push(p.outcome.as_ref().and_then(|o| serde_json::to_string(o).ok()));
-        topic.push(p.topic.clone());
-        partition.push(i32::try_from(p.partition).unwrap_or(i32::MAX));
-        offset.push(i64_of(p.offset));
-        delta.push(a.on_hand_delta);
-        on_hand.push(a.on_hand);
-        reserved.push(a.reserved);
-        available.push(a.available);
-        time.push(a.event_time_ms);
+        c.sku.push(a.sku.to_string());
+        c.location.push(a.location.as_ref().map(ToString::to_string));
+        c.version.push(i64_of(a.version));
+        c.event_type.push(a.event_type.clone());
+        c.source.push(p.key.source.clone());
+        c.id.push(p.key.id.clone());
+        c.outcome.push(a.outcome.clone());
+        c.detail.push(p.outcome.as_ref().and_then(|o| serde_json::to_string(o).ok()));
+        c.topic.push(p.topic.clone());
+        c.partition.push(i32::try_from(p.partition).unwrap_or(i32::MAX));
+        c.offset.push(i64_of(p.offset));
+        c.delta.push(a.on_hand_delta);
+        c.on_hand.push(a.on_hand);
+        c.reserved.push(a.reserved);
+        c.available.push(a.available);
+        c.time.push(a.event_time_ms);
     }
     sqlx::query(
         "INSERT INTO inventory_audit (sku, location, version, event_type, event_source, event_id, outcome,
@@ -237,23 +237,23 @@ async fn insert_applied(tx: &mut Transaction<'_, Postgres>, applied: &[AppliedEv
              AS x(s, l, v, ty, src, i, o, d, tp, p, off, dl, oh, r, a, et)
          ON CONFLICT (event_source, event_id) DO NOTHING",
     )
-    .bind(&sku)
-    .bind(&location)
-    .bind(&version)
-    .bind(&ty)
-    .bind(&source)
-    .bind(&id)
-    .bind(&outcome)
-    .bind(&detail)
-    .bind(&topic)
-    .bind(&partition)
-    .bind(&offset)
-    .bind(&delta)
-    .bind(&on_hand)
-    .bind(&reserved)
-    .bind(&available)
-    .bind(&time)
-    .bind(now)
+    .bind(&c.sku)
+    .bind(&c.location)
+    .bind(&c.version)
+    .bind(&c.event_type)
+    .bind(&c.source)
+    .bind(&c.id)
+    .bind(&c.outcome)
+    .bind(&c.detail)
+    .bind(&c.topic)
+    .bind(&c.partition)
+    .bind(&c.offset)
+    .bind(&c.delta)
+    .bind(&c.on_hand)
+    .bind(&c.reserved)
+    .bind(&c.available)
+    .bind(&c.time)
+    .bind(tally_core::now_ms())
     .execute(&mut **tx)
     .await?;
     Ok(1)
@@ -319,12 +319,7 @@ impl InventoryStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
-        rows.iter()
-            .map(|s| {
-                serde_json::from_str(s)
-                    .map_err(|e| StoreError::Corrupt { what: "inventory state", detail: e.to_string() })
-            })
-            .collect()
+        rows.iter().map(|s| decode_json("inventory state", s)).collect()
     }
 
     async fn flush(&self, batch: &FlushBatch) -> Result<(), StoreError> {
@@ -408,11 +403,7 @@ impl InventoryStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        rows.iter()
-            .map(|s| {
-                serde_json::from_str(s).map_err(|e| StoreError::Corrupt { what: "audit row", detail: e.to_string() })
-            })
-            .collect()
+        rows.iter().map(|s| decode_json("audit row", s)).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

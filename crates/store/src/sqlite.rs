@@ -9,7 +9,7 @@ use tally_sqlite::rusqlite::types::Value as SqlValue;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
 use tally_sqlite::{Durability, Pool, StatementCounter, Table, Writer};
 
-use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError, decode_processed};
+use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError, decode_json, decode_processed};
 
 mod migrations;
 
@@ -223,12 +223,7 @@ impl InventoryStore for SqliteStore {
                 rows.collect::<Result<Vec<_>, _>>()
             })
             .await?;
-        raw.iter()
-            .map(|s| {
-                serde_json::from_str(s)
-                    .map_err(|e| StoreError::Corrupt { what: "inventory state", detail: e.to_string() })
-            })
-            .collect()
+        raw.iter().map(|s| decode_json("inventory state", s)).collect()
     }
 
     async fn flush(&self, batch: &FlushBatch) -> Result<(), StoreError> {
@@ -351,11 +346,7 @@ impl InventoryStore for SqliteStore {
                 rows.collect::<Result<Vec<_>, _>>()
             })
             .await?;
-        raw.iter()
-            .map(|s| {
-                serde_json::from_str(s).map_err(|e| StoreError::Corrupt { what: "audit row", detail: e.to_string() })
-            })
-            .collect()
+        raw.iter().map(|s| decode_json("audit row", s)).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
