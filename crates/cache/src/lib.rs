@@ -5,9 +5,11 @@
 
 use std::future::Future;
 
+mod any;
 mod memory;
 mod redis;
 
+pub use any::AnyCache;
 pub use memory::MemoryCache;
 pub use redis::{RedisCache, RedisCacheOptions};
 

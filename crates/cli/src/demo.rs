@@ -151,7 +151,7 @@ fn print_latency(label: &str, hist: &hdrhistogram::Histogram<u64>) {
     );
 }
 
-async fn print_skus(engine: &tally_server::app::EmbeddedEngine, url: &str) -> anyhow::Result<()> {
+async fn print_skus(engine: &tally_server::app::Engine, url: &str) -> anyhow::Result<()> {
     let skus: Vec<Sku> = [0, 1, 2, 10, 100].iter().map(|i| Sku::parse(sku_name(*i))).collect::<Result<_, _>>()?;
     let states = engine.read_states(&skus).await?;
     let channels: Vec<String> = engine.rules.iter().map(|r| r.id.to_string()).collect();

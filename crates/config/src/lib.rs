@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 use tally_inventory::ChannelRule;
 
@@ -143,6 +143,30 @@ fn default_partitions() -> u32 {
 pub enum StoreConfig {
     /// Tables in the embedded SQLite file.
     Sqlite,
+    /// PostgreSQL (production).
+    Postgres {
+        /// `postgres://user:password@host:port/database` (secret: it may hold a password).
+        url: Secret,
+        /// Most pooled connections per process.
+        #[serde(default = "default_pg_connections")]
+        max_connections: u32,
+        /// Milliseconds to wait for a pooled connection.
+        #[serde(default = "default_pg_acquire_ms")]
+        acquire_timeout_ms: u64,
+        /// Server-side limit on one statement, in milliseconds.
+        #[serde(default = "default_pg_statement_ms")]
+        statement_timeout_ms: u64,
+    },
+}
+
+fn default_pg_connections() -> u32 {
+    16
+}
+fn default_pg_acquire_ms() -> u64 {
+    5_000
+}
+fn default_pg_statement_ms() -> u64 {
+    10_000
 }
 
 /// Cache backend.
@@ -158,6 +182,28 @@ pub enum CacheConfig {
         #[serde(default = "default_cache_ttl")]
         ttl_seconds: u64,
     },
+    /// Redis (production): the hot aggregate shared by every instance.
+    Redis {
+        /// `redis://[user:password@]host:port[/db]` (secret: it may hold a password).
+        url: Secret,
+        /// Prepended to every key, so deployments can share a server.
+        #[serde(default = "default_redis_prefix")]
+        key_prefix: String,
+        /// Seconds an entry lives without being rewritten.
+        #[serde(default = "default_cache_ttl")]
+        ttl_seconds: u64,
+        /// Milliseconds allowed for connecting and for each command; past it a read falls
+        /// back to the store.
+        #[serde(default = "default_redis_timeout_ms")]
+        timeout_ms: u64,
+    },
+}
+
+fn default_redis_prefix() -> String {
+    "tally:".into()
+}
+fn default_redis_timeout_ms() -> u64 {
+    500
 }
 
 fn default_cache_bytes() -> u64 {
@@ -293,7 +339,10 @@ const SECTIONS: &[&str] = &["server", "embedded", "bus", "store", "cache", "inve
 impl Config {
     /// Loads defaults, then `file` (if any), then `TALLY_*` variables from `env`.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // No layer of serialised defaults: `#[serde(default)]` fills what is absent, and a
+        // defaults layer would leak one backend's fields (the memory cache's `max_bytes`) into
+        // another chosen by `kind`.
+        let mut figment = Figment::new();
         if let Some(path) = file {
             if !path.exists() {
                 return Err(invalid("--config", format!("file {} does not exist", path.display())));
@@ -342,6 +391,25 @@ impl Config {
         let BusConfig::Embedded { partitions } = &self.bus;
         if *partitions == 0 || *partitions > 256 {
             return Err(invalid("bus.partitions", format!("must be within 1..=256, got {partitions}")));
+        }
+        if let StoreConfig::Postgres { url, max_connections, statement_timeout_ms, .. } = &self.store {
+            if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
+                return Err(invalid("store.url", "must start with postgres:// or postgresql://"));
+            }
+            if *max_connections == 0 {
+                return Err(invalid("store.max_connections", "must be > 0"));
+            }
+            if *statement_timeout_ms == 0 {
+                return Err(invalid("store.statement_timeout_ms", "must be > 0"));
+            }
+        }
+        if let CacheConfig::Redis { url, timeout_ms, .. } = &self.cache {
+            if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
+                return Err(invalid("cache.url", "must start with redis:// or rediss://"));
+            }
+            if *timeout_ms == 0 {
+                return Err(invalid("cache.timeout_ms", "must be > 0"));
+            }
         }
         if self.embedded.log_retention_hours == 0 {
             return Err(invalid("embedded.log_retention_hours", "must be > 0"));

@@ -84,3 +84,27 @@ fn effective_configuration_renders_as_toml() {
     assert!(text.contains("flush_interval_ms = 100"), "{text}");
     assert!(text.contains("kind = \"embedded\""), "{text}");
 }
+
+#[test]
+fn production_backends_are_configured_by_kind_and_their_urls_are_masked() {
+    let c = Config::load(
+        None,
+        env(&[
+            ("TALLY_STORE__KIND", "postgres"),
+            ("TALLY_STORE__URL", "postgres://tally:hunter2@db:5432/tally"),
+            ("TALLY_CACHE__KIND", "redis"),
+            ("TALLY_CACHE__URL", "redis://:hunter3@cache:6379"),
+        ]),
+    )
+    .expect("loads");
+    let StoreConfig::Postgres { url, max_connections, .. } = &c.store else { panic!("postgres: {:?}", c.store) };
+    assert_eq!(url.expose(), "postgres://tally:hunter2@db:5432/tally");
+    assert_eq!(*max_connections, 16);
+    let CacheConfig::Redis { key_prefix, .. } = &c.cache else { panic!("redis: {:?}", c.cache) };
+    assert_eq!(key_prefix, "tally:");
+    let printed = c.to_toml();
+    assert!(!printed.contains("hunter2") && !printed.contains("hunter3"), "{printed}");
+    let err = Config::load(None, env(&[("TALLY_STORE__KIND", "postgres"), ("TALLY_STORE__URL", "mysql://x")]))
+        .expect_err("wrong scheme");
+    assert!(err.to_string().contains("store.url"), "{err}");
+}

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tally_bus::{EmbeddedLog, EmbeddedLogOptions};
-use tally_cache::MemoryCache;
+use tally_cache::{AnyCache, MemoryCache, RedisCache, RedisCacheOptions};
 use tally_config::{BusConfig, CacheConfig, Config, Durability, StoreConfig};
 use tally_inventory::ChannelRules;
-use tally_store::{InventoryStore, SqliteStore, SqliteStoreOptions};
+use tally_store::{AnyStore, InventoryStore, PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, Authenticator};
@@ -37,8 +37,9 @@ impl Role {
     }
 }
 
-/// The engine over the embedded backends. Production backends add variants in `app` only.
-pub type EmbeddedEngine = InventoryEngine<EmbeddedLog, SqliteStore, MemoryCache>;
+/// The engine over the backends configuration selects. Backends add variants to the `Any*`
+/// enums; the engine is compiled once for all of them.
+pub type Engine = InventoryEngine<EmbeddedLog, AnyStore, AnyCache>;
 
 /// A configured, not yet started tally.
 pub struct App {
@@ -50,7 +51,7 @@ pub struct RunningApp {
     /// Where the API listens (if this role serves it).
     pub addr: Option<SocketAddr>,
     /// The engine, for in-process drivers (demo, bench, tests).
-    pub engine: EmbeddedEngine,
+    pub engine: Engine,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
@@ -69,10 +70,11 @@ impl App {
         Self { config }
     }
 
-    fn engine(&self) -> anyhow::Result<EmbeddedEngine> {
+    async fn engine(&self) -> anyhow::Result<Engine> {
         let cfg = &self.config;
         let path = cfg.embedded.path.clone();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let embedded_file_used = matches!(cfg.bus, BusConfig::Embedded { .. }) || cfg.store == StoreConfig::Sqlite;
+        if embedded_file_used && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
         }
         let BusConfig::Embedded { partitions } = cfg.bus;
@@ -82,14 +84,41 @@ impl App {
             durability: durability(cfg.embedded.durability),
         })
         .with_context(|| format!("opening the embedded log in {}", path.display()))?;
-        let StoreConfig::Sqlite = cfg.store;
-        let store = SqliteStore::open(SqliteStoreOptions {
-            path: path.clone(),
-            durability: durability(cfg.embedded.durability),
-        })
-        .with_context(|| format!("opening the SQLite store in {}", path.display()))?;
-        let CacheConfig::Memory { max_bytes, ttl_seconds } = cfg.cache;
-        let cache = MemoryCache::new(max_bytes, Duration::from_secs(ttl_seconds));
+        let store = match &cfg.store {
+            StoreConfig::Sqlite => AnyStore::Sqlite(
+                SqliteStore::open(SqliteStoreOptions {
+                    path: path.clone(),
+                    durability: durability(cfg.embedded.durability),
+                })
+                .with_context(|| format!("opening the SQLite store in {}", path.display()))?,
+            ),
+            StoreConfig::Postgres { url, max_connections, acquire_timeout_ms, statement_timeout_ms } => {
+                AnyStore::Postgres(
+                    PostgresStore::connect(&PostgresStoreOptions {
+                        url: url.expose().to_owned(),
+                        max_connections: *max_connections,
+                        acquire_timeout: Duration::from_millis(*acquire_timeout_ms),
+                        statement_timeout: Duration::from_millis(*statement_timeout_ms),
+                    })
+                    .context("configuring the PostgreSQL store (store.url)")?,
+                )
+            }
+        };
+        let cache = match &cfg.cache {
+            CacheConfig::Memory { max_bytes, ttl_seconds } => {
+                AnyCache::Memory(MemoryCache::new(*max_bytes, Duration::from_secs(*ttl_seconds)))
+            }
+            CacheConfig::Redis { url, key_prefix, ttl_seconds, timeout_ms } => AnyCache::Redis(
+                RedisCache::connect(RedisCacheOptions {
+                    url: url.expose().to_owned(),
+                    key_prefix: key_prefix.clone(),
+                    ttl: Duration::from_secs(*ttl_seconds),
+                    timeout: Duration::from_millis(*timeout_ms),
+                })
+                .await
+                .context("connecting to Redis (cache.url)")?,
+            ),
+        };
         Ok(InventoryEngine {
             bus,
             store,
@@ -103,13 +132,13 @@ impl App {
 
     /// Applies pending store migrations; returns their names.
     pub async fn migrate(&self) -> anyhow::Result<Vec<String>> {
-        let engine = self.engine()?;
+        let engine = self.engine().await?;
         engine.store.migrate().await.context("migrating the store")
     }
 
     /// Starts the given role; returns once the API is listening and consumers are running.
     pub async fn start(self, role: Role) -> anyhow::Result<RunningApp> {
-        let engine = self.engine()?;
+        let engine = self.engine().await?;
         let applied = engine.store.migrate().await.context("migrating the store")?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied store migrations");

@@ -6,9 +6,8 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn ingested_snapshot_becomes_readable_per_location_and_channel() {
-    let app = spawn_app().await;
+async fn ingested_snapshot_becomes_readable_per_location_and_channel(stack: Stack) {
+    let app = spawn_app_on(stack).await;
     let resp = app.post("/v1/events", WMS_KEY, &snapshot("e1", "SKU-1", "wh-1", 40, 1)).await;
     assert_eq!(resp.status(), 202);
     let body: Value = resp.json().await.unwrap();
@@ -29,9 +28,8 @@ async fn ingested_snapshot_becomes_readable_per_location_and_channel() {
     assert_eq!(batch["missing"], json!(["SKU-404"]));
 }
 
-#[tokio::test]
-async fn invalid_events_are_refused_with_a_specific_reason_and_none_is_accepted() {
-    let app = spawn_app().await;
+async fn invalid_events_are_refused_with_a_specific_reason_and_none_is_accepted(stack: Stack) {
+    let app = spawn_app_on(stack).await;
     let good = snapshot("g1", "SKU-2", "wh-1", 5, 1);
     let negative = snapshot("b1", "SKU-2", "wh-1", -5, 2);
     let unknown = event("b2", "/wms", "stock.teleported", json!({"sku": "SKU-2"}));
@@ -70,9 +68,8 @@ async fn invalid_events_are_refused_with_a_specific_reason_and_none_is_accepted(
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
 }
 
-#[tokio::test]
-async fn keys_are_required_and_a_partner_cannot_write_another_channel() {
-    let app = spawn_app().await;
+async fn keys_are_required_and_a_partner_cannot_write_another_channel(stack: Stack) {
+    let app = spawn_app_on(stack).await;
     let resp = app.client.get(format!("{}/v1/stock/SKU-1", app.url)).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(app.get("/v1/stock/SKU-1", "wrong-key").await.status(), 401);
@@ -95,9 +92,8 @@ async fn keys_are_required_and_a_partner_cannot_write_another_channel() {
     assert_eq!(app.post("/v1/reservations", OZON_KEY, &own).await.status(), 201);
 }
 
-#[tokio::test]
-async fn compare_and_set_adjustment_applies_once_and_refuses_a_stale_expectation() {
-    let app = spawn_app().await;
+async fn compare_and_set_adjustment_applies_once_and_refuses_a_stale_expectation(stack: Stack) {
+    let app = spawn_app_on(stack).await;
     app.post("/v1/events", WMS_KEY, &snapshot("s1", "SKU-4", "wh-1", 10, 1)).await;
     app.eventually("/v1/stock/SKU-4", |b| on_hand(b, "wh-1") == Some(10)).await;
     let path = "/v1/stock/SKU-4/locations/wh-1/adjustments";
@@ -131,9 +127,8 @@ async fn compare_and_set_adjustment_applies_once_and_refuses_a_stale_expectation
     assert!(p["errors"][0]["detail"].as_str().unwrap().contains("negative delta"), "{p}");
 }
 
-#[tokio::test]
-async fn concurrent_reservations_never_oversell() {
-    let app = spawn_app().await;
+async fn concurrent_reservations_never_oversell(stack: Stack) {
+    let app = spawn_app_on(stack).await;
     app.post("/v1/events", WMS_KEY, &snapshot("s1", "SKU-5", "wh-1", 10, 1)).await;
     app.eventually("/v1/stock/SKU-5", |b| on_hand(b, "wh-1") == Some(10)).await;
     let mut tasks = Vec::new();
@@ -160,9 +155,8 @@ async fn concurrent_reservations_never_oversell() {
     assert_eq!(stock["locations"][0]["reserved"], 10);
 }
 
-#[tokio::test]
-async fn a_resent_event_is_applied_once_and_the_audit_trail_shows_each_change() {
-    let app = spawn_app().await;
+async fn a_resent_event_is_applied_once_and_the_audit_trail_shows_each_change(stack: Stack) {
+    let app = spawn_app_on(stack).await;
     app.post("/v1/events", WMS_KEY, &snapshot("s1", "SKU-6", "wh-1", 10, 1)).await;
     let adj = event(
         "a1",
@@ -188,9 +182,8 @@ async fn a_resent_event_is_applied_once_and_the_audit_trail_shows_each_change() 
     assert_eq!(app.get("/v1/stock/SKU-6/audit?limit=0", ADMIN_KEY).await.status(), 400);
 }
 
-#[tokio::test]
-async fn reservation_expires_and_release_and_commit_follow_the_rules() {
-    let app = spawn_app().await;
+async fn reservation_expires_and_release_and_commit_follow_the_rules(stack: Stack) {
+    let app = spawn_app_on(stack).await;
     app.post("/v1/events", WMS_KEY, &snapshot("s1", "SKU-8", "wh-1", 10, 1)).await;
     app.eventually("/v1/stock/SKU-8", |b| on_hand(b, "wh-1") == Some(10)).await;
     let r = |id: &str, ttl: Option<u32>| json!({"reservation_id": id, "sku": "SKU-8", "channel": "storefront", "quantity": 4, "order_id": format!("o-{id}"), "ttl_seconds": ttl});
@@ -218,13 +211,12 @@ async fn reservation_expires_and_release_and_commit_follow_the_rules() {
     assert_eq!(out["outcome"]["outcome"], "ignored");
 }
 
-#[tokio::test]
-async fn state_survives_a_graceful_restart_on_the_same_file() {
-    let mut app = spawn_app().await;
+async fn state_survives_a_graceful_restart(stack: Stack) {
+    let mut app = spawn_app_on(stack).await;
     app.post("/v1/events", WMS_KEY, &snapshot("s1", "SKU-9", "wh-1", 21, 1)).await;
     app.eventually("/v1/stock/SKU-9", |b| on_hand(b, "wh-1") == Some(21)).await;
     app.stop().await;
-    let cfg = config(app.dir.path(), tally_config::AuthMode::Keys);
+    let cfg = app.config.clone();
     let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
     let again = spawn_with(cfg, dir).await;
     let stock: Value = again.get("/v1/stock/SKU-9", ADMIN_KEY).await.json().await.unwrap();
@@ -259,9 +251,8 @@ async fn state_survives_a_graceful_restart_on_the_same_file() {
     assert_eq!(on_hand(&stock, "wh-1"), Some(22));
 }
 
-#[tokio::test]
-async fn ops_endpoints_report_health_readiness_and_metrics() {
-    let app = spawn_app().await;
+async fn ops_endpoints_report_health_readiness_and_metrics(stack: Stack) {
+    let app = spawn_app_on(stack).await;
     app.post("/v1/events", WMS_KEY, &snapshot("s1", "SKU-10", "wh-1", 1, 1)).await;
     app.eventually("/v1/stock/SKU-10", |b| on_hand(b, "wh-1") == Some(1)).await;
     assert_eq!(app.get("/healthz", "").await.status(), 200);
@@ -290,3 +281,15 @@ fn checked_in_openapi_document_matches_the_code() {
         "docs/openapi.json is out of date; run `make openapi` (UPDATE_OPENAPI=1 cargo test -p tally-server --test api)"
     );
 }
+
+on_every_stack!(
+    ingested_snapshot_becomes_readable_per_location_and_channel,
+    invalid_events_are_refused_with_a_specific_reason_and_none_is_accepted,
+    keys_are_required_and_a_partner_cannot_write_another_channel,
+    compare_and_set_adjustment_applies_once_and_refuses_a_stale_expectation,
+    concurrent_reservations_never_oversell,
+    a_resent_event_is_applied_once_and_the_audit_trail_shows_each_change,
+    reservation_expires_and_release_and_commit_follow_the_rules,
+    state_survives_a_graceful_restart,
+    ops_endpoints_report_health_readiness_and_metrics,
+);

@@ -14,10 +14,12 @@ use tally_core::{EventKey, Sku};
 use tally_inventory::aggregate::LocationLevel;
 use tally_inventory::{AuditEntry, ChannelAvailability, Outcome, SkuState};
 
+mod any;
 pub mod conformance;
 pub mod postgres;
 pub mod sqlite;
 
+pub use any::AnyStore;
 pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
 

@@ -16,6 +16,7 @@ pub const WMS_KEY: &str = "wms-key";
 
 pub struct TestApp {
     pub app: Option<RunningApp>,
+    pub config: Config,
     pub url: String,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
@@ -41,19 +42,67 @@ pub fn config(dir: &std::path::Path, auth: AuthMode) -> Config {
     c
 }
 
+/// The backends a test runs on: the embedded default, or PostgreSQL + Redis (the servers
+/// `scripts/test.sh` starts; a fresh database and a unique key prefix per test).
+#[derive(Debug, Clone, Copy)]
+pub enum Stack {
+    Embedded,
+    PostgresRedis,
+}
+
+/// `config(dir, auth)` moved onto `stack`.
+pub async fn stack_config(stack: Stack, dir: &std::path::Path, auth: AuthMode) -> Config {
+    let mut c = config(dir, auth);
+    if let Stack::PostgresRedis = stack {
+        c.store = tally_config::StoreConfig::Postgres {
+            url: tally_config::Secret::new(tally_store::postgres::testing::fresh_database().await),
+            max_connections: 8,
+            acquire_timeout_ms: 5_000,
+            statement_timeout_ms: 10_000,
+        };
+        let redis = std::env::var("TEST_TALLY_REDIS_URL")
+            .expect("TEST_TALLY_REDIS_URL is not set: run the tests with scripts/test.sh, which starts Redis");
+        c.cache = tally_config::CacheConfig::Redis {
+            url: tally_config::Secret::new(redis),
+            key_prefix: format!("test:{}:", uuid::Uuid::new_v4().simple()),
+            ttl_seconds: 600,
+            timeout_ms: 1_000,
+        };
+    }
+    c
+}
+
 pub async fn spawn_app() -> TestApp {
+    spawn_app_on(Stack::Embedded).await
+}
+
+pub async fn spawn_app_on(stack: Stack) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    spawn_with(config(dir.path(), AuthMode::Keys), dir).await
+    let config = stack_config(stack, dir.path(), AuthMode::Keys).await;
+    spawn_with(config, dir).await
 }
 
 pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
-    let app = App::new(config).start(Role::All).await.unwrap();
+    let app = App::new(config.clone()).start(Role::All).await.unwrap();
     let url = format!("http://{}", app.addr.unwrap());
-    TestApp { app: Some(app), url, client: reqwest::Client::new(), dir }
+    TestApp { app: Some(app), config, url, client: reqwest::Client::new(), dir }
+}
+
+/// Runs each named `async fn(Stack)` as two tests, one per stack.
+#[macro_export]
+macro_rules! on_every_stack {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[tokio::test] async fn $name() { super::$name($crate::common::Stack::Embedded).await } )*
+        }
+        mod postgres_redis {
+            $( #[tokio::test] async fn $name() { super::$name($crate::common::Stack::PostgresRedis).await } )*
+        }
+    };
 }
 
 impl TestApp {
-    pub fn engine(&self) -> &tally_server::app::EmbeddedEngine {
+    pub fn engine(&self) -> &tally_server::app::Engine {
         &self.app.as_ref().unwrap().engine
     }
 
