@@ -64,6 +64,28 @@ fn durability(d: Durability) -> tally_sqlite::Durability {
     }
 }
 
+/// The store `config` selects (a PostgreSQL pool connects lazily, on first use).
+pub fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
+    Ok(match &config.store {
+        StoreConfig::Sqlite => AnyStore::Sqlite(
+            SqliteStore::open(SqliteStoreOptions {
+                path: config.embedded.path.clone(),
+                durability: durability(config.embedded.durability),
+            })
+            .with_context(|| format!("opening the SQLite store in {}", config.embedded.path.display()))?,
+        ),
+        StoreConfig::Postgres { url, max_connections, acquire_timeout_ms, statement_timeout_ms } => AnyStore::Postgres(
+            PostgresStore::connect(&PostgresStoreOptions {
+                url: url.expose().to_owned(),
+                max_connections: *max_connections,
+                acquire_timeout: Duration::from_millis(*acquire_timeout_ms),
+                statement_timeout: Duration::from_millis(*statement_timeout_ms),
+            })
+            .context("configuring the PostgreSQL store (store.url)")?,
+        ),
+    })
+}
+
 impl App {
     /// A tally with this configuration.
     pub fn new(config: Config) -> Self {
@@ -84,26 +106,7 @@ impl App {
             durability: durability(cfg.embedded.durability),
         })
         .with_context(|| format!("opening the embedded log in {}", path.display()))?;
-        let store = match &cfg.store {
-            StoreConfig::Sqlite => AnyStore::Sqlite(
-                SqliteStore::open(SqliteStoreOptions {
-                    path: path.clone(),
-                    durability: durability(cfg.embedded.durability),
-                })
-                .with_context(|| format!("opening the SQLite store in {}", path.display()))?,
-            ),
-            StoreConfig::Postgres { url, max_connections, acquire_timeout_ms, statement_timeout_ms } => {
-                AnyStore::Postgres(
-                    PostgresStore::connect(&PostgresStoreOptions {
-                        url: url.expose().to_owned(),
-                        max_connections: *max_connections,
-                        acquire_timeout: Duration::from_millis(*acquire_timeout_ms),
-                        statement_timeout: Duration::from_millis(*statement_timeout_ms),
-                    })
-                    .context("configuring the PostgreSQL store (store.url)")?,
-                )
-            }
-        };
+        let store = open_store(cfg)?;
         let cache = match &cfg.cache {
             CacheConfig::Memory { max_bytes, ttl_seconds } => {
                 AnyCache::Memory(MemoryCache::new(*max_bytes, Duration::from_secs(*ttl_seconds)))

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Stack;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -62,9 +64,57 @@ async fn wait_for_offsets(app: &tally_server::RunningApp, total: u64) {
     }
 }
 
-async fn run_case(seed: u64, events: usize, partitions: u32, flush_ms: u64, poll: usize, restarts: usize, dup: f64) {
+/// The read-model rows as the store holds them: (sku, location, on_hand, reserved, available)
+/// and (sku, channel, available_to_sell).
+type ReadModels = (Vec<(String, String, i64, i64, i64)>, Vec<(String, String, i64)>);
+
+async fn read_models(cfg: &tally_config::Config) -> ReadModels {
+    const LEVELS: &str = "SELECT sku, location, on_hand, reserved, available FROM stock_levels";
+    const CHANNELS: &str = "SELECT sku, channel, available_to_sell FROM channel_availability";
+    match &cfg.store {
+        tally_config::StoreConfig::Sqlite => {
+            let conn = tally_sqlite::open(&cfg.embedded.path, tally_sqlite::Durability::Normal).unwrap();
+            let levels = conn
+                .prepare(LEVELS)
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let channels = conn
+                .prepare(CHANNELS)
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            (levels, channels)
+        }
+        tally_config::StoreConfig::Postgres { url, .. } => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url.expose()).await.unwrap();
+            let levels = sqlx::query_as(LEVELS).fetch_all(&mut conn).await.unwrap();
+            let channels = sqlx::query_as(CHANNELS).fetch_all(&mut conn).await.unwrap();
+            (levels, channels)
+        }
+    }
+}
+
+/// One generated scenario of the oracle property test.
+struct Case {
+    seed: u64,
+    events: usize,
+    partitions: u32,
+    flush_ms: u64,
+    poll: usize,
+    restarts: usize,
+    dup: f64,
+}
+
+async fn run_case(stack: Stack, case: Case) {
+    let Case { seed, events, partitions, flush_ms, poll, restarts, dup } = case;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = common::config(dir.path(), AuthMode::Open);
+    let mut cfg = common::stack_config(stack, dir.path(), AuthMode::Open).await;
     cfg.bus = tally_config::BusConfig::Embedded { partitions };
     cfg.inventory.flush_interval_ms = flush_ms;
     cfg.inventory.poll_max_records = poll;
@@ -102,11 +152,7 @@ async fn run_case(seed: u64, events: usize, partitions: u32, flush_ms: u64, poll
     let skus: Vec<Sku> = expected.keys().cloned().collect();
     app.shutdown().await;
     // Read what is durable: the store, after the app is gone.
-    let store = tally_store::SqliteStore::open(tally_store::SqliteStoreOptions {
-        path: dir.path().join("tally.db"),
-        durability: tally_sqlite::Durability::Normal,
-    })
-    .unwrap();
+    let store = tally_server::app::open_store(&cfg).unwrap();
     let stored: HashMap<Sku, SkuState> =
         store.load_states(skus).await.unwrap().into_iter().map(|s| (s.sku.clone(), s)).collect();
     assert_eq!(stored.len(), expected.len(), "every SKU is stored");
@@ -114,13 +160,7 @@ async fn run_case(seed: u64, events: usize, partitions: u32, flush_ms: u64, poll
         assert_eq!(comparable(&stored[sku]), comparable(want), "state of {sku} differs from the oracle");
     }
     // The read-model tables (flushed as changed rows only) agree with the oracle too.
-    let conn = tally_sqlite::open(&dir.path().join("tally.db"), tally_sqlite::Durability::Normal).unwrap();
-    let mut levels = conn.prepare("SELECT sku, location, on_hand, reserved, available FROM stock_levels").unwrap();
-    let rows: Vec<(String, String, i64, i64, i64)> = levels
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let (rows, channel_rows) = read_models(&cfg).await;
     let mut want_levels = 0;
     for (sku, want) in &expected {
         for l in want.levels() {
@@ -135,9 +175,7 @@ async fn run_case(seed: u64, events: usize, partitions: u32, flush_ms: u64, poll
         }
     }
     assert_eq!(rows.len(), want_levels);
-    let mut ats = conn.prepare("SELECT sku, channel, available_to_sell FROM channel_availability").unwrap();
-    let rows: Vec<(String, String, i64)> =
-        ats.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    let rows = channel_rows;
     for (sku, want) in &expected {
         for a in want.availability(&rules) {
             let got = rows.iter().find(|r| r.0 == sku.as_str() && r.1 == a.channel.as_str()).map(|r| r.2);
@@ -163,7 +201,20 @@ proptest! {
         dup in 0.0..0.3f64,
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(run_case(seed, 1500, partitions, flush_ms, poll, restarts, dup));
+        rt.block_on(run_case(Stack::Embedded, Case { seed, events: 1500, partitions, flush_ms, poll, restarts, dup }));
+    }
+
+    #[test]
+    fn on_postgres_and_redis_duplicated_reordered_restarted_delivery_gives_the_oracle_state(
+        seed in 0..10_000u64,
+        partitions in 1..6u32,
+        flush_ms in 1..40u64,
+        poll in 1..300usize,
+        restarts in 0..4usize,
+        dup in 0.0..0.3f64,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(run_case(Stack::PostgresRedis, Case { seed, events: 1500, partitions, flush_ms, poll, restarts, dup }));
     }
 }
 

@@ -336,23 +336,26 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         Ok(())
     }
 
-    /// Loads the aggregates of SKUs this worker has not seen yet, in one round trip each to
-    /// the cache and the store.
+    /// Loads the aggregates of SKUs this worker has not seen yet, in one round trip to the store.
     async fn load_missing(&mut self, decoded: &[Decoded]) -> Result<(), EngineError> {
-        let mut missing: Vec<Sku> = Vec::new();
-        for d in decoded {
-            if let Decoded::Event(_, ev) = d
-                && !self.working.contains_key(ev.sku())
-                && !missing.contains(ev.sku())
-            {
-                missing.push(ev.sku().clone());
-            }
-        }
+        let missing: HashSet<&Sku> = decoded
+            .iter()
+            .filter_map(|d| match d {
+                Decoded::Event(_, ev) if !self.working.contains_key(ev.sku()) => Some(ev.sku()),
+                _ => None,
+            })
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        let loaded = self.engine.read_states(&missing).await?;
-        for (sku, state) in loaded {
+        let missing: Vec<Sku> = missing.into_iter().cloned().collect();
+        // From the store, never the cache: after a crash a shared cache (Redis) can hold states
+        // ahead of the committed offset, and resuming from one would skip the replayed events'
+        // audit rows and availability messages. The store is consistent with the offset the
+        // worker resumes from; an entry leaves the working set only once flushed there.
+        let loaded = self.engine.store.load_states(missing).await?;
+        for state in loaded {
+            let sku = state.sku.clone();
             if state.reservations.values().any(|r| r.expires_at_ms.is_some()) {
                 self.with_expiry.insert(sku.clone());
             }
