@@ -13,7 +13,7 @@ use tally_core::{Envelope, Sku};
 use tally_inventory::aggregate::EventMeta;
 use tally_inventory::{ChannelRules, InventoryEvent, SkuState};
 use tally_sim::{SimConfig, Simulator};
-use tally_store::{InventoryStore, SqliteStore, SqliteStoreOptions};
+use tally_store::InventoryStore;
 
 struct Server {
     child: Child,
@@ -60,7 +60,7 @@ fn comparable(s: &SkuState) -> SkuState {
     s
 }
 
-async fn applied_offsets(store: &SqliteStore) -> u64 {
+async fn applied_offsets(store: &impl InventoryStore) -> u64 {
     let mut total = 0;
     for p in 0..4 {
         total += store.committed_offset("tally-inventory", "inventory.events", p).await.unwrap().unwrap_or(0);
@@ -70,17 +70,35 @@ async fn applied_offsets(store: &SqliteStore) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_mid_stream_loses_nothing_and_applies_nothing_twice() {
+    crash_case(false).await;
+}
+
+/// The same with the PostgreSQL store and the Redis cache (the servers `scripts/test.sh`
+/// starts): Redis keeps what the killed process wrote, ahead of what PostgreSQL committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_on_postgres_and_redis_loses_nothing_and_applies_nothing_twice() {
+    crash_case(true).await;
+}
+
+async fn crash_case(postgres_redis: bool) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tally.db");
     let config = dir.path().join("tally.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[embedded]\npath = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n[inventory]\nflush_interval_ms = 30\npoll_max_records = 200\n",
-            db.display().to_string()
-        ),
-    )
-    .unwrap();
+    let mut toml = format!(
+        "[embedded]\npath = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n[inventory]\nflush_interval_ms = 30\npoll_max_records = 200\n",
+        db.display().to_string()
+    );
+    if postgres_redis {
+        let pg = tally_store::postgres::testing::fresh_database().await;
+        let redis = std::env::var("TEST_TALLY_REDIS_URL")
+            .expect("TEST_TALLY_REDIS_URL is not set: run the tests with scripts/test.sh, which starts Redis");
+        let prefix = format!("crash:{}:", uuid::Uuid::new_v4().simple());
+        toml.push_str(&format!(
+            "[store]\nkind = \"postgres\"\nurl = {pg:?}\n[cache]\nkind = \"redis\"\nurl = {redis:?}\nkey_prefix = {prefix:?}\n"
+        ));
+    }
+    std::fs::write(&config, toml).unwrap();
+    let cfg = tally_config::Config::load(Some(&config), Vec::new()).unwrap();
     let rules = ChannelRules::new(tally_config::Config::default().inventory.channels);
     let sim_cfg = SimConfig {
         seed: 99,
@@ -109,9 +127,8 @@ async fn kill_dash_nine_mid_stream_loses_nothing_and_applies_nothing_twice() {
         }
         log.extend(backlog);
     }
-    let store =
-        SqliteStore::open(SqliteStoreOptions { path: db.clone(), durability: tally_sqlite::Durability::Normal })
-            .unwrap();
+    let store = tally_server::app::open_store(&cfg).unwrap();
+    store.migrate().await.unwrap();
     let client = reqwest::Client::new();
     let mut killed_mid_stream = 0;
     for round in 0..4u64 {
