@@ -105,11 +105,15 @@ start_kafka() { # dir
   bin="$(nisshi_bin)"
   port="$(free_port)"
   mkdir -p "$dir"
-  (cd "$dir" && nohup "$bin" broker \
-      --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "memory://nisshi/" \
-      >"$dir/broker.log" 2>&1 & echo $! >"$dir/broker.pid")
+  # Started directly (not from a subshell, whose saved descriptors the broker would inherit,
+  # keeping the caller's `$(…)` open), with every standard stream redirected.
+  nohup "$bin" broker \
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine "memory://nisshi/" \
+    --group-initial-rebalance-delay 100ms \
+    </dev/null >"$dir/broker.log" 2>&1 &
+  echo $! >"$dir/broker.pid"
   wait_port "$port" nisshi
   echo "export TEST_TALLY_KAFKA_BROKERS=127.0.0.1:$port"
 }

@@ -2,18 +2,23 @@
 # Installs what building and testing tally needs on a fresh Debian 12 machine (root or sudo).
 # Idempotent: installs only what is missing. Rust itself comes from rustup (rust-toolchain.toml
 # pins the version; rustup fetches it on first use).
+#
+# Why each package: a C compiler for the bundled SQLite and mimalloc; cmake for the bundled
+# librdkafka (rdkafka's cmake-build); OpenSSL and zlib headers so librdkafka can speak TLS/SASL
+# and compress; pkg-config to find them.
 set -euo pipefail
 
 need=()
-command -v cc >/dev/null 2>&1 || need+=(build-essential)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+for pkg in build-essential cmake pkg-config libssl-dev zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]} from apt" >&2
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -11,8 +11,10 @@ use std::future::Future;
 
 pub mod conformance;
 pub mod embedded;
+pub mod kafka;
 
 pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
+pub use kafka::{KafkaBus, KafkaBusOptions};
 
 /// A record to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
