@@ -3,13 +3,13 @@
 # Idempotent: installs only what is missing. Rust itself comes from rustup (rust-toolchain.toml
 # pins the version; rustup fetches it on first use).
 #
-# Why each package: a C compiler for the bundled SQLite and mimalloc; cmake for the bundled
-# librdkafka (rdkafka's cmake-build); OpenSSL and zlib headers so librdkafka can speak TLS/SASL
-# and compress; pkg-config to find them.
+# Why each package: a C compiler and make for the bundled SQLite, mimalloc and librdkafka
+# (built with its own configure script); OpenSSL and zlib headers so librdkafka can speak
+# TLS/SASL and compress; pkg-config to find them.
 set -euo pipefail
 
 need=()
-for pkg in build-essential cmake pkg-config libssl-dev zlib1g-dev; do
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 

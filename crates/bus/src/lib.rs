@@ -9,10 +9,12 @@
 
 use std::future::Future;
 
+mod any;
 pub mod conformance;
 pub mod embedded;
 pub mod kafka;
 
+pub use any::{AnyBus, AnyConsumer, AnyPartition};
 pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
 pub use kafka::{KafkaBus, KafkaBusOptions};
 

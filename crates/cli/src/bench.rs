@@ -131,7 +131,7 @@ pub async fn inventory(base: Config, args: InventoryBenchArgs) -> anyhow::Result
         args.skus,
         args.duplicates * 100.0
     );
-    let tally_config::BusConfig::Embedded { partitions } = base.bus;
+    let partitions = base.bus.partitions();
     let publish_rate = {
         let log = tally_bus::EmbeddedLog::open(tally_bus::EmbeddedLogOptions {
             path: path.clone(),
@@ -196,7 +196,7 @@ pub async fn inventory(base: Config, args: InventoryBenchArgs) -> anyhow::Result
     let tmp2 = tempfile::tempdir()?;
     let app = start(&base, tmp2.path()).await?;
     let engine = app.engine.clone();
-    let sink = Sink::Bus { log: engine.bus.clone(), topic: engine.cfg.topics.events.clone() };
+    let sink = Sink::Bus { bus: engine.bus.clone(), topic: engine.cfg.topics.events.clone() };
     let mut sim = Simulator::new(sim_config(&args, 8));
     // Warm-up: the initial snapshots of every SKU, not measured.
     let warm = sim.next_batch(args.skus * 3);

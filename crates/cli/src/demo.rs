@@ -70,7 +70,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let sink = if args.via_http {
         Sink::Http { client: reqwest::Client::new(), url: url.clone(), api_key: None }
     } else {
-        Sink::Bus { log: engine.bus.clone(), topic: engine.cfg.topics.events.clone() }
+        Sink::Bus { bus: engine.bus.clone(), topic: engine.cfg.topics.events.clone() }
     };
     let mut sim = Simulator::new(SimConfig { seed: args.seed, skus: args.skus, ..SimConfig::default() });
     let stop = CancellationToken::new();

@@ -4,18 +4,18 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tally_bus::{Bus, EmbeddedLog, EmbeddedLogOptions, OutRecord};
-use tally_config::{BusConfig, Config};
+use tally_bus::{AnyBus, Bus, OutRecord};
+use tally_config::Config;
 use tally_core::Envelope;
 use tally_sim::{SimConfig, Simulator};
 use tokio_util::sync::CancellationToken;
 
 /// Where simulated events go.
 pub enum Sink {
-    /// Append to the embedded log's input topic.
+    /// Publish to the input topic of a bus (the embedded log or Kafka).
     Bus {
-        /// The log.
-        log: EmbeddedLog,
+        /// The bus.
+        bus: AnyBus,
         /// Input topic.
         topic: String,
     },
@@ -50,8 +50,8 @@ impl Sink {
     pub async fn send(&self, events: Vec<Envelope>) -> anyhow::Result<Driven> {
         let n = events.len() as u64;
         match self {
-            Self::Bus { log, topic } => {
-                log.publish(topic, events.iter().map(record).collect()).await?;
+            Self::Bus { bus, topic } => {
+                bus.publish(topic, events.iter().map(record).collect()).await?;
                 Ok(Driven { sent: n, refused: 0 })
             }
             Self::Http { client, url, api_key } => {
@@ -135,7 +135,8 @@ pub struct SimulateArgs {
     /// Number of SKUs.
     #[arg(long, default_value_t = 1000)]
     pub skus: usize,
-    /// Send over HTTP to this base URL instead of appending to the embedded log file.
+    /// Send over HTTP to this base URL instead of publishing to the configured bus (the
+    /// embedded log file, or Kafka).
     #[arg(long)]
     pub http: Option<String>,
     /// API key for --http.
@@ -151,15 +152,7 @@ pub async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<()> 
             url: url.trim_end_matches('/').to_owned(),
             api_key: args.api_key.clone(),
         },
-        None => {
-            let BusConfig::Embedded { partitions } = config.bus;
-            let log = EmbeddedLog::open(EmbeddedLogOptions {
-                path: config.embedded.path.clone(),
-                default_partitions: partitions,
-                durability: tally_sqlite::Durability::Normal,
-            })?;
-            Sink::Bus { log, topic: config.inventory.topics.events.clone() }
-        }
+        None => Sink::Bus { bus: tally_server::app::open_bus(&config)?, topic: config.inventory.topics.events.clone() },
     };
     let mut sim = Simulator::new(SimConfig { seed: args.seed, skus: args.skus, ..SimConfig::default() });
     let stop = CancellationToken::new();

@@ -131,6 +131,53 @@ pub enum BusConfig {
         #[serde(default = "default_partitions")]
         partitions: u32,
     },
+    /// A Kafka-protocol cluster (production).
+    Kafka {
+        /// `host:port[,host:port…]`.
+        brokers: String,
+        /// `client.id` of tally's clients.
+        #[serde(default = "default_client_id")]
+        client_id: String,
+        /// Partitions of the topics tally creates: the most instances that share the work.
+        #[serde(default = "default_partitions")]
+        partitions: u32,
+        /// Replication factor of the topics tally creates.
+        #[serde(default = "default_replication")]
+        replication_factor: u32,
+        /// Milliseconds a publish may take before it fails.
+        #[serde(default = "default_publish_timeout_ms")]
+        publish_timeout_ms: u64,
+        /// Milliseconds a rebalance waits for revoked partitions to drain and commit.
+        #[serde(default = "default_drain_timeout_ms")]
+        drain_timeout_ms: u64,
+        /// librdkafka settings passed through as they are (`security.protocol`,
+        /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.location`, …); values
+        /// are secrets, never printed.
+        #[serde(default)]
+        properties: std::collections::BTreeMap<String, Secret>,
+    },
+}
+
+impl BusConfig {
+    /// Partitions per topic.
+    pub fn partitions(&self) -> u32 {
+        match self {
+            Self::Embedded { partitions } | Self::Kafka { partitions, .. } => *partitions,
+        }
+    }
+}
+
+fn default_client_id() -> String {
+    "tally".into()
+}
+fn default_replication() -> u32 {
+    1
+}
+fn default_publish_timeout_ms() -> u64 {
+    30_000
+}
+fn default_drain_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_partitions() -> u32 {
@@ -388,9 +435,17 @@ impl Config {
 
     /// Cross-field rules; errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let BusConfig::Embedded { partitions } = &self.bus;
-        if *partitions == 0 || *partitions > 256 {
+        let partitions = self.bus.partitions();
+        if partitions == 0 || partitions > 256 {
             return Err(invalid("bus.partitions", format!("must be within 1..=256, got {partitions}")));
+        }
+        if let BusConfig::Kafka { brokers, replication_factor, .. } = &self.bus {
+            if brokers.trim().is_empty() {
+                return Err(invalid("bus.brokers", "must name at least one broker (host:port)"));
+            }
+            if *replication_factor == 0 {
+                return Err(invalid("bus.replication_factor", "must be > 0"));
+            }
         }
         if let StoreConfig::Postgres { url, max_connections, statement_timeout_ms, .. } = &self.store {
             if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tally_bus::{EmbeddedLog, EmbeddedLogOptions};
+use tally_bus::{AnyBus, EmbeddedLog, EmbeddedLogOptions, KafkaBus, KafkaBusOptions};
 use tally_cache::{AnyCache, MemoryCache, RedisCache, RedisCacheOptions};
 use tally_config::{BusConfig, CacheConfig, Config, Durability, StoreConfig};
 use tally_inventory::ChannelRules;
@@ -39,7 +39,7 @@ impl Role {
 
 /// The engine over the backends configuration selects. Backends add variants to the `Any*`
 /// enums; the engine is compiled once for all of them.
-pub type Engine = InventoryEngine<EmbeddedLog, AnyStore, AnyCache>;
+pub type Engine = InventoryEngine<AnyBus, AnyStore, AnyCache>;
 
 /// A configured, not yet started tally.
 pub struct App {
@@ -62,6 +62,39 @@ fn durability(d: Durability) -> tally_sqlite::Durability {
         Durability::Normal => tally_sqlite::Durability::Normal,
         Durability::Full => tally_sqlite::Durability::Full,
     }
+}
+
+/// The bus `config` selects (Kafka clients connect lazily, on first use).
+pub fn open_bus(config: &Config) -> anyhow::Result<AnyBus> {
+    Ok(match &config.bus {
+        BusConfig::Embedded { partitions } => AnyBus::Embedded(
+            EmbeddedLog::open(EmbeddedLogOptions {
+                path: config.embedded.path.clone(),
+                default_partitions: *partitions,
+                durability: durability(config.embedded.durability),
+            })
+            .with_context(|| format!("opening the embedded log in {}", config.embedded.path.display()))?,
+        ),
+        BusConfig::Kafka {
+            brokers,
+            client_id,
+            replication_factor,
+            publish_timeout_ms,
+            drain_timeout_ms,
+            properties,
+            ..
+        } => AnyBus::Kafka(
+            KafkaBus::connect(KafkaBusOptions {
+                brokers: brokers.clone(),
+                client_id: client_id.clone(),
+                replication_factor: i32::try_from(*replication_factor).unwrap_or(i32::MAX),
+                properties: properties.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect(),
+                publish_timeout: Duration::from_millis(*publish_timeout_ms),
+                drain_timeout: Duration::from_millis(*drain_timeout_ms),
+            })
+            .context("configuring the Kafka clients (bus.*)")?,
+        ),
+    })
 }
 
 /// The store `config` selects (a PostgreSQL pool connects lazily, on first use).
@@ -99,13 +132,7 @@ impl App {
         if embedded_file_used && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
         }
-        let BusConfig::Embedded { partitions } = cfg.bus;
-        let bus = EmbeddedLog::open(EmbeddedLogOptions {
-            path: path.clone(),
-            default_partitions: partitions,
-            durability: durability(cfg.embedded.durability),
-        })
-        .with_context(|| format!("opening the embedded log in {}", path.display()))?;
+        let bus = open_bus(cfg)?;
         let store = open_store(cfg)?;
         let cache = match &cfg.cache {
             CacheConfig::Memory { max_bytes, ttl_seconds } => {
@@ -146,8 +173,7 @@ impl App {
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied store migrations");
         }
-        let BusConfig::Embedded { partitions } = self.config.bus;
-        engine.create_topics(partitions).await.context("creating topics")?;
+        engine.create_topics(self.config.bus.partitions()).await.context("creating topics")?;
         let _ = crate::metrics::prometheus();
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -159,11 +185,13 @@ impl App {
                 }
             }));
         }
-        tasks.push(tokio::spawn(enforce_log_retention(
-            engine.bus.clone(),
-            Duration::from_secs(self.config.embedded.log_retention_hours.saturating_mul(3600)),
-            shutdown.clone(),
-        )));
+        if let AnyBus::Embedded(log) = &engine.bus {
+            tasks.push(tokio::spawn(enforce_log_retention(
+                log.clone(),
+                Duration::from_secs(self.config.embedded.log_retention_hours.saturating_mul(3600)),
+                shutdown.clone(),
+            )));
+        }
         let mut addr = None;
         if role.runs_api() {
             let listener = tokio::net::TcpListener::bind(self.config.server.listen)

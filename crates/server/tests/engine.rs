@@ -46,9 +46,8 @@ fn comparable(s: &SkuState) -> SkuState {
     s
 }
 
-async fn wait_for_offsets(app: &tally_server::RunningApp, total: u64) {
+async fn wait_for_offsets(app: &tally_server::RunningApp, partitions: u32, total: u64) {
     let e = &app.engine;
-    let partitions = e.bus.partitions(&e.cfg.topics.events).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut done = 0;
@@ -115,7 +114,11 @@ async fn run_case(stack: Stack, case: Case) {
     let Case { seed, events, partitions, flush_ms, poll, restarts, dup } = case;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::stack_config(stack, dir.path(), AuthMode::Open).await;
-    cfg.bus = tally_config::BusConfig::Embedded { partitions };
+    match &mut cfg.bus {
+        tally_config::BusConfig::Embedded { partitions: p } | tally_config::BusConfig::Kafka { partitions: p, .. } => {
+            *p = partitions
+        }
+    }
     cfg.inventory.flush_interval_ms = flush_ms;
     cfg.inventory.poll_max_records = poll;
     let rules = ChannelRules::new(cfg.inventory.channels.clone());
@@ -147,7 +150,7 @@ async fn run_case(stack: Stack, case: Case) {
         app.shutdown().await;
     }
     let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
-    wait_for_offsets(&app, published).await;
+    wait_for_offsets(&app, partitions, published).await;
     let expected = oracle(&log, &rules);
     let skus: Vec<Sku> = expected.keys().cloned().collect();
     app.shutdown().await;
@@ -215,6 +218,23 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(run_case(Stack::PostgresRedis, Case { seed, events: 1500, partitions, flush_ms, poll, restarts, dup }));
+    }
+}
+
+proptest! {
+    // Each case joins a consumer group several times (restarts); fewer cases keep it quick.
+    #![proptest_config(ProptestConfig { cases: 3, ..ProptestConfig::default() })]
+    #[test]
+    fn on_kafka_postgres_and_redis_duplicated_reordered_restarted_delivery_gives_the_oracle_state(
+        seed in 0..10_000u64,
+        partitions in 1..6u32,
+        flush_ms in 1..40u64,
+        poll in 1..300usize,
+        restarts in 0..3usize,
+        dup in 0.0..0.3f64,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(run_case(Stack::KafkaPostgresRedis, Case { seed, events: 1500, partitions, flush_ms, poll, restarts, dup }));
     }
 }
 
@@ -370,7 +390,7 @@ async fn applied_event_rows_past_the_committed_offset_do_not_suppress_their_even
         store.flush(&tally_store::FlushBatch { applied, ..Default::default() }).await.unwrap();
     }
     let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
-    wait_for_offsets(&app, log.len() as u64).await;
+    wait_for_offsets(&app, 1, log.len() as u64).await;
     let expected = oracle(&log, &rules);
     let stored = app.engine.read_states(&expected.keys().cloned().collect::<Vec<_>>()).await.unwrap();
     app.shutdown().await;

@@ -48,12 +48,33 @@ pub fn config(dir: &std::path::Path, auth: AuthMode) -> Config {
 pub enum Stack {
     Embedded,
     PostgresRedis,
+    /// Kafka (the nisshi broker `scripts/test.sh` starts) + PostgreSQL + Redis: production.
+    KafkaPostgresRedis,
 }
 
 /// `config(dir, auth)` moved onto `stack`.
 pub async fn stack_config(stack: Stack, dir: &std::path::Path, auth: AuthMode) -> Config {
     let mut c = config(dir, auth);
-    if let Stack::PostgresRedis = stack {
+    if let Stack::KafkaPostgresRedis = stack {
+        let brokers = std::env::var("TEST_TALLY_KAFKA_BROKERS")
+            .expect("TEST_TALLY_KAFKA_BROKERS is not set: run the tests with scripts/test.sh, which starts a broker");
+        c.bus = tally_config::BusConfig::Kafka {
+            brokers,
+            client_id: "tally-test".into(),
+            partitions: 4,
+            replication_factor: 1,
+            publish_timeout_ms: 10_000,
+            drain_timeout_ms: 10_000,
+            properties: Default::default(),
+        };
+        // Topics and the group are the broker's shared namespace: unique per test.
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        c.inventory.consumer_group = format!("test-{run}");
+        c.inventory.topics.events = format!("inventory.events.{run}");
+        c.inventory.topics.availability = format!("inventory.availability.{run}");
+        c.inventory.topics.outcomes = format!("inventory.outcomes.{run}");
+    }
+    if let Stack::PostgresRedis | Stack::KafkaPostgresRedis = stack {
         c.store = tally_config::StoreConfig::Postgres {
             url: tally_config::Secret::new(tally_store::postgres::testing::fresh_database().await),
             max_connections: 8,
@@ -88,7 +109,7 @@ pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
     TestApp { app: Some(app), config, url, client: reqwest::Client::new(), dir }
 }
 
-/// Runs each named `async fn(Stack)` as two tests, one per stack.
+/// Runs each named `async fn(Stack)` as one test per stack.
 #[macro_export]
 macro_rules! on_every_stack {
     ($($name:ident),* $(,)?) => {
@@ -97,6 +118,12 @@ macro_rules! on_every_stack {
         }
         mod postgres_redis {
             $( #[tokio::test] async fn $name() { super::$name($crate::common::Stack::PostgresRedis).await } )*
+        }
+        mod kafka_postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name($crate::common::Stack::KafkaPostgresRedis).await }
+            )*
         }
     };
 }
