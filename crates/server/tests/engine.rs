@@ -100,6 +100,7 @@ async fn read_models(cfg: &tally_config::Config) -> ReadModels {
 }
 
 /// One generated scenario of the oracle property test.
+#[derive(Debug, Clone)]
 struct Case {
     seed: u64,
     events: usize,
@@ -192,32 +193,37 @@ fn tally_cli_record(env: &Envelope) -> tally_bus::OutRecord {
     tally_bus::OutRecord { key: env.subject.clone().unwrap_or_default(), headers, payload }
 }
 
+/// Scenarios: any seed, 1–5 partitions, flush every 1–39 ms, polls of 1–299 records, up to
+/// `max_restarts` restarts at arbitrary points, up to 30 % duplicates.
+fn cases(max_restarts: usize) -> impl Strategy<Value = Case> {
+    (0..10_000u64, 1..6u32, 1..40u64, 1..300usize, 0..=max_restarts, 0.0..0.3f64).prop_map(
+        |(seed, partitions, flush_ms, poll, restarts, dup)| Case {
+            seed,
+            events: 1500,
+            partitions,
+            flush_ms,
+            poll,
+            restarts,
+            dup,
+        },
+    )
+}
+
+fn check(stack: Stack, case: Case) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run_case(stack, case));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
     #[test]
-    fn duplicated_reordered_restarted_delivery_gives_the_oracle_state(
-        seed in 0..10_000u64,
-        partitions in 1..6u32,
-        flush_ms in 1..40u64,
-        poll in 1..300usize,
-        restarts in 0..4usize,
-        dup in 0.0..0.3f64,
-    ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(run_case(Stack::Embedded, Case { seed, events: 1500, partitions, flush_ms, poll, restarts, dup }));
+    fn duplicated_reordered_restarted_delivery_gives_the_oracle_state(case in cases(3)) {
+        check(Stack::Embedded, case);
     }
 
     #[test]
-    fn on_postgres_and_redis_duplicated_reordered_restarted_delivery_gives_the_oracle_state(
-        seed in 0..10_000u64,
-        partitions in 1..6u32,
-        flush_ms in 1..40u64,
-        poll in 1..300usize,
-        restarts in 0..4usize,
-        dup in 0.0..0.3f64,
-    ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(run_case(Stack::PostgresRedis, Case { seed, events: 1500, partitions, flush_ms, poll, restarts, dup }));
+    fn on_postgres_and_redis_duplicated_reordered_restarted_delivery_gives_the_oracle_state(case in cases(3)) {
+        check(Stack::PostgresRedis, case);
     }
 }
 
@@ -225,16 +231,8 @@ proptest! {
     // Each case joins a consumer group several times (restarts); fewer cases keep it quick.
     #![proptest_config(ProptestConfig { cases: 3, ..ProptestConfig::default() })]
     #[test]
-    fn on_kafka_postgres_and_redis_duplicated_reordered_restarted_delivery_gives_the_oracle_state(
-        seed in 0..10_000u64,
-        partitions in 1..6u32,
-        flush_ms in 1..40u64,
-        poll in 1..300usize,
-        restarts in 0..3usize,
-        dup in 0.0..0.3f64,
-    ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(run_case(Stack::KafkaPostgresRedis, Case { seed, events: 1500, partitions, flush_ms, poll, restarts, dup }));
+    fn on_kafka_postgres_and_redis_duplicated_reordered_restarted_delivery_gives_the_oracle_state(case in cases(2)) {
+        check(Stack::KafkaPostgresRedis, case);
     }
 }
 
