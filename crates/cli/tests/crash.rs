@@ -3,14 +3,14 @@
 //! nothing applied twice.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tally_bus::{Bus, EmbeddedLog, EmbeddedLogOptions};
 use tally_core::{Envelope, Sku};
-use tally_inventory::aggregate::EventMeta;
+use tally_inventory::oracle::{apply_each_once, effects};
 use tally_inventory::{ChannelRules, InventoryEvent, SkuState};
 use tally_sim::{SimConfig, Simulator};
 use tally_store::InventoryStore;
@@ -39,25 +39,6 @@ fn start(config: &std::path::Path) -> Server {
     });
     let url = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start");
     Server { child, url }
-}
-
-fn oracle(events: &[Envelope], rules: &ChannelRules) -> HashMap<Sku, SkuState> {
-    let mut seen = HashSet::new();
-    let mut states: HashMap<Sku, SkuState> = HashMap::new();
-    for env in events {
-        let Ok(ev) = InventoryEvent::from_envelope(env) else { continue };
-        if seen.insert(env.key()) {
-            let s = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
-            s.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules);
-        }
-    }
-    states
-}
-
-fn comparable(s: &SkuState) -> SkuState {
-    let mut s = s.clone();
-    (s.applied_offset, s.updated_at_ms, s.last_event_ms) = (0, 0, 0);
-    s
 }
 
 async fn applied_offsets(store: &impl InventoryStore) -> u64 {
@@ -157,14 +138,14 @@ async fn crash_case(postgres_redis: bool) {
         assert!(Instant::now() < deadline, "caught up to {} of {}", applied_offsets(&store).await, log.len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let expected = oracle(&log, &rules);
+    let expected = apply_each_once(&log, &rules);
     let skus: Vec<Sku> = expected.keys().cloned().collect();
     let stored: HashMap<Sku, SkuState> =
         store.load_states(skus).await.unwrap().into_iter().map(|s| (s.sku.clone(), s)).collect();
     assert_eq!(stored.len(), expected.len());
     let mut differing = Vec::new();
     for (sku, want) in &expected {
-        if comparable(&stored[sku]) != comparable(want) {
+        if effects(&stored[sku]) != effects(want) {
             differing.push(sku.to_string());
         }
     }

@@ -15,36 +15,12 @@ use tally_bus::{Assignment, Bus, Consumer, PartitionReader};
 use tally_config::AuthMode;
 use tally_core::{Envelope, Sku};
 use tally_inventory::aggregate::EventMeta;
+use tally_inventory::oracle::{apply_each_once, effects};
 use tally_inventory::{ChannelRules, InventoryEvent, SkuState};
 use tally_server::App;
 use tally_server::app::Role;
 use tally_sim::{SimConfig, Simulator};
 use tally_store::InventoryStore;
-
-/// Applies each distinct event once, in order: the definition of exactly-once effects.
-fn oracle(events: &[Envelope], rules: &ChannelRules) -> HashMap<Sku, SkuState> {
-    let mut seen = HashSet::new();
-    let mut states: HashMap<Sku, SkuState> = HashMap::new();
-    for env in events {
-        let Ok(ev) = InventoryEvent::from_envelope(env) else { continue };
-        if !seen.insert(env.key()) {
-            continue;
-        }
-        let state = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
-        state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules);
-    }
-    states
-}
-
-/// The parts of a state that effects define (not bookkeeping such as wall-clock stamps).
-fn comparable(s: &SkuState) -> SkuState {
-    let mut s = s.clone();
-    s.applied_offset = 0;
-    s.updated_at_ms = 0;
-    // Event-time stamp of the last event seen; not re-flushed for events that change nothing.
-    s.last_event_ms = 0;
-    s
-}
 
 async fn wait_for_offsets(app: &tally_server::RunningApp, partitions: u32, total: u64) {
     let e = &app.engine;
@@ -152,7 +128,7 @@ async fn run_case(stack: Stack, case: Case) {
     }
     let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
     wait_for_offsets(&app, partitions, published).await;
-    let expected = oracle(&log, &rules);
+    let expected = apply_each_once(&log, &rules);
     let skus: Vec<Sku> = expected.keys().cloned().collect();
     app.shutdown().await;
     // Read what is durable: the store, after the app is gone.
@@ -161,7 +137,7 @@ async fn run_case(stack: Stack, case: Case) {
         store.load_states(skus).await.unwrap().into_iter().map(|s| (s.sku.clone(), s)).collect();
     assert_eq!(stored.len(), expected.len(), "every SKU is stored");
     for (sku, want) in &expected {
-        assert_eq!(comparable(&stored[sku]), comparable(want), "state of {sku} differs from the oracle");
+        assert_eq!(effects(&stored[sku]), effects(want), "state of {sku} differs from the oracle");
     }
     // The read-model tables (flushed as changed rows only) agree with the oracle too.
     let (rows, channel_rows) = read_models(&cfg).await;
@@ -389,10 +365,10 @@ async fn applied_event_rows_past_the_committed_offset_do_not_suppress_their_even
     }
     let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
     wait_for_offsets(&app, 1, log.len() as u64).await;
-    let expected = oracle(&log, &rules);
+    let expected = apply_each_once(&log, &rules);
     let stored = app.engine.read_states(&expected.keys().cloned().collect::<Vec<_>>()).await.unwrap();
     app.shutdown().await;
     for (sku, want) in &expected {
-        assert_eq!(comparable(&stored[sku]), comparable(want), "state of {sku} differs from the oracle");
+        assert_eq!(effects(&stored[sku]), effects(want), "state of {sku} differs from the oracle");
     }
 }
