@@ -3,43 +3,17 @@
 //! nothing applied twice.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::Server;
 
 use tally_bus::{Bus, EmbeddedLog, EmbeddedLogOptions};
 use tally_core::{Envelope, Sku};
-use tally_inventory::oracle::{apply_each_once, effects};
-use tally_inventory::{ChannelRules, InventoryEvent, SkuState};
+use tally_inventory::{ChannelRules, InventoryEvent};
 use tally_sim::{SimConfig, Simulator};
 use tally_store::InventoryStore;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-fn start(config: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("tally listening on ") {
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start");
-    Server { child, url }
-}
 
 async fn applied_offsets(store: &impl InventoryStore) -> u64 {
     let mut total = 0;
@@ -113,7 +87,7 @@ async fn crash_case(postgres_redis: bool) {
     let client = reqwest::Client::new();
     let mut killed_mid_stream = 0;
     for round in 0..4u64 {
-        let mut server = start(&config);
+        let mut server = Server::start(&config);
         // More traffic over HTTP while it consumes; each batch is durable once answered 202
         // (the deliberate poison is refused there and never reaches the log).
         for _ in 0..3 {
@@ -132,29 +106,13 @@ async fn crash_case(postgres_redis: bool) {
     }
     assert!(killed_mid_stream >= 2, "only {killed_mid_stream} kills hit unfinished work; the test would prove nothing");
 
-    let server = start(&config);
+    let server = Server::start(&config);
     let deadline = Instant::now() + Duration::from_secs(120);
     while applied_offsets(&store).await < log.len() as u64 {
         assert!(Instant::now() < deadline, "caught up to {} of {}", applied_offsets(&store).await, log.len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let expected = apply_each_once(&log, &rules);
-    let skus: Vec<Sku> = expected.keys().cloned().collect();
-    let stored: HashMap<Sku, SkuState> =
-        store.load_states(skus).await.unwrap().into_iter().map(|s| (s.sku.clone(), s)).collect();
-    assert_eq!(stored.len(), expected.len());
-    let mut differing = Vec::new();
-    for (sku, want) in &expected {
-        if effects(&stored[sku]) != effects(want) {
-            differing.push(sku.to_string());
-        }
-    }
-    assert!(
-        differing.is_empty(),
-        "{} SKUs differ from the oracle: {:?}",
-        differing.len(),
-        &differing[..differing.len().min(5)]
-    );
+    let expected = common::assert_store_matches_oracle(&store, &log, &rules).await;
     // The API serves the same truth.
     let hot = &expected[&Sku::parse("SKU-000000").unwrap()];
     let body: serde_json::Value =
@@ -164,9 +122,5 @@ async fn crash_case(postgres_redis: bool) {
         body["channels"].as_array().unwrap().iter().map(|c| c["available_to_sell"].as_i64().unwrap()).collect();
     assert_eq!(got, want);
     // A graceful stop exits cleanly.
-    let pid = server.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let mut child = server.child;
-    let status = child.wait().unwrap();
-    assert!(status.success(), "SIGTERM should drain and exit 0, got {status}");
+    server.stop();
 }

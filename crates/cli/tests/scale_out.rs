@@ -4,24 +4,21 @@
 //! must equal applying each distinct event once — nothing lost, nothing applied twice.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::collections::HashSet;
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::env;
 use tally_bus::{Bus, KafkaBus, KafkaBusOptions};
-use tally_core::{Envelope, Sku};
-use tally_inventory::oracle::{apply_each_once, effects};
-use tally_inventory::{ChannelRules, SkuState};
+use tally_core::Envelope;
+use tally_inventory::ChannelRules;
 use tally_sim::{SimConfig, Simulator};
 use tally_store::InventoryStore;
 
 const PARTITIONS: u32 = 4;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test.sh"))
-}
 
 /// A running instance and the partitions it logged as assigned to it.
 struct Instance {
@@ -30,24 +27,14 @@ struct Instance {
 }
 
 fn start(config: &std::path::Path) -> Instance {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["serve", "--role", "inventory", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
     let assigned = Arc::new(Mutex::new(HashSet::new()));
     let seen = assigned.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if log["message"] == "partition assigned; worker started"
-                && let Some(p) = log["partition"].as_u64()
-            {
-                seen.lock().unwrap().insert(p);
-            }
+    let child = common::spawn_serve(config, &["--role", "inventory"], move |line| {
+        let Ok(log) = serde_json::from_str::<serde_json::Value>(line) else { return };
+        if log["message"] == "partition assigned; worker started"
+            && let Some(p) = log["partition"].as_u64()
+        {
+            seen.lock().unwrap().insert(p);
         }
     });
     Instance { child, assigned }
@@ -153,26 +140,8 @@ async fn two_instances_share_partitions_and_the_survivor_of_a_kill_finishes_exac
     let taken_over: HashSet<u64> = b.assigned.lock().unwrap().clone();
     assert_eq!(taken_over.len() as u32, PARTITIONS, "the survivor took every partition: {taken_over:?}");
 
-    let expected = apply_each_once(&log, &rules);
-    let stored: HashMap<Sku, SkuState> = store
-        .load_states(expected.keys().cloned().collect())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| (s.sku.clone(), s))
-        .collect();
-    assert_eq!(stored.len(), expected.len(), "every SKU is stored");
-    let differing: Vec<&Sku> =
-        expected.iter().filter(|(sku, want)| effects(&stored[*sku]) != effects(want)).map(|(s, _)| s).collect();
-    assert!(
-        differing.is_empty(),
-        "{} SKUs differ from the oracle: {:?}",
-        differing.len(),
-        &differing[..differing.len().min(5)]
-    );
+    common::assert_store_matches_oracle(&store, &log, &rules).await;
 
     let mut b = b;
-    let pid = b.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(b.child.wait().unwrap().success(), "SIGTERM drains and exits 0");
+    common::terminate(&mut b.child);
 }
