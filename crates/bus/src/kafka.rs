@@ -406,7 +406,8 @@ impl KafkaPartition {
         tpl
     }
 
-    async fn seek(&mut self, to: u64) -> Result<(), BusError> {
+    /// Asks the broker to fetch from `to` (blocking in librdkafka, so off the runtime).
+    async fn seek_broker(&mut self, to: u64) -> Result<(), BusError> {
         let (consumer, topic, partition) = (self.consumer.clone(), self.topic.clone(), self.partition);
         tokio::task::spawn_blocking(move || {
             consumer.seek(
@@ -476,7 +477,7 @@ impl PartitionReader for KafkaPartition {
                 && let Some(to) = self.position
             {
                 self.seek_pending = false;
-                self.seek(to).await?;
+                self.seek_broker(to).await?;
             }
             let mut out = Vec::new();
             while out.len() < max.max(1) {

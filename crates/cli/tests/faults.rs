@@ -214,3 +214,22 @@ async fn redis_flushed_under_load_keeps_reads_correct() {
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_load_keeps_reads_correct() {
+    survives(async |_| {
+        let url = env("TEST_TALLY_REDIS_URL");
+        let port = url.rsplit(':').next().unwrap().to_owned();
+        let down = Command::new("redis-cli").args(["-u", &url, "SHUTDOWN", "NOSAVE"]).output().unwrap();
+        assert!(down.status.success() || down.stdout.is_empty(), "redis-cli SHUTDOWN");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let dir = format!("{}/redis", env("TEST_TALLY_SERVICES_DIR"));
+        let up = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port, "--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .args(["--dir", &dir, "--pidfile", &format!("{dir}/redis.pid"), "--logfile", &format!("{dir}/redis.log")])
+            .status()
+            .unwrap();
+        assert!(up.success(), "redis-server restarted");
+    })
+    .await;
+}

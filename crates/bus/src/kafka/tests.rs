@@ -49,3 +49,52 @@ async fn an_existing_topic_with_another_partition_count_is_reported() {
     let err = bus.create_topic(&topic, 5).await.expect_err("mismatch");
     assert!(err.to_string().contains("3 partitions"), "{err}");
 }
+
+/// librdkafka's in-process mock cluster, for what a real broker cannot be made to do on
+/// demand: a broker that goes down and comes back while records are being published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_and_consuming_ride_out_a_broker_outage() {
+    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("outage", 2, 1).expect("topic");
+    let bus = KafkaBus::connect(KafkaBusOptions {
+        brokers: mock.bootstrap_servers(),
+        client_id: "outage-test".into(),
+        replication_factor: 1,
+        properties: BTreeMap::new(),
+        publish_timeout: Duration::from_secs(60),
+        drain_timeout: Duration::from_secs(10),
+    })
+    .expect("clients");
+    let rec = |i: usize| OutRecord { key: format!("k{}", i % 5), headers: vec![], payload: i.to_string().into_bytes() };
+    bus.publish("outage", (0..100).map(rec).collect()).await.expect("publish before the outage");
+
+    mock.broker_down(1).expect("broker down");
+    let publisher = {
+        let bus = bus.clone();
+        tokio::spawn(async move { bus.publish("outage", (100..200).map(rec).collect()).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!publisher.is_finished(), "a publish cannot complete while the broker is down");
+    mock.broker_up(1).expect("broker up");
+    publisher.await.expect("join").expect("the publish completes once the broker is back");
+
+    let mut consumer = bus.subscribe("outage-group", "outage").await.expect("subscribe");
+    let Assignment::Assigned(mut parts) = consumer.next_assignment().await.expect("assignment") else {
+        panic!("assigned")
+    };
+    for p in &mut parts {
+        p.seek(0);
+    }
+    let mut seen: Vec<usize> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 200 {
+        assert!(Instant::now() < deadline, "only {} of 200 records", seen.len());
+        for p in &mut parts {
+            if let Ok(Ok(batch)) = tokio::time::timeout(Duration::from_millis(100), p.poll(500)).await {
+                seen.extend(batch.iter().map(|r| String::from_utf8_lossy(&r.payload).parse::<usize>().expect("n")));
+            }
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..200).collect::<Vec<_>>(), "nothing lost, nothing twice (idempotent producer)");
+}
