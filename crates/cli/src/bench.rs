@@ -35,6 +35,31 @@ pub struct InventoryBenchArgs {
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
+    /// Which backends: the embedded default, or Kafka + PostgreSQL + Redis.
+    #[arg(long, value_enum, default_value_t = BenchStack::Embedded)]
+    pub stack: BenchStack,
+    /// Kafka brokers for `--stack kafka` (default: $TEST_TALLY_KAFKA_BROKERS).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// PostgreSQL URL for `--stack kafka`; a fresh database is created on that server
+    /// (default: $TEST_TALLY_POSTGRES_URL).
+    #[arg(long)]
+    pub postgres_url: Option<String>,
+    /// Redis URL for `--stack kafka` (default: $TEST_TALLY_REDIS_URL).
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Rate of the desync phase on `--stack kafka` (events/s).
+    #[arg(long, default_value_t = 5_000)]
+    pub kafka_rate: u64,
+}
+
+/// Backends a benchmark runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchStack {
+    /// SQLite log and store, in-process cache.
+    Embedded,
+    /// Kafka + PostgreSQL + Redis, on servers given by URL.
+    Kafka,
 }
 
 /// Results (the JSON line).
@@ -72,7 +97,8 @@ pub struct InventoryBenchResult {
     pub duplicates_dropped: u64,
 }
 
-fn sim_config(args: &InventoryBenchArgs, seed: u64) -> SimConfig {
+/// The simulator settings of a benchmark run.
+pub fn sim_config(args: &InventoryBenchArgs, seed: u64) -> SimConfig {
     SimConfig {
         seed,
         skus: args.skus,
@@ -120,6 +146,9 @@ fn reset_peak_rss() {
 /// `base` is the configuration to measure (engine settings, channels); the data file, the
 /// listen address and logging are the benchmark's own.
 pub async fn inventory(base: Config, args: InventoryBenchArgs) -> anyhow::Result<()> {
+    if args.stack == BenchStack::Kafka {
+        return crate::bench_kafka::run(base, &args).await;
+    }
     // Phase 1: the engine catching up on a backlog. The log is filled first (in chunks, so the
     // generator holds little memory), then the engine starts and is timed until it has
     // handled every event: its sustained consume → apply → flush → commit rate.

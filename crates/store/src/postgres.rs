@@ -415,6 +415,54 @@ impl InventoryStore for PostgresStore {
     }
 }
 
+/// Creates an empty database named `<prefix>_<unique suffix>` on the server of `admin_url`
+/// (a URL naming any database the user may connect to) and returns the new database's URL.
+pub async fn create_database(admin_url: &str, prefix: &str) -> Result<String, StoreError> {
+    use sqlx::Connection;
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    );
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.map_err(backend)?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(backend)?;
+    let (base, _) =
+        admin_url.rsplit_once('/').ok_or_else(|| StoreError::Backend("the PostgreSQL URL names no database".into()))?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// What the server itself counted for one database, from `pg_stat_statements` (which must be
+/// in `shared_preload_libraries`): for benchmarks, independent of tally's own counter.
+pub mod server_stats {
+    use sqlx::Connection;
+
+    use super::{StoreError, backend};
+
+    /// Creates the extension in the database of `url` and zeroes its counters.
+    pub async fn reset(url: &str) -> Result<(), StoreError> {
+        let mut conn = sqlx::PgConnection::connect(url).await.map_err(backend)?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn).await.map_err(backend)?;
+        sqlx::query("SELECT pg_stat_statements_reset()").execute(&mut conn).await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// Statements executed and rows they returned or wrote in the database of `url` since the
+    /// last reset (this query and the reset excluded).
+    pub async fn statements_and_rows(url: &str) -> Result<(u64, u64), StoreError> {
+        let mut conn = sqlx::PgConnection::connect(url).await.map_err(backend)?;
+        let (calls, rows): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT sum(calls)::bigint, sum(rows)::bigint FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND query NOT ILIKE '%pg_stat_statements%'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(backend)?;
+        let n = |v: Option<i64>| u64::try_from(v.unwrap_or(0)).unwrap_or(0);
+        Ok((n(calls), n(rows)))
+    }
+}
+
 /// Throwaway databases for tests: one per test, on the server `scripts/test.sh` starts.
 pub mod testing {
     use super::*;
@@ -428,17 +476,7 @@ pub mod testing {
 
     /// Creates an empty database with a unique name and returns its URL.
     pub async fn fresh_database() -> String {
-        use sqlx::Connection;
-        let admin = server_url();
-        let name = format!(
-            "tally_test_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-        );
-        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
-        let (base, _) = admin.rsplit_once('/').expect("the URL names a database");
-        format!("{base}/{name}")
+        create_database(&server_url(), "tally_test").await.expect("create a test database")
     }
 
     /// A store on a fresh database.

@@ -1,0 +1,271 @@
+//! `tally bench inventory --stack kafka`: the production stack (Kafka + PostgreSQL + Redis)
+//! on servers given by URL (`scripts/bench-kafka.sh` starts throwaway ones). Measures, in one
+//! run: the engine's end-to-end rate on a backlog beside the rate at which a no-op consumer
+//! reads the same topic (the ceiling), the channel desync at a fixed rate, and PostgreSQL
+//! statements and rows per 1,000 events as the server counts them, against a naive
+//! one-upsert-per-event consumer of the same events.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tally_bus::{Assignment, Bus, Consumer, KafkaBus, KafkaBusOptions, PartitionReader};
+use tally_config::{BusConfig, CacheConfig, Config, LogConfig, LogFormat, Secret, StoreConfig};
+use tally_core::Sku;
+use tally_inventory::aggregate::EventMeta;
+use tally_inventory::{ChannelRules, InventoryEvent, SkuState};
+use tally_server::App;
+use tally_server::app::Role;
+use tally_sim::Simulator;
+use tally_store::InventoryStore;
+use tally_store::postgres::{create_database, server_stats};
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::{InventoryBenchArgs, sim_config};
+use crate::driver::{self, Sink};
+
+const PARTITIONS: u32 = 4;
+
+/// Results (the JSON line).
+#[derive(Debug, Serialize)]
+pub struct KafkaBenchResult {
+    /// Backlog consumed, applied, flushed to PostgreSQL and committed, per second.
+    pub events_per_s: f64,
+    /// A no-op consumer reading the same backlog: the ceiling.
+    pub ceiling_events_per_s: f64,
+    /// events_per_s ÷ ceiling_events_per_s.
+    pub ratio_to_ceiling: f64,
+    /// Event time → availability published on Kafka, at the fixed rate.
+    pub desync_p50_ms: f64,
+    /// p99 of the same.
+    pub desync_p99_ms: f64,
+    /// Rate of the desync phase.
+    pub desync_rate: u64,
+    /// PostgreSQL statements (pg_stat_statements calls) per 1,000 backlog events.
+    pub pg_statements_per_1k_events: f64,
+    /// Rows those statements wrote or returned, per 1,000 events.
+    pub pg_rows_per_1k_events: f64,
+    /// The same for a naive consumer that upserts the SKU once per event.
+    pub naive_pg_statements_per_1k_events: f64,
+    /// Rows of the naive consumer per 1,000 events.
+    pub naive_pg_rows_per_1k_events: f64,
+    /// Events in the backlog.
+    pub backlog_events: usize,
+    /// SKUs.
+    pub skus: usize,
+}
+
+fn env_or(value: &Option<String>, var: &str) -> anyhow::Result<String> {
+    value.clone().or_else(|| std::env::var(var).ok()).ok_or_else(|| {
+        anyhow::anyhow!("--stack kafka needs the servers: pass --brokers/--postgres-url/--redis-url or set {var} (scripts/bench-kafka.sh starts throwaway ones)")
+    })
+}
+
+fn config(base: &Config, brokers: &str, pg: &str, redis: &str, run: &str) -> Config {
+    let mut c = base.clone();
+    c.bus = BusConfig::Kafka {
+        brokers: brokers.to_owned(),
+        client_id: "tally-bench".into(),
+        partitions: PARTITIONS,
+        replication_factor: 1,
+        publish_timeout_ms: 30_000,
+        drain_timeout_ms: 30_000,
+        properties: Default::default(),
+    };
+    c.store = StoreConfig::Postgres {
+        url: Secret::new(pg),
+        max_connections: 8,
+        acquire_timeout_ms: 5_000,
+        statement_timeout_ms: 30_000,
+    };
+    c.cache = CacheConfig::Redis {
+        url: Secret::new(redis),
+        key_prefix: format!("bench:{run}:"),
+        ttl_seconds: 3600,
+        timeout_ms: 1_000,
+    };
+    c.inventory.consumer_group = format!("bench-{run}");
+    c.inventory.topics.events = format!("bench.events.{run}");
+    c.inventory.topics.availability = format!("bench.availability.{run}");
+    c.inventory.topics.outcomes = format!("bench.outcomes.{run}");
+    c.log = LogConfig { format: LogFormat::Pretty, level: "error".into() };
+    c
+}
+
+async fn applied(store: &impl InventoryStore, cfg: &Config) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for p in 0..PARTITIONS {
+        total +=
+            store.committed_offset(&cfg.inventory.consumer_group, &cfg.inventory.topics.events, p).await?.unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// Reads `n` records of `topic` with a fresh group and does nothing with them.
+async fn ceiling(bus: &KafkaBus, topic: &str, n: u64, run: &str) -> anyhow::Result<f64> {
+    let mut consumer = bus.subscribe(&format!("ceiling-{run}"), topic).await?;
+    let Assignment::Assigned(mut parts) = consumer.next_assignment().await? else {
+        anyhow::bail!("no assignment for the ceiling consumer")
+    };
+    for p in &mut parts {
+        p.seek(0);
+    }
+    let started = Instant::now();
+    let mut read = 0u64;
+    while read < n {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "ceiling consumer read only {read} of {n}");
+        for p in &mut parts {
+            if let Ok(batch) = tokio::time::timeout(Duration::from_millis(5), p.poll(5000)).await {
+                read += batch?.len() as u64;
+            }
+        }
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One upsert of the SKU's whole state per event, each in its own transaction: what a
+/// consumer without the hot aggregate and the batcher would send.
+async fn naive(events: &[tally_core::Envelope], url: &str, rules: &ChannelRules) -> anyhow::Result<(u64, u64)> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query("CREATE TABLE naive_sku (sku TEXT PRIMARY KEY, version BIGINT NOT NULL, state JSONB NOT NULL)")
+        .execute(&mut conn)
+        .await?;
+    server_stats::reset(url).await?;
+    let mut states: HashMap<Sku, SkuState> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for env in events {
+        let Ok(ev) = InventoryEvent::from_envelope(env) else { continue };
+        if !seen.insert(env.key()) {
+            continue; // even a naive consumer dedupes, or its numbers would be wrong
+        }
+        let state = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
+        state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules);
+        sqlx::query(
+            "INSERT INTO naive_sku (sku, version, state) VALUES ($1, $2, $3::jsonb)
+             ON CONFLICT (sku) DO UPDATE SET version = excluded.version, state = excluded.state
+             WHERE naive_sku.version < excluded.version",
+        )
+        .bind(state.sku.as_str())
+        .bind(i64::try_from(state.version).unwrap_or(i64::MAX))
+        .bind(serde_json::to_string(state)?)
+        .execute(&mut conn)
+        .await?;
+    }
+    Ok(server_stats::statements_and_rows(url).await?)
+}
+
+/// Runs the Kafka-stack benchmark.
+pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> {
+    let brokers = env_or(&args.brokers, "TEST_TALLY_KAFKA_BROKERS")?;
+    let pg_admin = env_or(&args.postgres_url, "TEST_TALLY_POSTGRES_URL")?;
+    let redis = env_or(&args.redis_url, "TEST_TALLY_REDIS_URL")?;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let rules = ChannelRules::new(base.inventory.channels.clone());
+    tally_server::telemetry::init(&LogConfig { format: LogFormat::Pretty, level: "error".into() });
+
+    // Phase 1: a backlog on Kafka; the ceiling, then the engine on the same records.
+    let pg = create_database(&pg_admin, "tally_bench").await?;
+    let cfg = config(&base, &brokers, &pg, &redis, &run);
+    let bus = KafkaBus::connect(KafkaBusOptions {
+        brokers: brokers.clone(),
+        client_id: "tally-bench".into(),
+        replication_factor: 1,
+        properties: Default::default(),
+        publish_timeout: Duration::from_secs(30),
+        drain_timeout: Duration::from_secs(30),
+    })?;
+    bus.create_topic(&cfg.inventory.topics.events, PARTITIONS).await?;
+    eprintln!(
+        "publishing {} events over {} SKUs (Zipf 1.1, {:.0}% duplicates) to Kafka…",
+        args.events,
+        args.skus,
+        args.duplicates * 100.0
+    );
+    let mut sim = Simulator::new(sim_config(args, 7));
+    // Event times are when the desync phase sends them, not a fixed clock.
+    let mut backlog = Vec::with_capacity(args.events);
+    let mut left = args.events;
+    while left > 0 {
+        let batch = sim.next_batch(left.min(5000));
+        left -= batch.len();
+        bus.publish(&cfg.inventory.topics.events, batch.iter().map(driver::record).collect()).await?;
+        backlog.extend(batch);
+    }
+    let total = backlog.len() as u64;
+    let ceiling_events_per_s = ceiling(&bus, &cfg.inventory.topics.events, total, &run).await?;
+    eprintln!("no-op consumer (ceiling): {ceiling_events_per_s:.0} events/s");
+
+    let store = tally_server::app::open_store(&cfg)?;
+    store.migrate().await?;
+    server_stats::reset(&pg).await?;
+    let started = Instant::now();
+    let app = App::new(cfg.clone()).start(Role::Inventory).await?;
+    while applied(&store, &cfg).await? < total {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(1200), "the engine did not finish the backlog");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events_per_s = total as f64 / started.elapsed().as_secs_f64();
+    let (statements, rows) = server_stats::statements_and_rows(&pg).await?;
+    eprintln!("engine: {events_per_s:.0} events/s end to end ({statements} statements, {rows} rows)");
+
+    // Phase 2: desync at a fixed rate, the same engine continuing on the same topic.
+    let engine = app.engine.clone();
+    let sink = Sink::Bus { bus: engine.bus.clone(), topic: cfg.inventory.topics.events.clone() };
+    engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    eprintln!("desync phase: driving {} ev/s for {} s…", args.kafka_rate, args.latency_seconds);
+    let stop = CancellationToken::new();
+    let rate = args.kafka_rate;
+    let before = engine.stats.handled();
+    let driven = driver::drive(&mut sim, &sink, rate, Duration::from_secs(args.latency_seconds), &stop, |_| {}).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while engine.stats.handled() < before + driven.sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    app.shutdown().await;
+
+    // Phase 3: the naive consumer on the same events, on its own database.
+    let naive_db = create_database(&pg_admin, "tally_bench_naive").await?;
+    let naive_events = &backlog[..backlog.len().min(50_000)];
+    let naive_started = Instant::now();
+    let (naive_statements, naive_rows) = naive(naive_events, &naive_db, &rules).await?;
+    let naive_n = naive_events.len() as f64;
+    eprintln!(
+        "naive consumer: {naive_statements} statements for {} events in {:.1} s",
+        naive_events.len(),
+        naive_started.elapsed().as_secs_f64()
+    );
+
+    let per_1k = |n: u64, events: f64| n as f64 * 1000.0 / events.max(1.0);
+    let result = KafkaBenchResult {
+        events_per_s,
+        ceiling_events_per_s,
+        ratio_to_ceiling: events_per_s / ceiling_events_per_s.max(1.0),
+        desync_p50_ms: desync.value_at_quantile(0.5) as f64 / 1000.0,
+        desync_p99_ms: desync.value_at_quantile(0.99) as f64 / 1000.0,
+        desync_rate: rate,
+        pg_statements_per_1k_events: per_1k(statements, total as f64),
+        pg_rows_per_1k_events: per_1k(rows, total as f64),
+        naive_pg_statements_per_1k_events: per_1k(naive_statements, naive_n),
+        naive_pg_rows_per_1k_events: per_1k(naive_rows, naive_n),
+        backlog_events: backlog.len(),
+        skus: args.skus,
+    };
+    println!("tally bench inventory --stack kafka (Kafka + PostgreSQL + Redis, {PARTITIONS} partitions)");
+    println!("  {:<52} {:>12}", "metric", "value");
+    println!("  {:<52} {:>12.0}", "end-to-end events/s (backlog → PostgreSQL, committed)", result.events_per_s);
+    println!("  {:<52} {:>12.0}", "no-op consumer events/s (ceiling)", result.ceiling_events_per_s);
+    println!("  {:<52} {:>12.2}", "ratio to the ceiling", result.ratio_to_ceiling);
+    println!("  {:<52} {:>12.2}", format!("channel desync p50 ms @ {rate} ev/s"), result.desync_p50_ms);
+    println!("  {:<52} {:>12.2}", format!("channel desync p99 ms @ {rate} ev/s"), result.desync_p99_ms);
+    println!("  {:<52} {:>12.2}", "PostgreSQL statements / 1k events", result.pg_statements_per_1k_events);
+    println!("  {:<52} {:>12.2}", "PostgreSQL rows / 1k events", result.pg_rows_per_1k_events);
+    println!("  {:<52} {:>12.2}", "naive: statements / 1k events", result.naive_pg_statements_per_1k_events);
+    println!("  {:<52} {:>12.2}", "naive: rows / 1k events", result.naive_pg_rows_per_1k_events);
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    }
+    Ok(())
+}
