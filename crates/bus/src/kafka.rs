@@ -64,6 +64,9 @@ fn backend(e: impl std::fmt::Display) -> BusError {
     BusError::Backend(e.to_string())
 }
 
+/// Seeks to one position before a gap after it is believed (see `KafkaPartition::sought`).
+const MAX_SEEKS: u32 = 5;
+
 /// Metadata and admin calls are blocking in librdkafka; this bounds them.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -341,6 +344,7 @@ impl Consumer for KafkaConsumer {
                         position: None,
                         seek_pending: false,
                         sought: None,
+                        seeks: 0,
                         high_watermark: Arc::new(AtomicU64::new(0)),
                         watermark_checked: None,
                     });
@@ -367,8 +371,12 @@ pub struct KafkaPartition {
     position: Option<u64>,
     /// The broker must be told to fetch from `position` (a gap ahead of it was seen).
     seek_pending: bool,
-    /// The last position sought to, so a genuine gap (compaction) is accepted after one try.
+    /// The last position sought to, and how many seeks to it found the stream starting later.
+    /// Tally's topics have no gaps (no compaction, no transactions), so a start past the
+    /// position is an in-flight fetch racing the seek: seek again. Only after several tries is
+    /// a genuine gap (a compacted or transactional topic) accepted, loudly.
     sought: Option<u64>,
+    seeks: u32,
     high_watermark: Arc<AtomicU64>,
     watermark_checked: Option<Instant>,
 }
@@ -420,7 +428,11 @@ impl KafkaPartition {
         .await
         .map_err(backend)?
         .map_err(backend)?;
-        self.sought = Some(to);
+        if self.sought == Some(to) {
+            self.seeks += 1;
+        } else {
+            (self.sought, self.seeks) = (Some(to), 1);
+        }
         Ok(())
     }
 
@@ -467,7 +479,7 @@ impl PartitionReader for KafkaPartition {
         // Records below the position are skipped as they arrive; the broker is asked to seek
         // only if the stream turns out to start beyond it (see `poll`).
         self.position = Some(next_offset);
-        self.sought = None;
+        (self.sought, self.seeks) = (None, 0);
     }
 
     async fn poll(&mut self, max: usize) -> Result<Vec<Record>, BusError> {
@@ -488,7 +500,7 @@ impl PartitionReader for KafkaPartition {
                         let offset = u64::try_from(message.offset()).unwrap_or_default();
                         match self.position {
                             Some(p) if offset < p => continue, // redelivered below the position
-                            Some(p) if offset > p && self.sought != Some(p) => {
+                            Some(p) if offset > p && !(self.sought == Some(p) && self.seeks >= MAX_SEEKS) => {
                                 // The fetch started past where this reader must resume (the
                                 // broker's committed offset is ahead of the store's, or records
                                 // went to the main queue before this partition was split off).
@@ -496,6 +508,17 @@ impl PartitionReader for KafkaPartition {
                                 break;
                             }
                             _ => {}
+                        }
+                        if let Some(p) = self.position
+                            && offset > p
+                        {
+                            tracing::warn!(
+                                topic = %self.topic,
+                                partition = self.partition,
+                                from = p,
+                                to = offset,
+                                "offsets missing from the partition after repeated seeks; continuing past the gap"
+                            );
                         }
                         self.position = Some(offset + 1);
                         out.push(record_of(&message, &self.topic, self.partition));
