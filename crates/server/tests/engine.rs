@@ -372,3 +372,26 @@ async fn applied_event_rows_past_the_committed_offset_do_not_suppress_their_even
         assert_eq!(effects(&stored[sku]), effects(want), "state of {sku} differs from the oracle");
     }
 }
+
+/// Two engines one after the other in one process, each on fresh Kafka topics and group: the
+/// second must consume everything as the first did (a benchmark once saw the second stall).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_in_the_same_process_consumes_all_of_its_topic() {
+    for round in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = common::stack_config(Stack::KafkaPostgresRedis, dir.path(), AuthMode::Open).await;
+        let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
+        let sim = SimConfig {
+            seed: round,
+            skus: 500,
+            reservation_ttl_seconds: None,
+            fixed_clock: true,
+            ..SimConfig::default()
+        };
+        let events = Simulator::new(sim).next_batch(5_000);
+        let records = events.iter().map(tally_cli_record).collect();
+        app.engine.bus.publish(&app.engine.cfg.topics.events, records).await.unwrap();
+        wait_for_offsets(&app, cfg.bus.partitions(), events.len() as u64).await;
+        app.shutdown().await;
+    }
+}
