@@ -138,12 +138,15 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(10), "gave up within the retry budget");
     }
 
-    /// A unique-enough suffix without pulling a UUID crate into the cache's dependencies.
+    /// A unique suffix without pulling a UUID crate into the cache's dependencies; the
+    /// sequence number separates tests that read the same clock value.
     fn uuid_like() -> String {
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         format!(
-            "{}-{}",
+            "{}-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+            SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         )
     }
 }

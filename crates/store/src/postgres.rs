@@ -419,10 +419,14 @@ impl InventoryStore for PostgresStore {
 /// (a URL naming any database the user may connect to) and returns the new database's URL.
 pub async fn create_database(admin_url: &str, prefix: &str) -> Result<String, StoreError> {
     use sqlx::Connection;
+    // The clock alone is not unique: tests in one process create databases concurrently, and
+    // two once got the same timestamp. A process-wide sequence number separates them.
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let name = format!(
-        "{prefix}_{}_{}",
+        "{prefix}_{}_{}_{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
     );
     let mut conn = sqlx::PgConnection::connect(admin_url).await.map_err(backend)?;
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(backend)?;

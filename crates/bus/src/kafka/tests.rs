@@ -18,11 +18,15 @@ fn bus() -> KafkaBus {
     .expect("kafka clients")
 }
 
+/// Topic and group names no other test (in this run or an earlier one) uses; the sequence
+/// number separates tests that read the same clock value.
 fn unique(what: &str) -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     format!(
-        "{what}-{}-{}",
+        "{what}-{}-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
     )
 }
 
