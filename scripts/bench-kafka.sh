@@ -5,8 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-services="$(scripts/services.sh start postgres redis kafka)"
-eval "$services"
-trap 'scripts/services.sh stop "$TEST_TALLY_SERVICES_DIR"' EXIT
 cargo build --release --locked
-./target/release/tally bench inventory --stack kafka "$@"
+scripts/with-services.sh ./target/release/tally bench inventory --stack kafka "$@"

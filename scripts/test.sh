@@ -7,7 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-services="$(scripts/services.sh start postgres redis kafka)"
-eval "$services"
-trap 'scripts/services.sh stop "$TEST_TALLY_SERVICES_DIR"' EXIT
-cargo test --workspace --all-targets --locked "$@"
+scripts/with-services.sh cargo test --workspace --all-targets --locked "$@"

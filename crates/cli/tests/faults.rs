@@ -220,9 +220,11 @@ async fn redis_restarted_under_load_keeps_reads_correct() {
     survives(async |_| {
         let url = env("TEST_TALLY_REDIS_URL");
         let port = url.rsplit(':').next().unwrap().to_owned();
-        let down = Command::new("redis-cli").args(["-u", &url, "SHUTDOWN", "NOSAVE"]).output().unwrap();
-        assert!(down.status.success() || down.stdout.is_empty(), "redis-cli SHUTDOWN");
+        // SHUTDOWN closes the connection, so its own exit status says nothing; PING does.
+        let _ = Command::new("redis-cli").args(["-u", &url, "SHUTDOWN", "NOSAVE"]).output().unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let ping = Command::new("redis-cli").args(["-u", &url, "PING"]).output().unwrap();
+        assert!(!String::from_utf8_lossy(&ping.stdout).contains("PONG"), "Redis is down during the fault");
         let dir = format!("{}/redis", env("TEST_TALLY_SERVICES_DIR"));
         let up = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port, "--save", "", "--appendonly", "no", "--daemonize", "yes"])

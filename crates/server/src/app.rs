@@ -162,8 +162,8 @@ impl App {
 
     /// Applies pending store migrations; returns their names.
     pub async fn migrate(&self) -> anyhow::Result<Vec<String>> {
-        let engine = self.engine().await?;
-        engine.store.migrate().await.context("migrating the store")
+        // Only the store: a migration Job must not need the broker or Redis to be up.
+        open_store(&self.config)?.migrate().await.context("migrating the store")
     }
 
     /// Starts the given role; returns once the API is listening and consumers are running.
