@@ -73,7 +73,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 impl KafkaBus {
     /// Creates the producer and admin clients (they connect lazily).
     pub fn connect(opts: KafkaBusOptions) -> Result<Self, BusError> {
-        let producer: FutureProducer = client_config(&opts)
+        let producer: FutureProducer = client_config(&opts, &[])
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
@@ -81,7 +81,7 @@ impl KafkaBus {
             .set("message.timeout.ms", opts.publish_timeout.as_millis().to_string())
             .create()
             .map_err(backend)?;
-        let admin = client_config(&opts).create().map_err(backend)?;
+        let admin = client_config(&opts, &[]).create().map_err(backend)?;
         Ok(Self { inner: Arc::new(Inner { opts, producer, admin }) })
     }
 
@@ -102,9 +102,24 @@ impl KafkaBus {
     }
 }
 
-fn client_config(opts: &KafkaBusOptions) -> ClientConfig {
+/// Consumer defaults that configuration may override.
+///
+/// `fetch.wait.max.ms`: how long the broker may hold a fetch that found nothing new. Kafka
+/// answers as soon as records arrive, so a short wait only costs idle round trips there; but
+/// brokers that poll their storage instead (nisshi sleeps half the remaining wait between
+/// reads) add up to the whole wait to every record's latency: 500 ms, librdkafka's default,
+/// put the channel desync at p50 145 ms / p99 272 ms; 10 ms puts it at 13 / 29 ms
+/// (docs/benchmarks.md).
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("fetch.wait.max.ms", "10")];
+
+/// The client settings: `defaults`, then the configured properties (which win), then what
+/// tally itself needs (set by the caller afterwards, so it always wins).
+fn client_config(opts: &KafkaBusOptions, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &opts.brokers).set("client.id", &opts.client_id);
+    for (key, value) in defaults {
+        config.set(*key, *value);
+    }
     for (key, value) in &opts.properties {
         config.set(key, value);
     }
@@ -274,7 +289,7 @@ impl KafkaConsumer {
     fn start(opts: &KafkaBusOptions, group: &str, topic: &str) -> Result<Self, BusError> {
         let (tx, events) = mpsc::unbounded_channel();
         let context = GroupContext { topic: topic.to_owned(), events: tx, drain_timeout: opts.drain_timeout };
-        let consumer: BaseConsumer<GroupContext> = client_config(opts)
+        let consumer: BaseConsumer<GroupContext> = client_config(opts, CONSUMER_DEFAULTS)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -538,13 +553,11 @@ impl PartitionReader for KafkaPartition {
     }
 
     async fn commit(&mut self, next_offset: u64) -> Result<(), BusError> {
-        // Synchronous (off the runtime), so that when this returns a new member of the group
-        // starts here; the store's offset stays the authority either way.
-        let (consumer, tpl) = (self.consumer.clone(), self.tpl(Some(next_offset)));
-        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(backend)?
-            .map_err(backend)
+        // Asynchronous: librdkafka sends it in the background, in order, so the worker does not
+        // stall a round trip per flush (a synchronous commit added its latency to every record
+        // arriving meanwhile). The store's offset is the authority: a member that starts before
+        // this reaches the broker fetches from an older offset and skips up to the store's.
+        self.consumer.commit(&self.tpl(Some(next_offset)), CommitMode::Async).map_err(backend)
     }
 
     fn end_offset(&self) -> u64 {

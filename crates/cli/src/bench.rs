@@ -51,6 +51,17 @@ pub struct InventoryBenchArgs {
     /// Rate of the desync phase on `--stack kafka` (events/s).
     #[arg(long, default_value_t = 5_000)]
     pub kafka_rate: u64,
+    /// A librdkafka setting for every Kafka client of `--stack kafka` (repeatable), as in
+    /// `[bus.properties]`: `--kafka-property fetch.wait.max.ms=100`.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 /// Backends a benchmark runs on.

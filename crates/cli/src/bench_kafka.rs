@@ -41,6 +41,10 @@ pub struct KafkaBenchResult {
     pub desync_p99_ms: f64,
     /// Rate of the desync phase.
     pub desync_rate: u64,
+    /// Event time → readable through the API (hot aggregate written), at the same rate.
+    pub visible_p50_ms: f64,
+    /// p99 of the same.
+    pub visible_p99_ms: f64,
     /// PostgreSQL statements (pg_stat_statements calls) per 1,000 backlog events.
     pub pg_statements_per_1k_events: f64,
     /// Rows those statements wrote or returned, per 1,000 events.
@@ -49,8 +53,12 @@ pub struct KafkaBenchResult {
     pub naive_pg_statements_per_1k_events: f64,
     /// Rows of the naive consumer per 1,000 events.
     pub naive_pg_rows_per_1k_events: f64,
-    /// Events in the backlog.
+    /// Events in the measured backlog (the steady mix, after the opening stock).
     pub backlog_events: usize,
+    /// Opening-stock snapshots consumed before the measured part.
+    pub seed_events: usize,
+    /// Rate at which the engine consumed the opening stock.
+    pub seed_events_per_s: f64,
     /// SKUs.
     pub skus: usize,
 }
@@ -61,7 +69,7 @@ fn env_or(value: &Option<String>, var: &str) -> anyhow::Result<String> {
     })
 }
 
-fn config(base: &Config, brokers: &str, pg: &str, redis: &str, run: &str) -> Config {
+fn config(base: &Config, args: &InventoryBenchArgs, brokers: &str, pg: &str, redis: &str, run: &str) -> Config {
     let mut c = base.clone();
     c.bus = BusConfig::Kafka {
         brokers: brokers.to_owned(),
@@ -70,7 +78,7 @@ fn config(base: &Config, brokers: &str, pg: &str, redis: &str, run: &str) -> Con
         replication_factor: 1,
         publish_timeout_ms: 30_000,
         drain_timeout_ms: 30_000,
-        properties: Default::default(),
+        properties: args.kafka_properties.iter().map(|(k, v)| (k.clone(), Secret::new(v))).collect(),
     };
     c.store = StoreConfig::Postgres {
         url: Secret::new(pg),
@@ -92,13 +100,14 @@ fn config(base: &Config, brokers: &str, pg: &str, redis: &str, run: &str) -> Con
     c
 }
 
-async fn applied(store: &impl InventoryStore, cfg: &Config) -> anyhow::Result<u64> {
-    let mut total = 0;
+/// The store's committed position of each partition.
+async fn committed(store: &impl InventoryStore, cfg: &Config) -> anyhow::Result<Vec<u64>> {
+    let mut offsets = Vec::with_capacity(PARTITIONS as usize);
     for p in 0..PARTITIONS {
-        total +=
-            store.committed_offset(&cfg.inventory.consumer_group, &cfg.inventory.topics.events, p).await?.unwrap_or(0);
+        let (group, topic) = (&cfg.inventory.consumer_group, &cfg.inventory.topics.events);
+        offsets.push(store.committed_offset(group, topic, p).await?.unwrap_or(0));
     }
-    Ok(total)
+    Ok(offsets)
 }
 
 /// Reads `n` records of `topic` with a fresh group and does nothing with them.
@@ -125,22 +134,36 @@ async fn ceiling(bus: &KafkaBus, topic: &str, n: u64, run: &str) -> anyhow::Resu
 
 /// One upsert of the SKU's whole state per event, each in its own transaction: what a
 /// consumer without the hot aggregate and the batcher would send.
-async fn naive(events: &[tally_core::Envelope], url: &str, rules: &ChannelRules) -> anyhow::Result<(u64, u64)> {
+async fn naive(
+    seed: &[tally_core::Envelope],
+    events: &[tally_core::Envelope],
+    url: &str,
+    rules: &ChannelRules,
+) -> anyhow::Result<(u64, u64)> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;
     sqlx::query("CREATE TABLE naive_sku (sku TEXT PRIMARY KEY, version BIGINT NOT NULL, state JSONB NOT NULL)")
         .execute(&mut conn)
         .await?;
-    server_stats::reset(url).await?;
     let mut states: HashMap<Sku, SkuState> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
-    for env in events {
-        let Ok(ev) = InventoryEvent::from_envelope(env) else { continue };
+    let mut apply = |env: &tally_core::Envelope| {
+        let ev = InventoryEvent::from_envelope(env).ok()?;
         if !seen.insert(env.key()) {
-            continue; // even a naive consumer dedupes, or its numbers would be wrong
+            return None; // even a naive consumer dedupes, or its numbers would be wrong
         }
         let state = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
         state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules);
+        Some(state.clone())
+    };
+    // The opening stock is applied in memory only: like the engine's, the measured part is
+    // the steady mix.
+    for env in seed {
+        apply(env);
+    }
+    server_stats::reset(url).await?;
+    for env in events {
+        let Some(state) = apply(env) else { continue };
         sqlx::query(
             "INSERT INTO naive_sku (sku, version, state) VALUES ($1, $2, $3::jsonb)
              ON CONFLICT (sku) DO UPDATE SET version = excluded.version, state = excluded.state
@@ -148,7 +171,7 @@ async fn naive(events: &[tally_core::Envelope], url: &str, rules: &ChannelRules)
         )
         .bind(state.sku.as_str())
         .bind(i64::try_from(state.version).unwrap_or(i64::MAX))
-        .bind(serde_json::to_string(state)?)
+        .bind(serde_json::to_string(&state)?)
         .execute(&mut conn)
         .await?;
     }
@@ -166,12 +189,12 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
 
     // Phase 1: a backlog on Kafka; the ceiling, then the engine on the same records.
     let pg = create_database(&pg_admin, "tally_bench").await?;
-    let cfg = config(&base, &brokers, &pg, &redis, &run);
+    let cfg = config(&base, args, &brokers, &pg, &redis, &run);
     let bus = KafkaBus::connect(KafkaBusOptions {
         brokers: brokers.clone(),
         client_id: "tally-bench".into(),
         replication_factor: 1,
-        properties: Default::default(),
+        properties: args.kafka_properties.iter().cloned().collect(),
         publish_timeout: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(30),
     })?;
@@ -183,16 +206,22 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
         args.duplicates * 100.0
     );
     let mut sim = Simulator::new(sim_config(args, 7));
-    // Event times are when the desync phase sends them, not a fixed clock.
-    let mut backlog = Vec::with_capacity(args.events);
-    let mut left = args.events;
-    while left > 0 {
-        let batch = sim.next_batch(left.min(5000));
-        left -= batch.len();
-        bus.publish(&cfg.inventory.topics.events, batch.iter().map(driver::record).collect()).await?;
-        backlog.extend(batch);
+    // The opening stock of every (sku, location) comes first; the engine consumes it before
+    // the measured part, which is the steady mix (reservations, adjustments, snapshots).
+    let mut seed = Vec::new();
+    while sim.seeding() {
+        seed.extend(sim.next_batch(5000));
     }
-    let total = backlog.len() as u64;
+    let backlog = sim.next_batch(args.events);
+    let mut seed_per_partition = [0u64; PARTITIONS as usize];
+    for env in &seed {
+        let key = driver::record(env).key;
+        seed_per_partition[tally_core::partition::partition_for_key(key.as_bytes(), PARTITIONS) as usize] += 1;
+    }
+    for chunk in seed.chunks(5000).chain(backlog.chunks(5000)) {
+        bus.publish(&cfg.inventory.topics.events, chunk.iter().map(driver::record).collect()).await?;
+    }
+    let total = (seed.len() + backlog.len()) as u64;
     let ceiling_events_per_s = ceiling(&bus, &cfg.inventory.topics.events, total, &run).await?;
     eprintln!("no-op consumer (ceiling): {ceiling_events_per_s:.0} events/s");
 
@@ -201,18 +230,36 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     server_stats::reset(&pg).await?;
     let started = Instant::now();
     let app = App::new(cfg.clone()).start(Role::Inventory).await?;
-    while applied(&store, &cfg).await? < total {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(1200), "the engine did not finish the backlog");
+    let timeout = Duration::from_secs(1200);
+    loop {
+        let committed = committed(&store, &cfg).await?;
+        if committed.iter().zip(&seed_per_partition).all(|(c, s)| c >= s) {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < timeout, "the engine did not finish the opening stock");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (steady_from, steady_started) = (committed(&store, &cfg).await?.iter().sum::<u64>(), Instant::now());
+    let seed_events_per_s = steady_from as f64 / started.elapsed().as_secs_f64();
+    let (statements_before, rows_before) = server_stats::statements_and_rows(&pg).await?;
+    eprintln!("engine: opening stock ({} events) at {seed_events_per_s:.0} events/s", seed.len());
+    while committed(&store, &cfg).await?.iter().sum::<u64>() < total {
+        anyhow::ensure!(started.elapsed() < timeout, "the engine did not finish the backlog");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let events_per_s = total as f64 / started.elapsed().as_secs_f64();
+    let measured = total - steady_from;
+    let events_per_s = measured as f64 / steady_started.elapsed().as_secs_f64();
     let (statements, rows) = server_stats::statements_and_rows(&pg).await?;
-    eprintln!("engine: {events_per_s:.0} events/s end to end ({statements} statements, {rows} rows)");
+    let (statements, rows) = (statements - statements_before, rows - rows_before);
+    eprintln!(
+        "engine: {events_per_s:.0} events/s end to end over {measured} events ({statements} statements, {rows} rows)"
+    );
 
     // Phase 2: desync at a fixed rate, the same engine continuing on the same topic.
     let engine = app.engine.clone();
     let sink = Sink::Bus { bus: engine.bus.clone(), topic: cfg.inventory.topics.events.clone() };
     engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
     eprintln!("desync phase: driving {} ev/s for {} s…", args.kafka_rate, args.latency_seconds);
     let stop = CancellationToken::new();
     let rate = args.kafka_rate;
@@ -224,13 +271,14 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let visible = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     app.shutdown().await;
 
     // Phase 3: the naive consumer on the same events, on its own database.
     let naive_db = create_database(&pg_admin, "tally_bench_naive").await?;
     let naive_events = &backlog[..backlog.len().min(50_000)];
     let naive_started = Instant::now();
-    let (naive_statements, naive_rows) = naive(naive_events, &naive_db, &rules).await?;
+    let (naive_statements, naive_rows) = naive(&seed, naive_events, &naive_db, &rules).await?;
     let naive_n = naive_events.len() as f64;
     eprintln!(
         "naive consumer: {naive_statements} statements for {} events in {:.1} s",
@@ -246,20 +294,31 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
         desync_p50_ms: desync.value_at_quantile(0.5) as f64 / 1000.0,
         desync_p99_ms: desync.value_at_quantile(0.99) as f64 / 1000.0,
         desync_rate: rate,
-        pg_statements_per_1k_events: per_1k(statements, total as f64),
-        pg_rows_per_1k_events: per_1k(rows, total as f64),
+        visible_p50_ms: visible.value_at_quantile(0.5) as f64 / 1000.0,
+        visible_p99_ms: visible.value_at_quantile(0.99) as f64 / 1000.0,
+        pg_statements_per_1k_events: per_1k(statements, measured as f64),
+        pg_rows_per_1k_events: per_1k(rows, measured as f64),
         naive_pg_statements_per_1k_events: per_1k(naive_statements, naive_n),
         naive_pg_rows_per_1k_events: per_1k(naive_rows, naive_n),
         backlog_events: backlog.len(),
+        seed_events: seed.len(),
+        seed_events_per_s,
         skus: args.skus,
     };
     println!("tally bench inventory --stack kafka (Kafka + PostgreSQL + Redis, {PARTITIONS} partitions)");
     println!("  {:<52} {:>12}", "metric", "value");
     println!("  {:<52} {:>12.0}", "end-to-end events/s (backlog → PostgreSQL, committed)", result.events_per_s);
     println!("  {:<52} {:>12.0}", "no-op consumer events/s (ceiling)", result.ceiling_events_per_s);
+    println!(
+        "  {:<52} {:>12.0}",
+        format!("opening stock events/s ({} snapshots)", result.seed_events),
+        result.seed_events_per_s
+    );
     println!("  {:<52} {:>12.2}", "ratio to the ceiling", result.ratio_to_ceiling);
     println!("  {:<52} {:>12.2}", format!("channel desync p50 ms @ {rate} ev/s"), result.desync_p50_ms);
     println!("  {:<52} {:>12.2}", format!("channel desync p99 ms @ {rate} ev/s"), result.desync_p99_ms);
+    println!("  {:<52} {:>12.2}", format!("event → visible p50 ms @ {rate} ev/s"), result.visible_p50_ms);
+    println!("  {:<52} {:>12.2}", format!("event → visible p99 ms @ {rate} ev/s"), result.visible_p99_ms);
     println!("  {:<52} {:>12.2}", "PostgreSQL statements / 1k events", result.pg_statements_per_1k_events);
     println!("  {:<52} {:>12.2}", "PostgreSQL rows / 1k events", result.pg_rows_per_1k_events);
     println!("  {:<52} {:>12.2}", "naive: statements / 1k events", result.naive_pg_statements_per_1k_events);

@@ -294,6 +294,9 @@ pub struct InventoryConfig {
     pub flush_interval_ms: u64,
     /// Flush earlier once this many SKU rows are pending.
     pub flush_max_rows: usize,
+    /// Most store transactions a large flush (at least half of `flush_max_rows`) is split
+    /// into, by partition, and run at once. Small flushes are always one transaction.
+    pub flush_parallelism: usize,
     /// Records a partition worker takes per poll.
     pub poll_max_records: usize,
     /// Idempotency window: events per partition remembered for duplicate detection.
@@ -315,6 +318,7 @@ impl Default for InventoryConfig {
             topics: InventoryTopics::default(),
             flush_interval_ms: 100,
             flush_max_rows: 5000,
+            flush_parallelism: 4,
             poll_max_records: 1000,
             dedupe_window: 200_000,
             warehouse_channel: "wms".into(),
@@ -479,6 +483,18 @@ impl Config {
             if v == 0 {
                 return Err(invalid(key, "must be > 0"));
             }
+        }
+        if !(1..=64).contains(&inv.flush_parallelism) {
+            return Err(invalid("inventory.flush_parallelism", "must be within 1..=64"));
+        }
+        if let StoreConfig::Postgres { max_connections, .. } = &self.store
+            && (*max_connections as usize) <= inv.flush_parallelism
+        {
+            // Parallel flushes hold that many connections; workers and API reads need more.
+            return Err(invalid(
+                "store.max_connections",
+                format!("must exceed inventory.flush_parallelism ({})", inv.flush_parallelism),
+            ));
         }
         if inv.consumer_group.trim().is_empty() {
             return Err(invalid("inventory.consumer_group", "must not be empty"));

@@ -48,6 +48,16 @@ fn variables_that_are_not_keys_are_left_alone() {
 fn cross_field_errors_name_the_key() {
     let err = Config::load(None, env(&[("TALLY_INVENTORY__FLUSH_INTERVAL_MS", "0")])).expect_err("zero interval");
     assert!(err.to_string().contains("inventory.flush_interval_ms"), "{err}");
+    let err = Config::load(None, env(&[("TALLY_INVENTORY__FLUSH_PARALLELISM", "0")])).expect_err("no lanes");
+    assert!(err.to_string().contains("inventory.flush_parallelism"), "{err}");
+    let pool = env(&[
+        ("TALLY_STORE__KIND", "postgres"),
+        ("TALLY_STORE__URL", "postgres://localhost/tally"),
+        ("TALLY_STORE__MAX_CONNECTIONS", "4"),
+        ("TALLY_INVENTORY__FLUSH_PARALLELISM", "4"),
+    ]);
+    let err = Config::load(None, pool).expect_err("pool no larger than the flushes");
+    assert!(err.to_string().contains("store.max_connections"), "{err}");
     let err = Config::load(None, env(&[("TALLY_API__AUTH", "keys")])).expect_err("keys without keys");
     assert!(err.to_string().contains("api.keys"), "{err}");
 }

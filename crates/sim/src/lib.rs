@@ -127,6 +127,12 @@ impl Simulator {
         }
     }
 
+    /// True while the simulator still emits the opening stock snapshot of every
+    /// (sku, location), before the steady mix of reservations, adjustments and snapshots.
+    pub fn seeding(&self) -> bool {
+        !self.initial.is_empty()
+    }
+
     fn slot(&self, sku: usize, loc: usize) -> usize {
         sku * self.cfg.locations.len() + loc
     }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod batcher;
 pub mod dedupe;
+pub mod publisher;
 pub mod records;
 pub mod waiters;
 pub mod worker;
@@ -140,6 +141,11 @@ impl<B: Clone, S: Clone, C: Clone> Clone for InventoryEngine<B, S, C> {
             stats: self.stats.clone(),
         }
     }
+}
+
+/// Wall-clock time in microseconds since the epoch (event times are wall-clock too).
+fn now_us() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
 }
 
 /// Cache key of a SKU's aggregate.

@@ -24,13 +24,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::batcher::FlushPart;
 use super::dedupe::DedupeWindow;
+use super::publisher::{self, Outbox, OutputTopics};
 use super::records::{self, AvailabilityMessage};
-use super::{EngineError, EngineStats, InventoryEngine, Resolution, cache_key};
+use super::{EngineError, EngineStats, InventoryEngine, Resolution, cache_key, now_us};
 use crate::metrics::inventory as m;
 
 /// Above this many SKUs in memory, aggregates already flushed are dropped (they reload from
 /// the cache or the store on their next event).
 const MAX_WORKING_SET: usize = 200_000;
+
+/// Batches a worker may run ahead of its publisher; the publisher sends what queued up in one
+/// publish, so a deeper queue means fewer, larger publishes under load (and back-pressure
+/// beyond it).
+const OUTBOX_DEPTH: usize = 8;
 
 struct Entry {
     state: SkuState,
@@ -45,15 +51,6 @@ impl Entry {
     fn new(state: SkuState) -> Self {
         Self { state, published: None, flushed_levels: Vec::new(), flushed_availability: Vec::new() }
     }
-}
-
-/// What a worker hands its publisher: outputs to publish, in order, then the batch to flush.
-/// Publishing happens before the flush so that a crash in between republishes (at least once)
-/// rather than loses an availability update; the worker does not wait for either.
-struct Outbox {
-    publishes: Vec<(String, Vec<OutRecord>)>,
-    event_times_us: Vec<i64>,
-    part: FlushPart,
 }
 
 enum Decoded {
@@ -122,10 +119,17 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         (self.next, self.acked) = (start, start);
         tracing::info!(start, remembered = self.dedupe.len(), "partition worker resuming");
 
-        let (outbox_tx, outbox_rx) = mpsc::channel(2);
+        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_DEPTH);
         self.outbox = Some(outbox_tx);
-        let publisher = tokio::spawn(run_publisher(
+        let topics = &self.engine.cfg.topics;
+        let outputs = OutputTopics {
+            availability: topics.availability.clone(),
+            outcomes: topics.outcomes.clone(),
+            dead_letters: format!("{}.dlq", topics.events),
+        };
+        let publisher = tokio::spawn(publisher::run(
             self.engine.bus.clone(),
+            outputs,
             self.flush.clone(),
             self.engine.stats.clone(),
             outbox_rx,
@@ -313,16 +317,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             urgent: false,
             ack: ack.clone(),
         };
-        let topics = &self.engine.cfg.topics;
-        let item = Outbox {
-            publishes: vec![
-                (topics.availability.clone(), availability),
-                (topics.outcomes.clone(), outcomes),
-                (format!("{}.dlq", topics.events), dead),
-            ],
-            event_times_us,
-            part,
-        };
+        let item = Outbox { availability, outcomes, dead_letters: dead, event_times_us, part };
         // Awaiting a full outbox is the back-pressure: a slow bus or store slows consumption,
         // never drops work.
         let sent = match &self.outbox {
@@ -405,7 +400,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
 
     async fn on_flushed<P: PartitionReader>(&mut self, reader: &mut P, done: u64) {
         self.acked = self.acked.max(done);
-        if let Err(e) = reader.commit(done).await {
+        if let Err(e) = reader.commit(self.acked).await {
             // The store holds the authoritative position; a lost bus commit only means a
             // longer (harmless) replay after a restart.
             tracing::warn!(error = %e, offset = done, "bus commit failed");
@@ -442,7 +437,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         if !releases.is_empty() {
             let n = releases.len() as u64;
             let topic = self.engine.cfg.topics.events.clone();
-            publish(&self.engine.bus, &topic, releases, cancel).await;
+            publisher::publish(&self.engine.bus, &topic, releases, cancel).await;
             metrics::counter!(m::RESERVATIONS_EXPIRED_TOTAL).increment(n);
             self.engine.stats.reservations_expired.fetch_add(n, Ordering::Relaxed);
         }
@@ -466,7 +461,13 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 urgent: true,
                 ack: ack_tx,
             };
-            let item = Outbox { publishes: Vec::new(), event_times_us: Vec::new(), part };
+            let item = Outbox {
+                availability: Vec::new(),
+                outcomes: Vec::new(),
+                dead_letters: Vec::new(),
+                event_times_us: Vec::new(),
+                part,
+            };
             let sent = match &self.outbox {
                 Some(outbox) => outbox.send(item).await.is_ok(),
                 None => false,
@@ -487,70 +488,6 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             tracing::info!(committed = self.acked, "partition drained and committed");
         }
     }
-}
-
-/// Publishes with retries until it succeeds (true) or `cancel` fires (false: the batch is then
-/// not flushed either, so a restart replays and republishes it).
-async fn publish<B: Bus>(bus: &B, topic: &str, records: Vec<OutRecord>, cancel: &CancellationToken) -> bool {
-    if records.is_empty() {
-        return true;
-    }
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match bus.publish(topic, records.clone()).await {
-            Ok(()) => return true,
-            Err(e) => {
-                tracing::warn!(error = %e, topic, "publish failed; retrying");
-                tokio::select! {
-                    () = cancel.cancelled() => return false,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// Publishes each batch's outputs in order, then hands the batch to the flush batcher. Stops
-/// forwarding at the first batch it could not publish, so no offset passes an unpublished
-/// output.
-async fn run_publisher<B: Bus>(
-    bus: B,
-    flush: mpsc::Sender<FlushPart>,
-    stats: std::sync::Arc<EngineStats>,
-    mut rx: mpsc::Receiver<Outbox>,
-    cancel: CancellationToken,
-) {
-    while let Some(item) = rx.recv().await {
-        for (topic, records) in item.publishes {
-            let n = records.len() as u64;
-            if !publish(&bus, &topic, records, &cancel).await {
-                tracing::warn!("stopping with unpublished outputs; they are republished after restart");
-                return;
-            }
-            if topic.ends_with("availability") && n > 0 {
-                metrics::counter!(m::AVAILABILITY_PUBLISHED_TOTAL).increment(n);
-                stats.availability_published.fetch_add(n, Ordering::Relaxed);
-            }
-        }
-        if !item.event_times_us.is_empty() {
-            let published_us = now_us();
-            let mut desync = stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner());
-            for t in &item.event_times_us {
-                let us = (published_us - t).max(1) as u64;
-                let _ = desync.record(us);
-                metrics::histogram!(m::CHANNEL_DESYNC_SECONDS).record(us as f64 / 1e6);
-            }
-        }
-        if flush.send(item.part).await.is_err() {
-            tracing::error!("flush batcher is gone; stopping this partition's publisher");
-            return;
-        }
-    }
-}
-
-fn now_us() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
 }
 
 fn count_outcome(stats: &EngineStats, outcome: &Outcome) {
