@@ -4,7 +4,10 @@
 mod common;
 
 use common::*;
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
+use tally_bus::{Assignment, Bus, Consumer, PartitionReader, Record};
 
 async fn ingested_snapshot_becomes_readable_per_location_and_channel(stack: Stack) {
     let app = spawn_app_on(stack).await;
@@ -282,7 +285,51 @@ fn checked_in_openapi_document_matches_the_code() {
     );
 }
 
+/// Reads `topic` from the start with a fresh group until `done` holds for what was read.
+async fn read_topic(app: &TestApp, topic: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+    let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
+    let mut consumer = app.engine().bus.subscribe(&group, topic).await.unwrap();
+    let Assignment::Assigned(mut parts) = consumer.next_assignment().await.unwrap() else {
+        panic!("no assignment for the reader of {topic}")
+    };
+    for p in &mut parts {
+        p.seek(0);
+    }
+    let (mut read, deadline): (Vec<Record>, _) = (Vec::new(), Instant::now() + Duration::from_secs(20));
+    while !done(&read) {
+        assert!(Instant::now() < deadline, "{topic}: condition never held; read {} records", read.len());
+        for p in &mut parts {
+            if let Ok(batch) = tokio::time::timeout(Duration::from_millis(50), p.poll(100)).await {
+                read.extend(batch.unwrap());
+            }
+        }
+    }
+    read
+}
+
+async fn the_trace_of_an_http_request_reaches_kafka_and_the_outputs_it_causes(stack: Stack) {
+    let app = spawn_app_on(stack).await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = app
+        .client
+        .post(format!("{}/v1/events", app.url))
+        .bearer_auth(WMS_KEY)
+        .header("traceparent", trace)
+        .json(&snapshot("traced-1", "SKU-T", "wh-1", 12, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let topics = &app.config.inventory.topics;
+    let traced = |r: &Record| r.header("traceparent") == Some(trace);
+    let input = read_topic(&app, &topics.events, |rs| rs.iter().any(|r| r.header("ce_id") == Some("traced-1"))).await;
+    assert!(input.iter().any(|r| r.header("ce_id") == Some("traced-1") && traced(r)), "input record lost the trace");
+    let output = read_topic(&app, &topics.availability, |rs| rs.iter().any(|r| r.key == "SKU-T")).await;
+    assert!(output.iter().any(|r| r.key == "SKU-T" && traced(r)), "availability is not in the request's trace");
+}
+
 on_every_stack!(
+    the_trace_of_an_http_request_reaches_kafka_and_the_outputs_it_causes,
     ingested_snapshot_becomes_readable_per_location_and_channel,
     invalid_events_are_refused_with_a_specific_reason_and_none_is_accepted,
     keys_are_required_and_a_partner_cannot_write_another_channel,

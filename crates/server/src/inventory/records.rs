@@ -27,7 +27,7 @@ fn to_record(key: &str, env: &Envelope) -> OutRecord {
     OutRecord { key: key.to_owned(), headers, payload }
 }
 
-/// An availability record for the output topic.
+/// An availability record for the output topic, in the trace of the newest event behind it.
 pub fn availability(msg: &AvailabilityMessage, traceparent: Option<&str>) -> OutRecord {
     let mut env =
         Envelope::new(ENGINE_SOURCE, types::AVAILABILITY_CHANGED, serde_json::to_value(msg).unwrap_or_default());
@@ -36,8 +36,15 @@ pub fn availability(msg: &AvailabilityMessage, traceparent: Option<&str>) -> Out
     to_record(msg.sku.as_str(), &env)
 }
 
-/// A reservation outcome record (accepted or rejected), keyed by SKU.
-pub fn reservation_outcome(sku: &Sku, reservation_id: &str, cause: &EventKey, outcome: &Outcome) -> Option<OutRecord> {
+/// A reservation outcome record (accepted or rejected), keyed by SKU, in the trace of the
+/// request that caused it.
+pub fn reservation_outcome(
+    sku: &Sku,
+    reservation_id: &str,
+    cause: &EventKey,
+    outcome: &Outcome,
+    traceparent: Option<&str>,
+) -> Option<OutRecord> {
     let ty = match outcome {
         Outcome::ReservationAccepted { .. } => types::RESERVATION_ACCEPTED,
         Outcome::ReservationRejected { .. } => types::RESERVATION_REJECTED,
@@ -53,6 +60,7 @@ pub fn reservation_outcome(sku: &Sku, reservation_id: &str, cause: &EventKey, ou
     // Deterministic id: a replay after a crash republishes the same event, which consumers dedupe.
     env.id = format!("{ty}:{}:{}", cause.source, cause.id);
     env.subject = Some(sku.to_string());
+    env.traceparent = traceparent.map(str::to_owned);
     Some(to_record(sku.as_str(), &env))
 }
 

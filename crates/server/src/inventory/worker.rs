@@ -213,6 +213,9 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         let stats = self.engine.stats.clone();
         let rules = self.engine.rules.clone();
         let mut dirty: Vec<Sku> = Vec::new();
+        // The trace context of the newest event that changed each dirty SKU: its availability
+        // message continues that trace.
+        let mut causes: HashMap<Sku, Option<String>> = HashMap::new();
         let mut forced: HashSet<Sku> = HashSet::new();
         let mut applied_events = Vec::new();
         let (mut outcomes, mut dead) = (Vec::<OutRecord>::new(), Vec::<OutRecord>::new());
@@ -264,12 +267,18 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 }
             }
             if let InventoryEvent::ReservationRequested(r) = &ev
-                && let Some(out) = records::reservation_outcome(&r.sku, &r.reservation_id, &key, &applied.outcome)
+                && let Some(out) = records::reservation_outcome(
+                    &r.sku,
+                    &r.reservation_id,
+                    &key,
+                    &applied.outcome,
+                    env.traceparent.as_deref(),
+                )
             {
                 outcomes.push(out);
             }
             if applied.changed || forced.contains(ev.sku()) {
-                if !dirty.contains(ev.sku()) {
+                if causes.insert(ev.sku().clone(), env.traceparent.clone()).is_none() {
                     dirty.push(ev.sku().clone());
                 }
                 if entry.state.reservations.values().any(|r| r.expires_at_ms.is_some()) {
@@ -294,7 +303,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             });
         }
 
-        let (rows, availability, visible_us) = self.make_visible(&dirty, &forced).await;
+        let (rows, availability, visible_us) = self.make_visible(&dirty, &forced, &causes).await;
         if !event_times_us.is_empty() {
             let mut visible = stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner());
             for t in &event_times_us {
@@ -361,7 +370,12 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
 
     /// Writes changed aggregates to the cache (readable from then on). Returns the rows to
     /// flush, the availability records to publish and when the changes became readable (µs).
-    async fn make_visible(&mut self, dirty: &[Sku], forced: &HashSet<Sku>) -> (Vec<StateRow>, Vec<OutRecord>, i64) {
+    async fn make_visible(
+        &mut self,
+        dirty: &[Sku],
+        forced: &HashSet<Sku>,
+        causes: &HashMap<Sku, Option<String>>,
+    ) -> (Vec<StateRow>, Vec<OutRecord>, i64) {
         let rules = self.engine.rules.clone();
         let mut rows = Vec::with_capacity(dirty.len());
         let mut cache_entries = Vec::with_capacity(dirty.len());
@@ -376,7 +390,8 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                     channels: ats.clone(),
                     last_event_ms: entry.state.last_event_ms,
                 };
-                availability.push(records::availability(&msg, None));
+                let traceparent = causes.get(sku).and_then(Option::as_deref);
+                availability.push(records::availability(&msg, traceparent));
                 entry.published = Some(ats.clone());
             }
             let json = tally_store::serialize_state(&entry.state);
