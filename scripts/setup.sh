@@ -4,12 +4,13 @@
 # pins the version; rustup fetches it on first use).
 #
 # Why each package: a C compiler and make for the bundled SQLite, mimalloc and librdkafka
-# (built with its own configure script); OpenSSL and zlib headers so librdkafka can speak
-# TLS/SASL and compress; pkg-config to find them.
+# (built with its own configure script); OpenSSL and zlib headers so librdkafka, the PostgreSQL
+# and the Redis clients can speak TLS (and librdkafka SASL and compression); pkg-config to find
+# them; the openssl tool for the TLS test's throwaway certificates.
 set -euo pipefail
 
 need=()
-for pkg in build-essential pkg-config libssl-dev zlib1g-dev; do
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 

@@ -18,11 +18,22 @@ pub fn env(name: &str) -> String {
 }
 
 /// `tally serve --config <config> <args…>`, its stdout lines handed to `on_line`.
-pub fn spawn_serve(config: &std::path::Path, args: &[&str], mut on_line: impl FnMut(&str) + Send + 'static) -> Child {
+pub fn spawn_serve(config: &std::path::Path, args: &[&str], on_line: impl FnMut(&str) + Send + 'static) -> Child {
+    spawn_serve_with_env(config, args, &[], on_line)
+}
+
+/// The same with extra environment variables.
+pub fn spawn_serve_with_env(
+    config: &std::path::Path,
+    args: &[&str],
+    vars: &[(&str, &std::path::Path)],
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["serve", "--config"])
         .arg(config)
         .args(args)
+        .envs(vars.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -45,8 +56,13 @@ pub struct Server {
 impl Server {
     /// Starts every role and waits until the API listens.
     pub fn start(config: &std::path::Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// The same with extra environment variables.
+    pub fn start_with_env(config: &std::path::Path, vars: &[(&str, &std::path::Path)]) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
-        let child = spawn_serve(config, &[], move |line| {
+        let child = spawn_serve_with_env(config, &[], vars, move |line| {
             if let Some(url) = line.strip_prefix("tally listening on ") {
                 let _ = tx.send(url.to_owned());
             }
