@@ -116,6 +116,7 @@ start_kafka() { # dir
   echo $! >"$dir/broker.pid"
   wait_port "$port" nisshi
   echo "export TEST_TALLY_KAFKA_BROKERS=127.0.0.1:$port"
+  echo "export TEST_TALLY_NISSHI_BIN=$bin"
 }
 
 stop_all() { # dir

@@ -1,6 +1,6 @@
-//! PostgreSQL and Redis over TLS: a PostgreSQL that accepts only TLS connections and a Redis
-//! that listens only on a TLS port, both with a certificate from a throwaway CA, started by
-//! this test (the PostgreSQL binaries are the ones `scripts/test.sh` found).
+//! The production stack over TLS: a Kafka-protocol broker (nisshi), a PostgreSQL and a Redis
+//! that each accept only TLS connections, with certificates from a throwaway CA, started by
+//! this test (with the binaries `scripts/test.sh` found or built).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Server, env};
+use tally_bus::{Bus, KafkaBus, KafkaBusOptions};
 use tally_cache::{Cache, RedisCache, RedisCacheOptions};
 use tally_store::{InventoryStore, PostgresStore, PostgresStoreOptions};
 
@@ -136,6 +137,32 @@ fn start_postgres(dir: &Path, port: u16) -> PgCluster {
     PgCluster { bin, data }
 }
 
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on its TLS port");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_kafka(dir: &Path, port: u16) -> Killed {
+    let child = Command::new(env("TEST_TALLY_NISSHI_BIN"))
+        .arg("broker")
+        .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--advertised-listener-url", &format!("tcp://localhost:{port}")])
+        .args(["--storage-engine", "memory://nisshi/", "--group-initial-rebalance-delay", "100ms"])
+        .arg("--cert")
+        .arg(dir.join("server.pem"))
+        .arg("--key")
+        .arg(dir.join("server.key"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port, "nisshi");
+    Killed(child)
+}
+
 fn start_redis(dir: &Path, port: u16) -> Killed {
     let child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port.to_string()])
@@ -149,21 +176,18 @@ fn start_redis(dir: &Path, port: u16) -> Killed {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis did not listen on its TLS port");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_port(port, "redis");
     Killed(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tally_runs_on_postgres_and_redis_that_require_tls() {
+async fn tally_runs_on_kafka_postgres_and_redis_that_require_tls() {
     let dir = tempfile::tempdir().unwrap();
     make_certificates(dir.path());
-    let (pg_port, redis_port) = (free_port(), free_port());
+    let (pg_port, redis_port, kafka_port) = (free_port(), free_port(), free_port());
     let _pg = start_postgres(dir.path(), pg_port);
     let _redis = start_redis(dir.path(), redis_port);
+    let _kafka = start_kafka(dir.path(), kafka_port);
     let ca = dir.path().join("ca.pem");
     let pg_url = |mode: &str| {
         format!("postgres://postgres@localhost:{pg_port}/postgres?sslmode={mode}&sslrootcert={}", ca.display())
@@ -195,13 +219,27 @@ async fn tally_runs_on_postgres_and_redis_that_require_tls() {
         "a plain connection to Redis's TLS port must fail"
     );
 
+    let plain_kafka = KafkaBus::connect(KafkaBusOptions {
+        brokers: format!("localhost:{kafka_port}"),
+        client_id: "tls-test".into(),
+        replication_factor: 1,
+        properties: Default::default(),
+        publish_timeout: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    assert!(plain_kafka.ping().await.is_err(), "a plaintext Kafka client must not get metadata from a TLS listener");
+
     // The whole service on them. The Redis client verifies against the system's roots, to
     // which OpenSSL's SSL_CERT_FILE adds a private CA.
     let config = dir.path().join("tally.toml");
     let toml = format!(
-        "[embedded]\npath = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n\
+         [bus]\nkind = \"kafka\"\nbrokers = {:?}\n\
+         [bus.properties]\n\"security.protocol\" = \"ssl\"\n\"ssl.ca.location\" = {:?}\n\
          [store]\nkind = \"postgres\"\nurl = {:?}\n[cache]\nkind = \"redis\"\nurl = {:?}\n",
-        dir.path().join("tally.db").display().to_string(),
+        format!("localhost:{kafka_port}"),
+        ca.display().to_string(),
         pg_url("verify-full"),
         format!("rediss://localhost:{redis_port}"),
     );
