@@ -36,7 +36,7 @@ const MAX_WORKING_SET: usize = 200_000;
 /// Batches a worker may run ahead of its publisher; the publisher sends what queued up in one
 /// publish, so a deeper queue means fewer, larger publishes under load (and back-pressure
 /// beyond it).
-const OUTBOX_DEPTH: usize = 8;
+const OUTBOX_DEPTH: usize = 4;
 
 struct Entry {
     state: SkuState,
