@@ -12,8 +12,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, env};
-use tally_bus::{Bus, KafkaBus, KafkaBusOptions};
+use common::{Server, env, kafka_bus};
+use tally_bus::{Bus, KafkaBus};
 use tally_core::Envelope;
 use tally_inventory::ChannelRules;
 use tally_sim::{SimConfig, Simulator};
@@ -63,15 +63,7 @@ impl Stack {
         let cfg = tally_config::Config::load(Some(&config), Vec::new()).unwrap();
         let store = tally_server::app::open_store(&cfg).unwrap();
         store.migrate().await.unwrap();
-        let bus = KafkaBus::connect(KafkaBusOptions {
-            brokers,
-            client_id: "faults-test".into(),
-            replication_factor: 1,
-            properties: Default::default(),
-            publish_timeout: Duration::from_secs(5),
-            drain_timeout: Duration::from_secs(10),
-        })
-        .unwrap();
+        let bus = kafka_bus(&brokers, "faults-test");
         bus.create_topic(&cfg.inventory.topics.events, PARTITIONS).await.unwrap();
         let sim = Simulator::new(SimConfig {
             seed: 11,

@@ -11,8 +11,8 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::env;
-use tally_bus::{Bus, KafkaBus, KafkaBusOptions};
+use common::{env, kafka_bus};
+use tally_bus::Bus;
 use tally_core::Envelope;
 use tally_inventory::ChannelRules;
 use tally_sim::{SimConfig, Simulator};
@@ -84,15 +84,7 @@ async fn two_instances_share_partitions_and_the_survivor_of_a_kill_finishes_exac
     let rules = ChannelRules::new(cfg.inventory.channels.clone());
     let store = tally_server::app::open_store(&cfg).unwrap();
     store.migrate().await.unwrap();
-    let bus = KafkaBus::connect(KafkaBusOptions {
-        brokers,
-        client_id: "scale-test".into(),
-        replication_factor: 1,
-        properties: Default::default(),
-        publish_timeout: Duration::from_secs(10),
-        drain_timeout: Duration::from_secs(10),
-    })
-    .unwrap();
+    let bus = kafka_bus(&brokers, "scale-test");
     bus.create_topic(&topic, PARTITIONS).await.unwrap();
     let mut sim = Simulator::new(SimConfig {
         seed: 7,

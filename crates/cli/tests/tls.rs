@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, env};
-use tally_bus::{Bus, KafkaBus, KafkaBusOptions};
+use common::{Server, env, kafka_bus};
+use tally_bus::Bus;
 use tally_cache::{Cache, RedisCache, RedisCacheOptions};
 use tally_store::{InventoryStore, PostgresStore, PostgresStoreOptions};
 
@@ -219,15 +219,7 @@ async fn tally_runs_on_kafka_postgres_and_redis_that_require_tls() {
         "a plain connection to Redis's TLS port must fail"
     );
 
-    let plain_kafka = KafkaBus::connect(KafkaBusOptions {
-        brokers: format!("localhost:{kafka_port}"),
-        client_id: "tls-test".into(),
-        replication_factor: 1,
-        properties: Default::default(),
-        publish_timeout: Duration::from_secs(5),
-        drain_timeout: Duration::from_secs(5),
-    })
-    .unwrap();
+    let plain_kafka = kafka_bus(&format!("localhost:{kafka_port}"), "tls-test");
     assert!(plain_kafka.ping().await.is_err(), "a plaintext Kafka client must not get metadata from a TLS listener");
 
     // The whole service on them. The Redis client verifies against the system's roots, to

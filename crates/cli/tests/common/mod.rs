@@ -17,6 +17,19 @@ pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test.sh"))
 }
 
+/// A Kafka bus client of a test, on `brokers` with librdkafka's defaults.
+pub fn kafka_bus(brokers: &str, client_id: &str) -> tally_bus::KafkaBus {
+    tally_bus::KafkaBus::connect(tally_bus::KafkaBusOptions {
+        brokers: brokers.to_owned(),
+        client_id: client_id.to_owned(),
+        replication_factor: 1,
+        properties: Default::default(),
+        publish_timeout: Duration::from_secs(10),
+        drain_timeout: Duration::from_secs(10),
+    })
+    .unwrap()
+}
+
 /// `tally serve --config <config> <args…>`, its stdout lines handed to `on_line`.
 pub fn spawn_serve(config: &std::path::Path, args: &[&str], on_line: impl FnMut(&str) + Send + 'static) -> Child {
     spawn_serve_with_env(config, args, &[], on_line)
