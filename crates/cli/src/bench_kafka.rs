@@ -59,6 +59,9 @@ pub struct KafkaBenchResult {
     pub seed_events: usize,
     /// Rate at which the engine consumed the opening stock.
     pub seed_events_per_s: f64,
+    /// A new engine on the same group (as after a rebalance or restart): from its start until
+    /// it applies again on every partition.
+    pub restart_to_applied_ms: f64,
     /// SKUs.
     pub skus: usize,
 }
@@ -255,7 +258,30 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
         "engine: {events_per_s:.0} events/s end to end over {measured} events ({statements} statements, {rows} rows)"
     );
 
-    // Phase 2: desync at a fixed rate, the same engine continuing on the same topic.
+    // Phase 2: a restart on the same group, as when partitions move to a new owner: from the
+    // start of a new engine until it applies again on every partition (group join, the resume
+    // position and idempotency window read from PostgreSQL, the first fetch).
+    app.shutdown().await;
+    let restarted = Instant::now();
+    let app = App::new(cfg.clone()).start(Role::Inventory).await?;
+    let mut probes = Vec::new();
+    let mut covered = [false; PARTITIONS as usize];
+    while !covered.iter().all(|c| *c) {
+        for env in sim.next_batch(1) {
+            let key = driver::record(&env).key;
+            covered[tally_core::partition::partition_for_key(key.as_bytes(), PARTITIONS) as usize] = true;
+            probes.push(env);
+        }
+    }
+    bus.publish(&cfg.inventory.topics.events, probes.iter().map(driver::record).collect()).await?;
+    while app.engine.stats.handled() < probes.len() as u64 {
+        anyhow::ensure!(restarted.elapsed() < Duration::from_secs(120), "the restarted engine did not resume");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let restart_to_applied_ms = restarted.elapsed().as_secs_f64() * 1000.0;
+    eprintln!("restart: applying again on every partition after {restart_to_applied_ms:.0} ms");
+
+    // Phase 3: desync at a fixed rate, the restarted engine continuing on the same topic.
     let engine = app.engine.clone();
     let sink = Sink::Bus { bus: engine.bus.clone(), topic: cfg.inventory.topics.events.clone() };
     engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
@@ -274,7 +300,7 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     let visible = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     app.shutdown().await;
 
-    // Phase 3: the naive consumer on the same events, on its own database.
+    // Phase 4: the naive consumer on the same events, on its own database.
     let naive_db = create_database(&pg_admin, "tally_bench_naive").await?;
     let naive_events = &backlog[..backlog.len().min(50_000)];
     let naive_started = Instant::now();
@@ -303,6 +329,7 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
         backlog_events: backlog.len(),
         seed_events: seed.len(),
         seed_events_per_s,
+        restart_to_applied_ms,
         skus: args.skus,
     };
     println!("tally bench inventory --stack kafka (Kafka + PostgreSQL + Redis, {PARTITIONS} partitions)");
@@ -315,6 +342,7 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
         result.seed_events_per_s
     );
     println!("  {:<52} {:>12.2}", "ratio to the ceiling", result.ratio_to_ceiling);
+    println!("  {:<52} {:>12.0}", "restart → applying on every partition, ms", result.restart_to_applied_ms);
     println!("  {:<52} {:>12.2}", format!("channel desync p50 ms @ {rate} ev/s"), result.desync_p50_ms);
     println!("  {:<52} {:>12.2}", format!("channel desync p99 ms @ {rate} ev/s"), result.desync_p99_ms);
     println!("  {:<52} {:>12.2}", format!("event → visible p50 ms @ {rate} ev/s"), result.visible_p50_ms);
