@@ -1,7 +1,8 @@
 //! `tally bench inventory --stack kafka`: the production stack (Kafka + PostgreSQL + Redis)
 //! on servers given by URL (`scripts/bench-kafka.sh` starts throwaway ones). Measures, in one
 //! run: the engine's end-to-end rate on a backlog beside the rate at which a no-op consumer
-//! reads the same topic (the ceiling), the channel desync at a fixed rate, and PostgreSQL
+//! reads the same topic (the ceiling), how long a restarted engine takes to apply again, the
+//! channel desync at a fixed rate, and PostgreSQL
 //! statements and rows per 1,000 events as the server counts them, against a naive
 //! one-upsert-per-event consumer of the same events.
 
