@@ -77,6 +77,8 @@ struct Wms {
 struct OpenReservation {
     sku: usize,
     location: usize,
+    /// The channel that holds it; it alone commits or releases it.
+    channel: String,
     id: String,
     order: String,
     quantity: i64,
@@ -247,7 +249,7 @@ impl Simulator {
             let env = self.envelope(&source, types::RESERVATION_REQUESTED, data);
             // Rejected reservations stay in the model too: their later commit or release is a
             // realistic no-op the engine must ignore.
-            self.open.push_back(OpenReservation { sku, location: loc, id, order, quantity, committed: false });
+            self.open.push_back(OpenReservation { sku, location: loc, channel, id, order, quantity, committed: false });
             return env;
         }
         if resolve
@@ -255,7 +257,7 @@ impl Simulator {
             && let Some(r) = self.open.pop_front()
         {
             let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "order_id": r.order});
-            let env = self.envelope("/storefront", types::RESERVATION_COMMITTED, data);
+            let env = self.envelope(&format!("/{}", r.channel), types::RESERVATION_COMMITTED, data);
             self.to_ship.push_back(OpenReservation { committed: true, ..r });
             return env;
         }
@@ -264,7 +266,7 @@ impl Simulator {
             && let Some(r) = self.open.pop_front()
         {
             let data = json!({"reservation_id": r.id, "sku": sku_name(r.sku), "reason": "cancelled"});
-            return self.envelope("/storefront", types::RESERVATION_RELEASED, data);
+            return self.envelope(&format!("/{}", r.channel), types::RESERVATION_RELEASED, data);
         }
         if roll < 0.78
             && let Some(r) = self.to_ship.pop_front()
@@ -337,6 +339,30 @@ mod tests {
         let a: Vec<_> = Simulator::new(cfg.clone()).next_batch(5000);
         let b: Vec<_> = Simulator::new(cfg).next_batch(5000);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_reservation_is_committed_or_released_by_the_channel_that_holds_it() {
+        let cfg = SimConfig { skus: 200, ..SimConfig::default() };
+        // Collected first: delivery is deliberately out of order now and then.
+        let events: Vec<Envelope> = Simulator::new(cfg).take(30_000).collect();
+        let id = |e: &Envelope| e.data["reservation_id"].as_str().map(str::to_owned);
+        let holder: std::collections::HashMap<String, String> = events
+            .iter()
+            .filter(|e| e.ty == types::RESERVATION_REQUESTED)
+            .filter_map(|e| Some((id(e)?, e.source.clone())))
+            .collect();
+        let mut checked = 0;
+        for e in events
+            .iter()
+            .filter(|e| [types::RESERVATION_COMMITTED, types::RESERVATION_RELEASED].contains(&e.ty.as_str()))
+        {
+            let id = id(e).expect("a reservation id");
+            assert_eq!(holder.get(&id), Some(&e.source), "{} of {id}", e.ty);
+            checked += 1;
+        }
+        assert!(checked > 1000, "only {checked} commits and releases");
+        assert!(holder.values().any(|s| s.starts_with("/partner:")), "no partner reservations");
     }
 
     #[test]
