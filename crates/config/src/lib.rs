@@ -34,6 +34,24 @@ pub enum ConfigError {
     },
 }
 
+/// A parse error, made specific where it can be: a backend section given settings but no
+/// `kind` (e.g. only `TALLY_STORE__URL`) names the missing key and its choices.
+fn extraction_error(e: figment::Error) -> ConfigError {
+    if let figment::error::Kind::MissingField(field) = &e.kind
+        && field == "kind"
+        && let Some(section) = e.path.last()
+    {
+        let kinds = match section.as_str() {
+            "bus" => "\"embedded\" or \"kafka\"",
+            "store" => "\"sqlite\" or \"postgres\"",
+            "cache" => "\"memory\" or \"redis\"",
+            _ => "the backend",
+        };
+        return invalid(format!("{section}.kind"), format!("is required once any {section}.* key is set: {kinds}"));
+    }
+    ConfigError::Parse(e.to_string())
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), reason: reason.into() }
 }
@@ -423,7 +441,7 @@ impl Config {
             env_figment = env_figment.merge((key, value));
         }
         figment = figment.merge(env_figment);
-        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: Config = figment.extract().map_err(extraction_error)?;
         config.validate()?;
         Ok(config)
     }

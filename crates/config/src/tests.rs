@@ -58,6 +58,8 @@ fn cross_field_errors_name_the_key() {
     ]);
     let err = Config::load(None, pool).expect_err("pool no larger than the flushes");
     assert!(err.to_string().contains("store.max_connections"), "{err}");
+    let err = Config::load(None, env(&[("TALLY_STORE__MAX_CONNECTIONS", "4")])).expect_err("a store without kind");
+    assert!(err.to_string().contains("store.kind") && err.to_string().contains("postgres"), "{err}");
     let err = Config::load(None, env(&[("TALLY_API__AUTH", "keys")])).expect_err("keys without keys");
     assert!(err.to_string().contains("api.keys"), "{err}");
 }
