@@ -37,4 +37,8 @@ impl Cache for AnyCache {
     async fn ping(&self) -> Result<(), CacheError> {
         delegate!(self, c => c.ping().await)
     }
+
+    fn shared(&self) -> bool {
+        delegate!(self, c => c.shared())
+    }
 }

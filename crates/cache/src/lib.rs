@@ -31,6 +31,10 @@ pub trait Cache: Clone + Send + Sync + 'static {
     fn delete(&self, keys: &[String]) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Checks the backend answers.
     fn ping(&self) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Whether entries outlive this process and are seen by every instance (Redis), rather
+    /// than dying with it (process memory): only then is it worth handing state to the next
+    /// owner of a partition through the cache.
+    fn shared(&self) -> bool;
 }
 
 /// The conformance suite every [`Cache`] implementation must pass.

@@ -44,6 +44,10 @@ impl Cache for MemoryCache {
     async fn ping(&self) -> Result<(), CacheError> {
         Ok(())
     }
+
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,10 @@ impl Cache for RedisCache {
         let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<()>(&mut conn).await.map_err(backend)
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

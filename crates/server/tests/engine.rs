@@ -395,3 +395,84 @@ async fn a_second_engine_in_the_same_process_consumes_all_of_its_topic() {
         app.shutdown().await;
     }
 }
+
+/// The idempotency window of each partition is handed to the next owner through Redis: after
+/// a restart the window comes from the cache alone and still drops duplicates of events from
+/// before the restart; with the cache's copy gone, it comes from PostgreSQL and does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_owner_takes_the_idempotency_window_from_redis_and_from_postgres_when_redis_lost_it() {
+    use tally_cache::Cache;
+    use tally_server::inventory::window::{self, WindowKeys};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::stack_config(Stack::PostgresRedis, dir.path(), AuthMode::Open).await;
+    let partitions = cfg.bus.partitions();
+    let sim = SimConfig {
+        seed: 5,
+        skus: 300,
+        duplicate_rate: 0.0,
+        reservation_ttl_seconds: None,
+        fixed_clock: true,
+        ..SimConfig::default()
+    };
+    let events = Simulator::new(sim).next_batch(6_000);
+    let topic = cfg.inventory.topics.events.clone();
+    let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
+    app.engine.bus.publish(&topic, events.iter().map(tally_cli_record).collect()).await.unwrap();
+    wait_for_offsets(&app, partitions, events.len() as u64).await;
+    let (store, cache) = (app.engine.store.clone(), app.engine.cache.clone());
+    app.shutdown().await;
+
+    // For each partition's complete segments, the cache holds what the store holds.
+    let mut segment_keys = Vec::new();
+    for p in 0..partitions {
+        let committed = store.committed_offset(&cfg.inventory.consumer_group, &topic, p).await.unwrap().unwrap();
+        let end = committed - committed % window::SEGMENT;
+        assert!(end > 0, "partition {p} has no complete segment");
+        let keys = WindowKeys::new(&cfg.inventory.consumer_group, &topic, p);
+        let (from_cache, from_store) = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                // The last write is off the worker's path: wait for it.
+                let loaded = window::load(&cache, &store, &keys, 0, end).await.unwrap();
+                if loaded.1 == 0 {
+                    return loaded;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the cache never covered the whole window");
+        assert_eq!(from_store, 0);
+        let authority = store.processed_between(&topic, p, 0, end).await.unwrap();
+        let keys_of =
+            |v: &[tally_store::ProcessedEvent]| v.iter().map(|e| (e.offset, e.key.clone())).collect::<Vec<_>>();
+        assert_eq!(keys_of(&from_cache), keys_of(&authority), "partition {p}");
+        segment_keys.extend(
+            (0..=end / window::SEGMENT).map(|s| format!("inv:window:{}:{topic}:{p}:{s}", cfg.inventory.consumer_group)),
+        );
+    }
+
+    let oracle = apply_each_once(&events, &ChannelRules::new(cfg.inventory.channels.clone()));
+    for round in ["window from Redis", "window from PostgreSQL"] {
+        if round == "window from PostgreSQL" {
+            cache.delete(&segment_keys).await.unwrap();
+        }
+        // Duplicates of the first events, sent again after the restart at new offsets.
+        let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
+        let resent: Vec<Envelope> = events[..500].to_vec();
+        app.engine.bus.publish(&topic, resent.iter().map(tally_cli_record).collect()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while app.engine.stats.handled() < resent.len() as u64 {
+            assert!(Instant::now() < deadline, "{round}: the resent events were not handled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let dropped = tally_server::inventory::EngineStats::get(&app.engine.stats.duplicates);
+        let dead = tally_server::inventory::EngineStats::get(&app.engine.stats.dead_lettered);
+        assert_eq!(dropped + dead, resent.len() as u64, "{round}: a resent event was applied again");
+        app.shutdown().await;
+        let stored = store.load_states(oracle.keys().cloned().collect()).await.unwrap();
+        for state in stored {
+            assert_eq!(effects(&state), effects(&oracle[&state.sku]), "{round}: {}", state.sku);
+        }
+    }
+}

@@ -23,6 +23,7 @@ pub mod dedupe;
 pub mod publisher;
 pub mod records;
 pub mod waiters;
+pub mod window;
 pub mod worker;
 
 pub use waiters::{Resolution, Waiters};

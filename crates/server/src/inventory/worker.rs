@@ -26,6 +26,7 @@ use super::batcher::FlushPart;
 use super::dedupe::DedupeWindow;
 use super::publisher::{self, Outbox, OutputTopics};
 use super::records::{self, AvailabilityMessage};
+use super::window::{self, WindowKeys, WindowWriter};
 use super::{EngineError, EngineStats, InventoryEngine, Resolution, cache_key, now_us};
 use crate::metrics::inventory as m;
 
@@ -87,6 +88,8 @@ pub struct PartitionWorker<B, S, C> {
     outbox: Option<mpsc::Sender<Outbox>>,
     working: HashMap<Sku, Entry>,
     dedupe: DedupeWindow,
+    /// The window's copy in a shared cache, for the partition's next owner.
+    shared_window: Option<WindowWriter>,
     with_expiry: HashSet<Sku>,
     next: u64,
     acked: u64,
@@ -102,6 +105,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             outbox: None,
             working: HashMap::new(),
             dedupe: DedupeWindow::new(window),
+            shared_window: None,
             with_expiry: HashSet::new(),
             next: 0,
             acked: 0,
@@ -172,17 +176,30 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
     /// Where to resume: the position stored with the effects (authoritative), and the
     /// idempotency window before it.
     async fn resume(&mut self, topic: &str, partition: u32, cancel: &CancellationToken) -> Option<u64> {
-        let store = &self.engine.store;
+        let (store, cache) = (&self.engine.store, &self.engine.cache);
+        let group = &self.engine.cfg.consumer_group;
         let window = self.engine.cfg.dedupe_window;
+        let keys = WindowKeys::new(group, topic, partition);
         loop {
             let attempt = async {
-                let start =
-                    store.committed_offset(&self.engine.cfg.consumer_group, topic, partition).await?.unwrap_or(0);
-                let seen = store.processed_between(topic, partition, start.saturating_sub(window), start).await?;
-                Ok::<_, EngineError>((start, seen))
+                let start = store.committed_offset(group, topic, partition).await?.unwrap_or(0);
+                let from = start.saturating_sub(window);
+                // A shared cache (Redis) holds the window the previous owner wrote; what it does
+                // not cover comes from the store. A process-local cache died with that owner.
+                let seen = if cache.shared() {
+                    let (seen, from_store) = window::load(cache, store, &keys, from, start).await?;
+                    tracing::info!(events = seen.len(), from_store, "idempotency window loaded");
+                    seen
+                } else {
+                    store.processed_between(topic, partition, from, start).await?
+                };
+                Ok::<_, EngineError>((start, from, seen))
             };
             match attempt.await {
-                Ok((start, seen)) => {
+                Ok((start, from, seen)) => {
+                    if cache.shared() {
+                        self.shared_window = Some(WindowWriter::new(keys, from, start, &seen));
+                    }
                     for p in seen {
                         self.dedupe.insert(&p.key, p.outcome);
                     }
@@ -303,6 +320,13 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             });
         }
 
+        if let Some(shared) = &mut self.shared_window {
+            shared.applied(
+                applied_events
+                    .iter()
+                    .map(|a| (a.processed.key.clone(), a.processed.offset, a.processed.outcome.clone())),
+            );
+        }
         let (rows, availability, visible_us) = self.make_visible(&dirty, &forced, &causes).await;
         if !event_times_us.is_empty() {
             let mut visible = stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner());
@@ -415,6 +439,19 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
 
     async fn on_flushed<P: PartitionReader>(&mut self, reader: &mut P, done: u64) {
         self.acked = self.acked.max(done);
+        if let Some(shared) = &mut self.shared_window {
+            let writes = shared.durable(self.acked);
+            if !writes.is_empty() {
+                // Off the worker's path; a write lost or overtaken only makes the next owner
+                // read more from the store.
+                let cache = self.engine.cache.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = cache.set_many(writes).await {
+                        tracing::warn!(error = %e, "cannot write the idempotency window to the cache");
+                    }
+                });
+            }
+        }
         if let Err(e) = reader.commit(self.acked).await {
             // The store holds the authoritative position; a lost bus commit only means a
             // longer (harmless) replay after a restart.
