@@ -1,6 +1,7 @@
-//! The production stack over TLS: a Kafka-protocol broker (nisshi), a PostgreSQL and a Redis
-//! that each accept only TLS connections, with certificates from a throwaway CA, started by
-//! this test (with the binaries `scripts/test.sh` found or built).
+//! The production stack over TLS: a Kafka-protocol broker (nisshi, also requiring a SASL
+//! SCRAM-SHA-512 login), a PostgreSQL and a Redis that each accept only TLS connections, with
+//! certificates from a throwaway CA, started by this test (with the binaries
+//! `scripts/test.sh` found or built).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, env, kafka_bus};
+use common::{Server, env, kafka_bus, kafka_bus_with};
 use tally_bus::Bus;
 use tally_cache::{Cache, RedisCache, RedisCacheOptions};
 use tally_store::{InventoryStore, PostgresStore, PostgresStoreOptions};
@@ -145,22 +146,39 @@ fn wait_port(port: u16, what: &str) {
     }
 }
 
-fn start_kafka(dir: &Path, port: u16) -> Killed {
-    let child = Command::new(env("TEST_TALLY_NISSHI_BIN"))
+/// The SCRAM user the broker knows.
+const KAFKA_USER: (&str, &str) = ("tally", "s3cret");
+
+fn nisshi_broker(dir: &Path, port: u16, secure: bool) -> Killed {
+    let mut cmd = Command::new(env("TEST_TALLY_NISSHI_BIN"));
+    cmd.current_dir(dir)
         .arg("broker")
         .args(["--listener-url", &format!("tcp://127.0.0.1:{port}")])
         .args(["--advertised-listener-url", &format!("tcp://localhost:{port}")])
-        .args(["--storage-engine", "memory://nisshi/", "--group-initial-rebalance-delay", "100ms"])
-        .arg("--cert")
-        .arg(dir.join("server.pem"))
-        .arg("--key")
-        .arg(dir.join("server.key"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        // SCRAM users need a storage that keeps them (not memory://); the path is relative.
+        .args(["--storage-engine", "sqlite://nisshi.db", "--group-initial-rebalance-delay", "100ms"]);
+    if secure {
+        cmd.args(["--authentication", "--cert"]).arg(dir.join("server.pem")).arg("--key").arg(dir.join("server.key"));
+    }
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_port(port, "nisshi");
     Killed(child)
+}
+
+/// A broker that accepts only TLS connections that log in with SCRAM-SHA-512. Its CLI cannot
+/// log in, so the user is created on a plain start of the same storage first.
+fn start_kafka(dir: &Path, port: u16) -> Killed {
+    let plain = nisshi_broker(dir, port, false);
+    run(Command::new(env("TEST_TALLY_NISSHI_BIN")).args([
+        "user",
+        "create",
+        "--broker",
+        &format!("tcp://127.0.0.1:{port}"),
+        KAFKA_USER.0,
+        KAFKA_USER.1,
+    ]));
+    drop(plain);
+    nisshi_broker(dir, port, true)
 }
 
 fn start_redis(dir: &Path, port: u16) -> Killed {
@@ -181,7 +199,7 @@ fn start_redis(dir: &Path, port: u16) -> Killed {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tally_runs_on_kafka_postgres_and_redis_that_require_tls() {
+async fn tally_runs_on_kafka_postgres_and_redis_that_require_tls_and_kafka_a_scram_login() {
     let dir = tempfile::tempdir().unwrap();
     make_certificates(dir.path());
     let (pg_port, redis_port, kafka_port) = (free_port(), free_port(), free_port());
@@ -221,6 +239,18 @@ async fn tally_runs_on_kafka_postgres_and_redis_that_require_tls() {
 
     let plain_kafka = kafka_bus(&format!("localhost:{kafka_port}"), "tls-test");
     assert!(plain_kafka.ping().await.is_err(), "a plaintext Kafka client must not get metadata from a TLS listener");
+    let sasl = |password: &str| {
+        [
+            ("security.protocol", "sasl_ssl".to_owned()),
+            ("sasl.mechanism", "SCRAM-SHA-512".to_owned()),
+            ("sasl.username", KAFKA_USER.0.to_owned()),
+            ("sasl.password", password.to_owned()),
+            ("ssl.ca.location", ca.display().to_string()),
+        ]
+    };
+    let intruder = kafka_bus_with(&format!("localhost:{kafka_port}"), "tls-test", &sasl("wrong"));
+    assert!(intruder.ping().await.is_err(), "a wrong SCRAM password must not get metadata");
+    let properties: String = sasl(KAFKA_USER.1).iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect();
 
     // The whole service on them. The Redis client verifies against the system's roots, to
     // which OpenSSL's SSL_CERT_FILE adds a private CA.
@@ -228,10 +258,10 @@ async fn tally_runs_on_kafka_postgres_and_redis_that_require_tls() {
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n\
          [bus]\nkind = \"kafka\"\nbrokers = {:?}\n\
-         [bus.properties]\n\"security.protocol\" = \"ssl\"\n\"ssl.ca.location\" = {:?}\n\
+         [bus.properties]\n{}\
          [store]\nkind = \"postgres\"\nurl = {:?}\n[cache]\nkind = \"redis\"\nurl = {:?}\n",
         format!("localhost:{kafka_port}"),
-        ca.display().to_string(),
+        properties,
         pg_url("verify-full"),
         format!("rediss://localhost:{redis_port}"),
     );

@@ -19,11 +19,16 @@ pub fn env(name: &str) -> String {
 
 /// A Kafka bus client of a test, on `brokers` with librdkafka's defaults.
 pub fn kafka_bus(brokers: &str, client_id: &str) -> tally_bus::KafkaBus {
+    kafka_bus_with(brokers, client_id, &[])
+}
+
+/// The same with librdkafka settings.
+pub fn kafka_bus_with(brokers: &str, client_id: &str, properties: &[(&str, String)]) -> tally_bus::KafkaBus {
     tally_bus::KafkaBus::connect(tally_bus::KafkaBusOptions {
         brokers: brokers.to_owned(),
         client_id: client_id.to_owned(),
         replication_factor: 1,
-        properties: Default::default(),
+        properties: properties.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
         publish_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(10),
     })
