@@ -149,33 +149,41 @@ async fn naive(
     sqlx::query("CREATE TABLE naive_sku (sku TEXT PRIMARY KEY, version BIGINT NOT NULL, state JSONB NOT NULL)")
         .execute(&mut conn)
         .await?;
-    let mut states: HashMap<Sku, SkuState> = HashMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut apply = |env: &tally_core::Envelope| {
+    /// Applies `env` unless it is invalid or a duplicate (even a naive consumer dedupes, or
+    /// its numbers would be wrong); returns the SKU's new state.
+    fn apply<'a>(
+        states: &'a mut HashMap<Sku, SkuState>,
+        seen: &mut std::collections::HashSet<tally_core::EventKey>,
+        env: &tally_core::Envelope,
+        rules: &ChannelRules,
+    ) -> Option<&'a SkuState> {
         let ev = InventoryEvent::from_envelope(env).ok()?;
         if !seen.insert(env.key()) {
-            return None; // even a naive consumer dedupes, or its numbers would be wrong
+            return None;
         }
         let state = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
         state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules);
-        Some(state.clone())
-    };
+        Some(state)
+    }
+    let (mut states, mut seen) = (HashMap::new(), std::collections::HashSet::new());
     // The opening stock is applied in memory only: like the engine's, the measured part is
     // the steady mix.
     for env in seed {
-        apply(env);
+        apply(&mut states, &mut seen, env, rules);
     }
     server_stats::reset(url).await?;
     for env in events {
-        let Some(state) = apply(env) else { continue };
+        let Some(state) = apply(&mut states, &mut seen, env, rules) else { continue };
+        let (sku, version, json) =
+            (state.sku.to_string(), i64::try_from(state.version).unwrap_or(i64::MAX), serde_json::to_string(state)?);
         sqlx::query(
             "INSERT INTO naive_sku (sku, version, state) VALUES ($1, $2, $3::jsonb)
              ON CONFLICT (sku) DO UPDATE SET version = excluded.version, state = excluded.state
              WHERE naive_sku.version < excluded.version",
         )
-        .bind(state.sku.as_str())
-        .bind(i64::try_from(state.version).unwrap_or(i64::MAX))
-        .bind(serde_json::to_string(&state)?)
+        .bind(sku)
+        .bind(version)
+        .bind(json)
         .execute(&mut conn)
         .await?;
     }
