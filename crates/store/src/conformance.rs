@@ -25,6 +25,28 @@ pub fn state(sku: &str, on_hand: i64, version: u64) -> StateRow {
     StateRow::new(&s, None, s.availability(&rules))
 }
 
+/// The event `key`, an applied stock snapshot of SKU-A, consumed at `topic`/`partition`/`offset`.
+pub fn applied_event(key: EventKey, topic: &str, partition: u32, offset: u64) -> AppliedEvent {
+    let (event_source, event_id) = (key.source.clone(), key.id.clone());
+    AppliedEvent {
+        processed: ProcessedEvent { key, topic: topic.into(), partition, offset, outcome: None },
+        audit: tally_inventory::AuditEntry {
+            sku: Sku::parse("SKU-A").expect("valid"),
+            location: None,
+            version: offset,
+            event_type: "stock.snapshot".into(),
+            event_source,
+            event_id,
+            outcome: "applied".into(),
+            on_hand_delta: 0,
+            on_hand: 0,
+            reserved: 0,
+            available: 0,
+            event_time_ms: 0,
+        },
+    }
+}
+
 /// A newer row wins; an older or equal one never overwrites it, in any flush order.
 pub async fn versioned_upsert_keeps_the_newest<S: InventoryStore>(store: S, versions: &[u64]) {
     store.migrate().await.expect("migrate");

@@ -253,9 +253,7 @@ mod tests {
         // complete segments, then lost segment 0.
         let batch = tally_store::FlushBatch {
             states: Vec::new(),
-            applied: (0..2500)
-                .map(|i| tally_store::AppliedEvent { processed: processed(i), audit: audit_of(i) })
-                .collect(),
+            applied: (0..2500).map(|i| tally_store::conformance::applied_event(key(i), "events", 0, i)).collect(),
             offsets: Vec::new(),
         };
         store.flush(&batch).await.expect("flush");
@@ -277,22 +275,5 @@ mod tests {
         assert_eq!((segment.from, segment.to), (1024, 2048));
         assert_eq!(segment.events.len(), 1024, "the known part and the new part");
         assert!(writer.open.is_empty(), "a complete segment is forgotten");
-    }
-
-    fn audit_of(i: u64) -> tally_inventory::AuditEntry {
-        tally_inventory::AuditEntry {
-            sku: tally_core::Sku::parse("SKU-1").expect("sku"),
-            location: None,
-            version: i,
-            event_type: "stock.snapshot".into(),
-            event_source: "/wms".into(),
-            event_id: format!("e{i}"),
-            outcome: "applied".into(),
-            on_hand_delta: 0,
-            on_hand: 0,
-            reserved: 0,
-            available: 0,
-            event_time_ms: 0,
-        }
     }
 }

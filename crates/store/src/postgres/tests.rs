@@ -42,9 +42,75 @@ async fn migrations_apply_once_even_when_two_processes_race() {
     };
     let (a, b) = (PostgresStore::connect(&opts).expect("pool"), PostgresStore::connect(&opts).expect("pool"));
     let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
-    let applied = ra.expect("migrate a").len() + rb.expect("migrate b").len();
-    assert_eq!(applied, 1, "exactly one of them applied the migration");
+    let mut applied = ra.expect("migrate a");
+    applied.extend(rb.expect("migrate b"));
+    applied.sort();
+    let all: Vec<String> = migrations::MIGRATIONS.iter().map(|m| format!("{}: {}", m.version, m.name)).collect();
+    assert_eq!(applied, all, "each migration applied by exactly one of them");
     assert!(a.migrate().await.expect("again").is_empty());
+}
+
+/// The indexes of `inventory_audit` and whether each is valid.
+async fn audit_indexes(store: &PostgresStore) -> Vec<(String, bool)> {
+    sqlx::query_as(
+        "SELECT c.relname::text, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE i.indrelid = 'inventory_audit'::regclass ORDER BY 1",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .expect("list indexes")
+}
+
+#[tokio::test]
+async fn the_resume_window_is_read_through_a_brin_index_not_an_offset_btree() {
+    let store = testing::store().await;
+    store.migrate().await.expect("migrate");
+    let names: Vec<String> = audit_indexes(&store).await.into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"inventory_audit_by_offset_brin".to_owned()), "{names:?}");
+    assert!(!names.contains(&"inventory_audit_by_offset".to_owned()), "{names:?}");
+
+    // Two partitions far apart in offsets, interleaved as workers flush them: each range
+    // read returns exactly its own rows, in offset order.
+    let applied = |partition: u32, offsets: std::ops::Range<u64>| -> Vec<AppliedEvent> {
+        let key = |o: u64| EventKey { source: "/t".into(), id: format!("p{partition}-{o}") };
+        offsets.map(|o| conformance::applied_event(key(o), "t", partition, o)).collect()
+    };
+    for chunk in 0..4u64 {
+        let mut rows = applied(0, chunk * 250..(chunk + 1) * 250);
+        rows.extend(applied(1, 1_000_000 + chunk * 250..1_000_000 + (chunk + 1) * 250));
+        store.flush(&FlushBatch { applied: rows, ..Default::default() }).await.expect("flush");
+    }
+    let mut conn = store.pool.acquire().await.expect("connection");
+    sqlx::query("SELECT brin_summarize_new_values('inventory_audit_by_offset_brin')")
+        .execute(&mut *conn)
+        .await
+        .expect("summarise");
+    let got = store.processed_between("t", 1, 1_000_100, 1_000_700).await.expect("read");
+    let offsets: Vec<u64> = got.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, (1_000_100..1_000_700).collect::<Vec<_>>());
+    assert!(got.iter().all(|p| p.partition == 1 && p.key.id == format!("p1-{}", p.offset)));
+    assert_eq!(store.processed_between("t", 0, 990, 2_000).await.expect("read").len(), 10);
+}
+
+#[tokio::test]
+async fn an_index_build_left_invalid_by_an_interruption_is_rebuilt_by_the_next_migrate() {
+    let store = testing::store().await;
+    store.migrate().await.expect("migrate");
+    // What a concurrent build killed half-way leaves: the index exists but is not valid, and
+    // the migration is not recorded.
+    let mut conn = store.pool.acquire().await.expect("connection");
+    for statement in [
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'inventory_audit_by_offset_brin'::regclass",
+        "DELETE FROM schema_migrations WHERE version = 2",
+    ] {
+        sqlx::query(statement).execute(&mut *conn).await.expect(statement);
+    }
+    drop(conn);
+    assert!(audit_indexes(&store).await.contains(&("inventory_audit_by_offset_brin".to_owned(), false)));
+
+    let applied = store.migrate().await.expect("migrate again");
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert!(audit_indexes(&store).await.contains(&("inventory_audit_by_offset_brin".to_owned(), true)));
 }
 
 #[tokio::test]
