@@ -3,7 +3,7 @@
 
 The machine's speed moves between runs; what each process spends per event moves much less,
 so before/after comparisons of an optimisation use this. Starts fresh servers for every run
-(scripts/services.sh), runs the release build (or $BIN), samples /proc for WINDOW seconds
+(scripts/services.sh), runs the release build (`cargo build --release` first; or $BIN), samples /proc for WINDOW seconds
 (default 8) one second after the opening stock is applied, and prints cores used and CPU
 microseconds per steady event for tally, PostgreSQL (all backends), nisshi and Redis.
 
