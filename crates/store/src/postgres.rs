@@ -65,6 +65,19 @@ impl PostgresStore {
     fn count(&self, n: u64) {
         self.statements.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// One flush in one transaction. Unlike SQLite, PostgreSQL has no single writer to keep
+    /// free, so one transaction holds everything: the stronger form of the trait's contract.
+    async fn flush_once(&self, batch: &FlushBatch, duplicates: Duplicates) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut n = 2; // BEGIN + COMMIT
+        n += insert_applied(&mut tx, &batch.applied, duplicates).await?;
+        n += upsert_states(&mut tx, batch).await?;
+        n += store_offsets(&mut tx, batch).await?;
+        tx.commit().await?;
+        self.count(n);
+        Ok(())
+    }
 }
 
 /// How often the newest block ranges of the audit table's BRIN offset index are summarised.
@@ -234,7 +247,28 @@ struct AuditColumns {
     time: Vec<i64>,
 }
 
-async fn insert_applied(tx: &mut Transaction<'_, Postgres>, applied: &[AppliedEvent]) -> Result<u64, sqlx::Error> {
+/// What the audit insert does with an event whose row is already there.
+#[derive(Clone, Copy)]
+enum Duplicates {
+    /// Fail on the unique index: the common case costs one index descent per row, not two.
+    Fail,
+    /// `ON CONFLICT DO NOTHING`: the retry of a flush that met one.
+    Skip,
+}
+
+/// The unique index on the audit rows' event keys (migration 1).
+const AUDIT_EVENT_INDEX: &str = "inventory_audit_by_event";
+
+fn is_duplicate_audit_row(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|db| db.code().as_deref() == Some("23505") && db.constraint() == Some(AUDIT_EVENT_INDEX))
+}
+
+async fn insert_applied(
+    tx: &mut Transaction<'_, Postgres>,
+    applied: &[AppliedEvent],
+    duplicates: Duplicates,
+) -> Result<u64, sqlx::Error> {
     if applied.is_empty() {
         return Ok(0);
     }
@@ -257,7 +291,16 @@ async fn insert_applied(tx: &mut Transaction<'_, Postgres>, applied: &[AppliedEv
         c.available.push(a.available);
         c.time.push(a.event_time_ms);
     }
-    sqlx::query(
+    // `ON CONFLICT` makes PostgreSQL look each row up in the unique index before inserting it
+    // (a speculative insertion): ~15 % of PostgreSQL's CPU per event in the Kafka benchmark.
+    // A duplicate row is rare — an event applied again from beyond the idempotency window, or
+    // a flush retried after its commit was lost — so the first attempt inserts plainly and a
+    // flush that meets one is redone skipping it.
+    let on_conflict = match duplicates {
+        Duplicates::Fail => "",
+        Duplicates::Skip => "ON CONFLICT (event_source, event_id) DO NOTHING",
+    };
+    sqlx::query(&format!(
         "INSERT INTO inventory_audit (sku, location, version, event_type, event_source, event_id, outcome,
              outcome_detail, topic, partition, \"offset\", on_hand_delta, on_hand, reserved, available,
              event_time_ms, recorded_at_ms)
@@ -266,8 +309,8 @@ async fn insert_applied(tx: &mut Transaction<'_, Postgres>, applied: &[AppliedEv
                      $8::text[], $9::text[], $10::int[], $11::bigint[], $12::bigint[], $13::bigint[],
                      $14::bigint[], $15::bigint[], $16::bigint[])
              AS x(s, l, v, ty, src, i, o, d, tp, p, off, dl, oh, r, a, et)
-         ON CONFLICT (event_source, event_id) DO NOTHING",
-    )
+         {on_conflict}"
+    ))
     .bind(&c.sku)
     .bind(&c.location)
     .bind(&c.version)
@@ -357,16 +400,14 @@ impl InventoryStore for PostgresStore {
         if batch.is_empty() {
             return Ok(());
         }
-        // Unlike SQLite, PostgreSQL has no single writer to keep free, so one transaction
-        // holds everything: the stronger form of the trait's contract.
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let mut n = 2; // BEGIN + COMMIT
-        n += insert_applied(&mut tx, &batch.applied).await.map_err(backend)?;
-        n += upsert_states(&mut tx, batch).await.map_err(backend)?;
-        n += store_offsets(&mut tx, batch).await.map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        self.count(n);
-        Ok(())
+        match self.flush_once(batch, Duplicates::Fail).await {
+            Err(e) if is_duplicate_audit_row(&e) => {
+                self.count(3); // BEGIN, the failed insert, ROLLBACK
+                tracing::debug!("a flush met an audit row already stored; redoing it skipping duplicates");
+                self.flush_once(batch, Duplicates::Skip).await.map_err(backend)
+            }
+            other => other.map_err(backend),
+        }
     }
 
     async fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {

@@ -141,3 +141,27 @@ async fn an_unreachable_database_is_an_error_on_use_not_at_startup() {
         store.flush(&FlushBatch { states: vec![conformance::state("S", 1, 1)], ..Default::default() }).await.is_err()
     );
 }
+
+#[tokio::test]
+async fn a_flush_with_some_events_already_recorded_stores_the_rest_and_its_offset() {
+    let store = testing::store().await;
+    store.migrate().await.expect("migrate");
+    let key = |i: u64| EventKey { source: "/t".into(), id: format!("e{i}") };
+    let events = |range: std::ops::Range<u64>| range.map(|i| conformance::applied_event(key(i), "t", 0, i)).collect();
+    let offset =
+        |next_offset| vec![crate::ConsumerOffset { group: "g".into(), topic: "t".into(), partition: 0, next_offset }];
+    store
+        .flush(&FlushBatch { applied: events(0..10), offsets: offset(10), ..Default::default() })
+        .await
+        .expect("flush");
+    // Events 5..10 again (applied again from beyond the window, say) with new ones 10..20.
+    let before = store.statements();
+    store
+        .flush(&FlushBatch { applied: events(5..20), offsets: offset(20), ..Default::default() })
+        .await
+        .expect("a duplicate audit row does not fail the flush");
+    assert!(store.statements() - before > 4, "the flush was redone skipping the duplicates");
+    let recorded = store.processed_between("t", 0, 0, 100).await.expect("read");
+    assert_eq!(recorded.iter().map(|p| p.offset).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
+    assert_eq!(store.committed_offset("g", "t", 0).await.expect("offset"), Some(20));
+}
