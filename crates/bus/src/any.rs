@@ -111,4 +111,8 @@ impl PartitionReader for AnyPartition {
     fn end_offset(&self) -> u64 {
         delegate!(AnyPartition, self, p => p.end_offset())
     }
+
+    fn partition_count(&self) -> u32 {
+        delegate!(AnyPartition, self, p => p.partition_count())
+    }
 }

@@ -8,7 +8,11 @@ use std::time::Duration;
 use crate::{Assignment, Bus, Consumer, OutRecord, PartitionReader, Record};
 
 fn rec(key: &str, n: usize) -> OutRecord {
-    OutRecord { key: key.to_owned(), headers: vec![("n".into(), n.to_string())], payload: n.to_string().into_bytes() }
+    OutRecord {
+        key: Some(key.to_owned()),
+        headers: vec![("n".into(), n.to_string())],
+        payload: n.to_string().into_bytes(),
+    }
 }
 
 async fn assigned<B: Bus>(
@@ -58,7 +62,10 @@ pub async fn same_key_is_ordered_on_one_partition<B: Bus>(bus: B, topic: &str, g
     for r in &got {
         let n: usize = std::str::from_utf8(&r.payload).expect("utf8").parse().expect("number");
         assert_eq!(r.header("n"), Some(n.to_string().as_str()), "headers survive");
-        by_key.entry(keys.iter().find(|k| **k == r.key).expect("known key")).or_default().push((r.partition, n));
+        by_key
+            .entry(keys.iter().find(|k| r.key.as_deref() == Some(**k)).expect("known key"))
+            .or_default()
+            .push((r.partition, n));
     }
     for (key, seen) in by_key {
         assert!(seen.windows(2).all(|w| w[0].0 == w[1].0), "key {key} spread over partitions");

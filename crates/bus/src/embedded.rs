@@ -297,9 +297,10 @@ impl Bus for EmbeddedLog {
         let records = records
             .into_iter()
             .map(|rec| PreparedRecord {
-                partition: partition_for_key(rec.key.as_bytes(), partitions),
+                // A record without a key (only a dead-letter copy) goes to partition 0.
+                partition: rec.key.as_deref().map_or(0, |k| partition_for_key(k.as_bytes(), partitions)),
                 headers_json: serde_json::to_string(&rec.headers).unwrap_or_else(|_| "[]".into()),
-                key: rec.key,
+                key: rec.key.unwrap_or_default(),
                 payload: rec.payload,
             })
             .collect();
@@ -386,6 +387,10 @@ impl PartitionReader for EmbeddedPartition {
         self.partition
     }
 
+    fn partition_count(&self) -> u32 {
+        self.topic.ends.len() as u32
+    }
+
     async fn committed(&self) -> Result<Option<u64>, BusError> {
         let (inner, group, topic, partition) =
             (self.log.inner.clone(), self.group.clone(), self.topic.name.clone(), self.partition);
@@ -420,11 +425,14 @@ impl PartitionReader for EmbeddedPartition {
                 )?;
                 let rows = stmt.query_map(params![topic, partition, from, max as i64], |r| {
                     let headers: String = r.get(2)?;
+                    let key: String = r.get(1)?;
                     Ok(Record {
                         topic: topic.clone(),
                         partition,
                         offset: r.get(0)?,
-                        key: r.get(1)?,
+                        // The column is NOT NULL; a keyless record is stored with ''.
+                        key: Some(key).filter(|k| !k.is_empty()),
+                        undecodable: None,
                         // Written by this module as a JSON array of pairs; never user-edited.
                         headers: serde_json::from_str(&headers).unwrap_or_default(),
                         payload: r.get(3)?,

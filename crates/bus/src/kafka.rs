@@ -174,8 +174,10 @@ impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, records: Vec<OutRecord>) -> Result<(), BusError> {
         let mut deliveries = Vec::with_capacity(records.len());
         for record in &records {
-            let mut message =
-                FutureRecord::to(topic).key(&record.key).payload(&record.payload).headers(headers_of(record));
+            let mut message = FutureRecord::to(topic).payload(&record.payload).headers(headers_of(record));
+            if let Some(key) = &record.key {
+                message = message.key(key);
+            }
             // Enqueue everything first so the batch is pipelined, then wait for the acks.
             loop {
                 match self.inner.producer.send_result(message) {
@@ -330,6 +332,25 @@ impl Drop for KafkaConsumer {
     }
 }
 
+impl KafkaConsumer {
+    /// The subscribed topic's partition count, from the broker's metadata.
+    async fn partition_count(&self) -> Result<u32, BusError> {
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&topic), METADATA_TIMEOUT).map_err(backend)?;
+            metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none())
+                .map(|t| t.partitions().len() as u32)
+                .filter(|&n| n > 0)
+                .ok_or_else(|| BusError::Topic { topic: topic.clone(), reason: "no partitions in the metadata".into() })
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
 impl Consumer for KafkaConsumer {
     type Partition = KafkaPartition;
 
@@ -340,6 +361,7 @@ impl Consumer for KafkaConsumer {
         }
         match self.events.recv().await {
             Some(GroupEvent::Assigned(partitions)) => {
+                let partition_count = self.partition_count().await?;
                 let mut readers = Vec::with_capacity(partitions.len());
                 for partition in partitions {
                     let Some(mut queue) =
@@ -356,6 +378,7 @@ impl Consumer for KafkaConsumer {
                         arrived,
                         topic: self.topic.clone(),
                         partition,
+                        partition_count,
                         position: None,
                         seek_pending: false,
                         sought: None,
@@ -382,6 +405,7 @@ pub struct KafkaPartition {
     arrived: Arc<Notify>,
     topic: String,
     partition: u32,
+    partition_count: u32,
     /// Next offset to hand out; records below it are redeliveries and are skipped.
     position: Option<u64>,
     /// The broker must be told to fetch from `position` (a gap ahead of it was seen).
@@ -397,21 +421,27 @@ pub struct KafkaPartition {
 }
 
 fn record_of(m: &BorrowedMessage<'_>, topic: &str, partition: u32) -> Record {
+    // Bytes that are not UTF-8 are kept in a lossy decoding for the dead-letter copy, and the
+    // record says so: the consumer must not trust such a key or header.
+    let mut undecodable = None;
+    let mut text = |what: &str, bytes: &[u8]| match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => {
+            undecodable.get_or_insert_with(|| what.to_owned());
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+    };
+    let key = m.key().map(|k| text("key", k));
     let headers = m
         .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (h.key.to_owned(), h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default())
-                })
-                .collect()
-        })
+        .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(|v| text(h.key, v)).unwrap_or_default())).collect())
         .unwrap_or_default();
     Record {
         topic: topic.to_owned(),
         partition,
         offset: u64::try_from(m.offset()).unwrap_or_default(),
-        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+        key,
+        undecodable,
         headers,
         payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         timestamp_ms: m.timestamp().to_millis().unwrap_or_default(),
@@ -476,6 +506,10 @@ impl PartitionReader for KafkaPartition {
 
     fn partition(&self) -> u32 {
         self.partition
+    }
+
+    fn partition_count(&self) -> u32 {
+        self.partition_count
     }
 
     async fn committed(&self) -> Result<Option<u64>, BusError> {

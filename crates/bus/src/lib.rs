@@ -21,8 +21,9 @@ pub use kafka::{KafkaBus, KafkaBusOptions};
 /// A record to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
-    /// Partition key (the SKU for inventory topics).
-    pub key: String,
+    /// Partition key (the SKU for inventory topics); `None` only when dead-lettering a record
+    /// that arrived without one.
+    pub key: Option<String>,
     /// Headers (CloudEvents binary-mode attributes, trace context, DLQ reason).
     pub headers: Vec<(String, String)>,
     /// Payload bytes.
@@ -38,14 +39,25 @@ pub struct Record {
     pub partition: u32,
     /// Offset within the partition.
     pub offset: u64,
-    /// Partition key.
-    pub key: String,
+    /// Partition key; `None` for a record produced without one.
+    pub key: Option<String>,
     /// Headers.
     pub headers: Vec<(String, String)>,
     /// Payload bytes.
     pub payload: Vec<u8>,
     /// When the bus accepted the record (Unix ms).
     pub timestamp_ms: i64,
+    /// The first part of the record (`key` or a header name) whose bytes were not UTF-8. Such
+    /// a part is held above in a lossy decoding, which must not be trusted: two different
+    /// byte strings can decode to the same text.
+    pub undecodable: Option<String>,
+}
+
+impl OutRecord {
+    /// A record with a key.
+    pub fn keyed(key: impl Into<String>, headers: Vec<(String, String)>, payload: Vec<u8>) -> Self {
+        Self { key: Some(key.into()), headers, payload }
+    }
 }
 
 impl Record {
@@ -116,6 +128,9 @@ pub trait PartitionReader: Send + 'static {
     fn topic(&self) -> &str;
     /// Partition number.
     fn partition(&self) -> u32;
+    /// How many partitions the topic had when this partition was assigned: with the key, it
+    /// says which partition a record belongs on.
+    fn partition_count(&self) -> u32;
     /// The group's committed position (next offset to read), if any.
     fn committed(&self) -> impl Future<Output = Result<Option<u64>, BusError>> + Send;
     /// Moves the read position to `next_offset`.

@@ -162,7 +162,7 @@ async fn naive(
             return None;
         }
         let state = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
-        state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules);
+        state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules).ok()?;
         Some(state)
     }
     let (mut states, mut seen) = (HashMap::new(), std::collections::HashSet::new());
@@ -227,7 +227,7 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     let backlog = sim.next_batch(args.events);
     let mut seed_per_partition = [0u64; PARTITIONS as usize];
     for env in &seed {
-        let key = driver::record(env).key;
+        let key = driver::record(env).key.unwrap_or_default();
         seed_per_partition[tally_core::partition::partition_for_key(key.as_bytes(), PARTITIONS) as usize] += 1;
     }
     for chunk in seed.chunks(5000).chain(backlog.chunks(5000)) {
@@ -277,7 +277,7 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     let mut covered = [false; PARTITIONS as usize];
     while !covered.iter().all(|c| *c) {
         for env in sim.next_batch(1) {
-            let key = driver::record(&env).key;
+            let key = driver::record(&env).key.unwrap_or_default();
             covered[tally_core::partition::partition_for_key(key.as_bytes(), PARTITIONS) as usize] = true;
             probes.push(env);
         }

@@ -42,7 +42,7 @@ pub struct Driven {
 /// The binary-mode record of an envelope, keyed by its subject (the SKU).
 pub fn record(env: &Envelope) -> OutRecord {
     let (headers, payload) = env.to_binary();
-    OutRecord { key: env.subject.clone().unwrap_or_else(|| "unknown".into()), headers, payload }
+    OutRecord { key: env.subject.clone(), headers, payload }
 }
 
 impl Sink {

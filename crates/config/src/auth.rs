@@ -47,6 +47,12 @@ pub struct ApiKeyConfig {
     pub hash: String,
     /// Scopes.
     pub scopes: Vec<String>,
+    /// CloudEvents `source`s this key may send events as over HTTP, besides its own
+    /// `/api/<id>` (and `/api/<id>/…`): a value ending in `/` is a prefix. For a system that
+    /// also produces to Kafka under its own source (e.g. `/wms/eu-1`) and wants HTTP and Kafka
+    /// copies of an event deduplicated together.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 impl ApiKeyConfig {
@@ -58,6 +64,13 @@ impl ApiKeyConfig {
         }
         for s in &self.scopes {
             Scope::parse(s)?;
+        }
+        for source in &self.sources {
+            if source.is_empty() || source.starts_with("/api/") {
+                return Err(format!(
+                    "sources entry {source:?}: must not be empty nor under /api/ (each key owns /api/<its id>)"
+                ));
+            }
         }
         Ok(())
     }

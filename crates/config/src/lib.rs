@@ -543,8 +543,12 @@ impl Config {
             if ch.share_percent > 100 {
                 return Err(invalid(format!("inventory.channels[{i}].share_percent"), "must be within 0..=100"));
             }
-            if ch.buffer < 0 || ch.cap.is_some_and(|c| c < 0) {
-                return Err(invalid(format!("inventory.channels[{i}]"), "buffer and cap must be >= 0"));
+            let bounded = |v: i64| (0..=tally_inventory::MAX_QUANTITY).contains(&v);
+            if !bounded(ch.buffer) || ch.cap.is_some_and(|c| !bounded(c)) {
+                return Err(invalid(
+                    format!("inventory.channels[{i}]"),
+                    format!("buffer and cap must be 0 to {}", tally_inventory::MAX_QUANTITY),
+                ));
             }
         }
         if self.api.auth == AuthMode::Keys && self.api.keys.is_empty() {

@@ -70,8 +70,11 @@ fn api_keys_need_a_valid_hash_and_known_scopes() {
         id: "ozon".into(),
         hash: hash_api_key("s3cret"),
         scopes: vec!["stock:write:partner:ozon".into()],
+        sources: vec!["/partners/ozon/".into()],
     };
     assert!(key.validate().is_ok());
+    let bad = ApiKeyConfig { sources: vec!["/api/wms".into()], ..key.clone() };
+    assert!(bad.validate().expect_err("another key's namespace").contains("/api/"));
     assert_eq!(
         key.parsed_scopes(),
         vec![Scope::StockWrite(tally_core::ChannelId::parse("partner:ozon").expect("valid"))]

@@ -24,9 +24,24 @@ pub mod headers {
     pub const DLQ_REASON: &str = "tally_dlq_reason";
     /// Human-readable detail of the dead-letter reason.
     pub const DLQ_DETAIL: &str = "tally_dlq_detail";
+    /// Where a dead-lettered record was consumed: `topic/partition/offset`.
+    pub const DLQ_ORIGIN: &str = "tally_dlq_origin";
+    /// Where a record produced to the wrong partition was first consumed
+    /// (`topic/partition/offset`), set on the copy forwarded to the key's own partition.
+    pub const FORWARDED_FROM: &str = "tally_forwarded_from";
     /// Content type of the payload.
     pub const CONTENT_TYPE: &str = "content-type";
 }
+
+/// Longest CloudEvents `id` accepted, in bytes (an `Idempotency-Key` is at most 200; ids the
+/// engine derives, such as `expire:<sku>:<reservation>`, stay within 256).
+pub const MAX_EVENT_ID_LEN: usize = 256;
+/// Longest CloudEvents `source` accepted, in bytes.
+pub const MAX_SOURCE_LEN: usize = 256;
+/// Longest CloudEvents `type` and `subject` accepted, in bytes.
+pub const MAX_TYPE_LEN: usize = 128;
+/// Longest W3C `traceparent` accepted, in bytes (version 00 uses 55).
+pub const MAX_TRACEPARENT_LEN: usize = 128;
 
 /// Why bytes or headers do not form a valid event envelope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,8 +75,7 @@ pub struct EventKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
-    /// Always `1.0`.
-    #[serde(default = "spec_version")]
+    /// Always `1.0` (required, as CloudEvents says).
     pub specversion: String,
     /// Unique per source; with `source` it is the idempotency key.
     pub id: String,
@@ -70,8 +84,9 @@ pub struct Envelope {
     /// Event type, e.g. `stock.snapshot`.
     #[serde(rename = "type")]
     pub ty: String,
-    /// When the event happened at its source.
-    #[serde(with = "time::serde::rfc3339")]
+    /// When the event happened at its source (optional in CloudEvents; when absent, the time
+    /// tally received it).
+    #[serde(default = "OffsetDateTime::now_utc", with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub time: OffsetDateTime,
     /// The entity the event is about (the SKU for inventory events).
@@ -120,16 +135,15 @@ impl Envelope {
 
     /// Checks the attributes a structured-mode event must carry.
     pub fn validate(&self) -> Result<(), EnvelopeError> {
-        if self.specversion != "1.0" {
-            return Err(EnvelopeError::InvalidAttribute {
-                attribute: "specversion",
-                reason: format!("expected \"1.0\", got {:?}", self.specversion),
-            });
+        check_spec_version(&self.specversion)?;
+        check_text("id", &self.id, MAX_EVENT_ID_LEN)?;
+        check_text("source", &self.source, MAX_SOURCE_LEN)?;
+        check_text("type", &self.ty, MAX_TYPE_LEN)?;
+        if let Some(subject) = &self.subject {
+            check_text("subject", subject, MAX_TYPE_LEN)?;
         }
-        for (attribute, value) in [("id", &self.id), ("source", &self.source), ("type", &self.ty)] {
-            if value.trim().is_empty() {
-                return Err(EnvelopeError::InvalidAttribute { attribute, reason: "must not be empty".into() });
-            }
+        if let Some(tp) = &self.traceparent {
+            check_text("traceparent", tp, MAX_TRACEPARENT_LEN)?;
         }
         if let Some(ct) = &self.datacontenttype
             && !ct.starts_with("application/json")
@@ -163,9 +177,14 @@ impl Envelope {
         (h, payload)
     }
 
-    /// Parses a binary-mode record back into an event.
-    pub fn from_binary(h: &[(String, String)], payload: &[u8]) -> Result<Self, EnvelopeError> {
-        let a = Attributes::from_headers(h)?;
+    /// Parses a binary-mode record back into an event; `received` stands in for an absent
+    /// `ce_time`.
+    pub fn from_binary(
+        h: &[(String, String)],
+        payload: &[u8],
+        received: OffsetDateTime,
+    ) -> Result<Self, EnvelopeError> {
+        let a = Attributes::from_headers(h, received)?;
         let data = serde_json::from_slice(payload).map_err(|e| EnvelopeError::Payload(e.to_string()))?;
         Ok(Self {
             specversion: "1.0".to_owned(),
@@ -200,35 +219,36 @@ pub struct Attributes {
 }
 
 impl Attributes {
-    /// Reads and checks the `ce_*` headers.
-    pub fn from_headers(h: &[(String, String)]) -> Result<Self, EnvelopeError> {
+    /// Reads and checks the `ce_*` headers as CloudEvents' Kafka binding defines them:
+    /// `ce_specversion`, `ce_id`, `ce_source` and `ce_type` are required, `ce_time` and
+    /// `ce_subject` optional (`received`, the time the bus took the record, stands in for an
+    /// absent `ce_time`).
+    pub fn from_headers(h: &[(String, String)], received: OffsetDateTime) -> Result<Self, EnvelopeError> {
         let get = |name: &str| h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let required = |name: &'static str, attr: &'static str| {
-            get(name).filter(|v| !v.is_empty()).map(str::to_owned).ok_or(EnvelopeError::MissingAttribute(attr))
+        let required = |name: &'static str, attr: &'static str, max: usize| {
+            let v = get(name).ok_or(EnvelopeError::MissingAttribute(attr))?;
+            check_text(attr, v, max)?;
+            Ok::<_, EnvelopeError>(v.to_owned())
         };
-        if let Some(v) = get(headers::SPECVERSION)
-            && v != "1.0"
-        {
-            return Err(EnvelopeError::InvalidAttribute {
-                attribute: "specversion",
-                reason: format!("expected \"1.0\", got {v:?}"),
-            });
+        check_spec_version(get(headers::SPECVERSION).ok_or(EnvelopeError::MissingAttribute("specversion"))?)?;
+        let id = required(headers::ID, "id", MAX_EVENT_ID_LEN)?;
+        let source = required(headers::SOURCE, "source", MAX_SOURCE_LEN)?;
+        let ty = required(headers::TYPE, "type", MAX_TYPE_LEN)?;
+        let time = match get(headers::TIME) {
+            None => received,
+            Some(raw) => OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).map_err(|e| {
+                EnvelopeError::InvalidAttribute { attribute: "time", reason: format!("{raw:?} is not RFC 3339: {e}") }
+            })?,
+        };
+        let subject = get(headers::SUBJECT).map(str::to_owned);
+        if let Some(subject) = &subject {
+            check_text("subject", subject, MAX_TYPE_LEN)?;
         }
-        let id = required(headers::ID, "id")?;
-        let source = required(headers::SOURCE, "source")?;
-        let ty = required(headers::TYPE, "type")?;
-        let time_raw = required(headers::TIME, "time")?;
-        let time = OffsetDateTime::parse(&time_raw, &time::format_description::well_known::Rfc3339).map_err(|e| {
-            EnvelopeError::InvalidAttribute { attribute: "time", reason: format!("{time_raw:?} is not RFC 3339: {e}") }
-        })?;
-        Ok(Self {
-            id,
-            source,
-            ty,
-            time,
-            subject: get(headers::SUBJECT).map(str::to_owned),
-            traceparent: get(headers::TRACEPARENT).map(str::to_owned),
-        })
+        let traceparent = get(headers::TRACEPARENT).map(str::to_owned);
+        if let Some(tp) = &traceparent {
+            check_text("traceparent", tp, MAX_TRACEPARENT_LEN)?;
+        }
+        Ok(Self { id, source, ty, time, subject, traceparent })
     }
 
     /// The idempotency key.
@@ -242,6 +262,28 @@ impl Attributes {
     }
 }
 
+fn check_spec_version(v: &str) -> Result<(), EnvelopeError> {
+    if v == "1.0" {
+        return Ok(());
+    }
+    Err(EnvelopeError::InvalidAttribute { attribute: "specversion", reason: format!("expected \"1.0\", got {v:?}") })
+}
+
+/// A text attribute: not blank, at most `max` bytes, no control characters.
+fn check_text(attribute: &'static str, v: &str, max: usize) -> Result<(), EnvelopeError> {
+    let invalid = |reason: String| Err(EnvelopeError::InvalidAttribute { attribute, reason });
+    if v.trim().is_empty() {
+        return invalid("must not be empty".into());
+    }
+    if v.len() > max {
+        return invalid(format!("is {} bytes long; the limit is {max}", v.len()));
+    }
+    if v.chars().any(char::is_control) {
+        return invalid("must not contain control characters".into());
+    }
+    Ok(())
+}
+
 /// RFC 3339 text of a timestamp.
 pub fn format_time(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
@@ -251,13 +293,17 @@ pub fn format_time(t: OffsetDateTime) -> String {
 mod tests {
     use super::*;
 
+    fn hdrs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
+    }
+
     #[test]
     fn binary_mode_round_trips_every_attribute() {
         let mut ev = Envelope::new("/wms", "stock.snapshot", serde_json::json!({"sku": "A"}));
         ev.subject = Some("A".into());
         ev.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
         let (h, p) = ev.to_binary();
-        let back = Envelope::from_binary(&h, &p).expect("round trip");
+        let back = Envelope::from_binary(&h, &p, OffsetDateTime::UNIX_EPOCH).expect("round trip");
         assert_eq!(back.id, ev.id);
         assert_eq!(back.time_ms(), ev.time_ms());
         assert_eq!(back.subject, ev.subject);
@@ -267,22 +313,58 @@ mod tests {
 
     #[test]
     fn binary_mode_names_the_missing_attribute() {
-        let err = Envelope::from_binary(&[("ce_id".into(), "1".into())], b"{}").expect_err("no source");
+        let err = Envelope::from_binary(
+            &hdrs(&[("ce_specversion", "1.0"), ("ce_id", "1")]),
+            b"{}",
+            OffsetDateTime::UNIX_EPOCH,
+        )
+        .expect_err("no source");
         assert_eq!(err, EnvelopeError::MissingAttribute("source"));
-        let h: Vec<(String, String)> = [("ce_id", "1"), ("ce_source", "s"), ("ce_type", "t"), ("ce_time", "yesterday")]
-            .iter()
-            .map(|(a, b)| ((*a).into(), (*b).into()))
-            .collect();
-        let err = Envelope::from_binary(&h, b"{}").expect_err("bad time");
+        let h = hdrs(&[
+            ("ce_specversion", "1.0"),
+            ("ce_id", "1"),
+            ("ce_source", "s"),
+            ("ce_type", "t"),
+            ("ce_time", "yesterday"),
+        ]);
+        let err = Envelope::from_binary(&h, b"{}", OffsetDateTime::UNIX_EPOCH).expect_err("bad time");
         assert!(err.to_string().contains("not RFC 3339"));
     }
 
     #[test]
-    fn structured_mode_rejects_unknown_attributes_and_wrong_spec_versions() {
+    fn binary_mode_requires_specversion_and_lets_time_default_to_the_record_time() {
+        let without_version = hdrs(&[("ce_id", "1"), ("ce_source", "s"), ("ce_type", "t")]);
+        let err =
+            Attributes::from_headers(&without_version, OffsetDateTime::UNIX_EPOCH).expect_err("specversion required");
+        assert_eq!(err, EnvelopeError::MissingAttribute("specversion"));
+        let received = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid");
+        let without_time = hdrs(&[("ce_specversion", "1.0"), ("ce_id", "1"), ("ce_source", "s"), ("ce_type", "t")]);
+        let a = Attributes::from_headers(&without_time, received).expect("ce_time is optional");
+        assert_eq!(a.time, received);
+    }
+
+    #[test]
+    fn overlong_or_control_character_attributes_are_rejected() {
+        let long_id = "x".repeat(MAX_EVENT_ID_LEN + 1);
+        let h = hdrs(&[("ce_specversion", "1.0"), ("ce_id", &long_id), ("ce_source", "s"), ("ce_type", "t")]);
+        let err = Attributes::from_headers(&h, OffsetDateTime::UNIX_EPOCH).expect_err("id too long");
+        assert!(err.to_string().contains("the limit is 256"), "{err}");
+        let mut ev = Envelope::new("/wms\n", "stock.snapshot", serde_json::json!({}));
+        assert!(ev.validate().expect_err("control character").to_string().contains("control"));
+        ev.source = "s".repeat(MAX_SOURCE_LEN + 1);
+        assert!(ev.validate().is_err());
+    }
+
+    #[test]
+    fn structured_mode_rejects_unknown_attributes_and_wrong_or_missing_spec_versions() {
         let raw = r#"{"specversion":"1.0","id":"1","source":"s","type":"t","time":"2026-01-01T00:00:00Z","data":{},"bogus":1}"#;
         assert!(serde_json::from_str::<Envelope>(raw).is_err());
         let raw = r#"{"specversion":"0.3","id":"1","source":"s","type":"t","time":"2026-01-01T00:00:00Z","data":{}}"#;
         let ev: Envelope = serde_json::from_str(raw).expect("parses");
         assert!(ev.validate().is_err());
+        let raw = r#"{"id":"1","source":"s","type":"t","data":{}}"#;
+        assert!(serde_json::from_str::<Envelope>(raw).is_err(), "specversion is required");
+        let raw = r#"{"specversion":"1.0","id":"1","source":"s","type":"t","data":{}}"#;
+        assert!(serde_json::from_str::<Envelope>(raw).is_ok(), "time is optional");
     }
 }

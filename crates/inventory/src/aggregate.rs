@@ -10,6 +10,7 @@ use tally_core::{ChannelId, LocationId, Sku};
 use crate::channel::{ChannelAvailability, ChannelRules};
 use crate::event::{AdjustReason, InventoryEvent, ReservationRequested, StockAdjusted, StockSnapshot};
 use crate::reservation::{Reservation, ReservationState};
+pub use crate::stock::OutOfRange;
 use crate::stock::{LocationStock, StockChange};
 
 /// How many closed reservation ids a SKU remembers, so a late duplicate request for a
@@ -209,7 +210,7 @@ impl SkuState {
 
     /// on_hand − reserved − safety_stock at a location.
     pub fn available_at(&self, location: &LocationId) -> i64 {
-        self.locations.get(location).map_or(0, |s| s.on_hand - s.reserved - s.safety_stock)
+        self.locations.get(location).map_or(0, |s| s.on_hand.saturating_sub(s.reserved).saturating_sub(s.safety_stock))
     }
 
     /// Read-model of every location.
@@ -250,12 +251,20 @@ impl SkuState {
     }
 
     /// Applies one event. Deterministic: the same state and event always give the same result.
-    pub fn apply(&mut self, event: &InventoryEvent, meta: EventMeta<'_>, rules: &ChannelRules) -> Applied {
+    pub fn apply(
+        &mut self,
+        event: &InventoryEvent,
+        meta: EventMeta<'_>,
+        rules: &ChannelRules,
+    ) -> Result<Applied, OutOfRange> {
         let (outcome, location, on_hand_delta, changed) = match event {
-            InventoryEvent::Snapshot(s) => self.apply_snapshot(s),
-            InventoryEvent::Adjusted(a) => self.apply_adjustment(a),
-            InventoryEvent::ReservationRequested(r) => self.request_reservation(r, rules),
+            InventoryEvent::Snapshot(s) => self.apply_snapshot(s)?,
+            InventoryEvent::Adjusted(a) => self.apply_adjustment(a)?,
+            InventoryEvent::ReservationRequested(r) => self.request_reservation(r, meta.time_ms, rules),
             InventoryEvent::ReservationReleased(r) => match self.reservations.get(&r.reservation_id) {
+                Some(res) if r.channel.as_ref().is_some_and(|ch| *ch != res.channel) => {
+                    (Outcome::ignored("not_reservation_holder"), Some(res.location.clone()), 0, false)
+                }
                 Some(res) if res.state == ReservationState::Held => {
                     let location = res.location.clone();
                     self.close_reservation(&r.reservation_id);
@@ -265,6 +274,9 @@ impl SkuState {
                 None => (Outcome::ignored("unknown_reservation"), None, 0, false),
             },
             InventoryEvent::ReservationCommitted(c) => match self.reservations.get_mut(&c.reservation_id) {
+                Some(res) if c.channel.as_ref().is_some_and(|ch| *ch != res.channel) => {
+                    (Outcome::ignored("not_reservation_holder"), Some(res.location.clone()), 0, false)
+                }
                 Some(res) if res.state == ReservationState::Held => {
                     res.state = ReservationState::Committed;
                     if c.order_id.is_some() {
@@ -282,8 +294,12 @@ impl SkuState {
                 let truth = self.available_to_sell(rules, &r.channel);
                 match truth {
                     Some(truth) => {
-                        let changed = self.reported.insert(r.channel.clone(), r.shown) != Some(r.shown);
-                        (Outcome::Reconciled { delta: r.shown - truth }, None, 0, changed)
+                        let delta = r.shown - truth;
+                        // A drifting channel is healed by re-publishing the truth, and that
+                        // message must carry a new version: a consumer that deduplicates by
+                        // sku + version would otherwise drop it as already seen.
+                        let changed = self.reported.insert(r.channel.clone(), r.shown) != Some(r.shown) || delta != 0;
+                        (Outcome::Reconciled { delta }, None, 0, changed)
                     }
                     None => (Outcome::ignored("unknown_channel"), None, 0, false),
                 }
@@ -314,12 +330,19 @@ impl SkuState {
             available,
             event_time_ms: meta.time_ms,
         };
-        Applied { outcome, changed, audit }
+        Ok(Applied { outcome, changed, audit })
     }
 
-    fn apply_snapshot(&mut self, s: &StockSnapshot) -> (Outcome, Option<LocationId>, i64, bool) {
-        let stock = self.locations.entry(s.location.clone()).or_default();
-        let change = stock.apply_snapshot(s.on_hand, s.source_version);
+    fn apply_snapshot(&mut self, s: &StockSnapshot) -> Result<(Outcome, Option<LocationId>, i64, bool), OutOfRange> {
+        let change = match self.locations.get_mut(&s.location) {
+            Some(stock) => stock.apply_snapshot(s.on_hand, s.source_version)?,
+            None => {
+                let mut stock = LocationStock::default();
+                let change = stock.apply_snapshot(s.on_hand, s.source_version)?;
+                self.locations.insert(s.location.clone(), stock);
+                change
+            }
+        };
         let confirmed = self.confirm_shipments(&s.location, &s.shipped_orders);
         match change {
             StockChange::Applied(delta) => {
@@ -328,40 +351,50 @@ impl SkuState {
                 {
                     stock.safety_stock = ss;
                 }
-                (Outcome::Applied, Some(s.location.clone()), delta, true)
+                Ok((Outcome::Applied, Some(s.location.clone()), delta, true))
             }
             StockChange::StaleSnapshot { stored } | StockChange::Covered { stored } => {
-                (Outcome::StaleSnapshot { stored_version: stored }, Some(s.location.clone()), 0, confirmed)
+                Ok((Outcome::StaleSnapshot { stored_version: stored }, Some(s.location.clone()), 0, confirmed))
             }
         }
     }
 
-    fn apply_adjustment(&mut self, a: &StockAdjusted) -> (Outcome, Option<LocationId>, i64, bool) {
+    fn apply_adjustment(&mut self, a: &StockAdjusted) -> Result<(Outcome, Option<LocationId>, i64, bool), OutOfRange> {
         let location = Some(a.location.clone());
         let current = self.locations.get(&a.location).map_or(0, |s| s.on_hand);
         if let Some(expected) = a.change_from_quantity
             && expected != current
         {
-            return (Outcome::CasMismatch { expected, actual: current }, location, 0, false);
+            return Ok((Outcome::CasMismatch { expected, actual: current }, location, 0, false));
         }
-        let change = self.locations.entry(a.location.clone()).or_default().apply_delta(a.delta, a.source_version);
+        // Checked before anything changes, so a refused adjustment leaves the state untouched.
+        let change = match self.locations.get_mut(&a.location) {
+            Some(stock) => stock.apply_delta(a.delta, a.source_version)?,
+            None => {
+                let mut stock = LocationStock::default();
+                let change = stock.apply_delta(a.delta, a.source_version)?;
+                self.locations.insert(a.location.clone(), stock);
+                change
+            }
+        };
         // A shipment referencing an order confirms that order's reservations here, whether or
         // not its delta was already covered by a snapshot: either way on_hand reflects it.
         let confirmed = match (&a.reference, a.reason) {
             (Some(order), AdjustReason::Shipment) => self.confirm_shipments(&a.location, std::slice::from_ref(order)),
             _ => false,
         };
-        match change {
+        Ok(match change {
             StockChange::Applied(delta) => (Outcome::Applied, location, delta, true),
             StockChange::Covered { stored } | StockChange::StaleSnapshot { stored } => {
                 (Outcome::CoveredBySnapshot { stored_version: stored }, location, 0, confirmed)
             }
-        }
+        })
     }
 
     fn request_reservation(
         &mut self,
         r: &ReservationRequested,
+        event_time_ms: i64,
         rules: &ChannelRules,
     ) -> (Outcome, Option<LocationId>, i64, bool) {
         if let Some(existing) = self.reservations.get(&r.reservation_id) {
@@ -428,7 +461,10 @@ impl SkuState {
                 quantity: r.quantity,
                 state: ReservationState::Held,
                 order_id: r.order_id.clone(),
-                expires_at_ms: r.expires_at.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
+                expires_at_ms: r
+                    .expires_at
+                    .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                    .or_else(|| r.ttl_seconds.map(|ttl| event_time_ms.saturating_add(i64::from(ttl) * 1000))),
             },
         );
         (Outcome::ReservationAccepted { location: location.clone() }, Some(location), 0, true)

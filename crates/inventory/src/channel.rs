@@ -45,10 +45,13 @@ impl ChannelRule {
     /// A location whose available is negative (the warehouse reported less than is reserved)
     /// contributes zero rather than eating into other locations' stock.
     pub fn available_to_sell<'a>(&self, available: impl Iterator<Item = (&'a LocationId, i64)>) -> i64 {
-        let pooled: i64 = available.filter(|(loc, _)| self.sells_from(loc)).map(|(_, a)| a.max(0)).sum();
-        let shared = pooled.saturating_mul(i64::from(self.share_percent.min(100))) / 100;
-        let capped = self.cap.map_or(shared, |cap| shared.min(cap));
-        (capped - self.buffer).max(0)
+        // In i128: no count of locations can overflow the pool, and the share is taken of the
+        // whole pool (rounded down to a whole unit), never of a saturated sum.
+        let pooled: i128 = available.filter(|(loc, _)| self.sells_from(loc)).map(|(_, a)| i128::from(a.max(0))).sum();
+        let shared = pooled * i128::from(self.share_percent.min(100)) / 100;
+        let capped = self.cap.map_or(shared, |cap| shared.min(i128::from(cap)));
+        let sellable = (capped - i128::from(self.buffer)).max(0);
+        i64::try_from(sellable).unwrap_or(i64::MAX)
     }
 }
 

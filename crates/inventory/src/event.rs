@@ -6,6 +6,23 @@ use time::OffsetDateTime;
 
 use crate::types;
 
+/// The largest quantity tally accepts or holds, in units, for every quantity field of an event
+/// (`on_hand`, `delta`, `safety_stock`, `quantity`, `shown`, `change_from_quantity`) and for
+/// every stored level. Far above any real stock, and far enough below `i64::MAX` that sums over
+/// locations and channel shares cannot overflow. An event that would take a stored level past
+/// it is dead-lettered (`quantity_out_of_range`).
+pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
+/// The largest source version accepted: versions are `int64` on the wire and in the store.
+pub const MAX_SOURCE_VERSION: u64 = i64::MAX as u64;
+/// Longest free-text field (order ids, references, release reasons), in bytes.
+pub const MAX_TEXT_LEN: usize = 128;
+/// Longest reservation id, in bytes (letters, digits and `- _ . : / @`, like every id).
+pub const MAX_RESERVATION_ID_LEN: usize = 100;
+/// Most orders one snapshot may confirm in `shipped_orders`.
+pub const MAX_SHIPPED_ORDERS: usize = 1000;
+/// Longest reservation hold accepted: 30 days.
+pub const MAX_TTL_SECONDS: u32 = 30 * 24 * 3600;
+
 /// Why an envelope is not a valid inventory event. `code` is machine-readable and bounded
 /// (it becomes a metric label and a DLQ header); `detail` says exactly what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,10 +130,14 @@ pub struct ReservationRequested {
     /// The order the stock is held for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
-    /// When an uncommitted hold lapses.
+    /// When an uncommitted hold lapses (absolute).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
+    /// When an uncommitted hold lapses, in seconds after the event's `time` (instead of
+    /// `expires_at`; a retried request then carries the same terms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u32>,
 }
 
 /// `reservation.released`: held stock goes back.
@@ -130,6 +151,10 @@ pub struct ReservationReleased {
     /// Why, e.g. `cancelled` or `expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The channel releasing it; when given, the release applies only if that channel holds
+    /// the reservation. Without it, the writer needs the warehouse channel's scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelId>,
 }
 
 /// `reservation.committed`: the channel shipped the held stock.
@@ -143,6 +168,10 @@ pub struct ReservationCommitted {
     /// The order; the warehouse's shipment references it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
+    /// The channel committing it; when given, the commit applies only if that channel holds
+    /// the reservation. Without it, the writer needs the warehouse channel's scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelId>,
 }
 
 /// `channel.reported`: what a channel currently displays.
@@ -240,19 +269,26 @@ impl InventoryEvent {
     fn validate(&self) -> Result<(), EventError> {
         match self {
             Self::Snapshot(s) => {
-                if s.on_hand < 0 {
-                    return Err(EventError::field(format!("on_hand must be >= 0, got {}", s.on_hand)));
+                quantity("on_hand", s.on_hand, 0)?;
+                version("source_version", s.source_version)?;
+                if let Some(ss) = s.safety_stock {
+                    quantity("safety_stock", ss, 0)?;
                 }
-                if let Some(ss) = s.safety_stock
-                    && ss < 0
-                {
-                    return Err(EventError::field(format!("safety_stock must be >= 0, got {ss}")));
+                if s.shipped_orders.len() > MAX_SHIPPED_ORDERS {
+                    return Err(EventError::field(format!(
+                        "shipped_orders lists {} orders; the limit is {MAX_SHIPPED_ORDERS}",
+                        s.shipped_orders.len()
+                    )));
+                }
+                for order in &s.shipped_orders {
+                    text("shipped_orders[]", order)?;
                 }
             }
             Self::Adjusted(a) => {
                 if a.delta == 0 {
                     return Err(EventError::field("delta must not be 0"));
                 }
+                quantity("delta", a.delta, -MAX_QUANTITY)?;
                 if let Some(sign) = a.reason.required_sign()
                     && a.delta.signum() != sign
                 {
@@ -262,25 +298,41 @@ impl InventoryEvent {
                         a.reason, a.delta
                     )));
                 }
-                if let Some(from) = a.change_from_quantity
-                    && from < 0
-                {
-                    return Err(EventError::field(format!("change_from_quantity must be >= 0, got {from}")));
+                if let Some(from) = a.change_from_quantity {
+                    quantity("change_from_quantity", from, 0)?;
                 }
+                if let Some(v) = a.source_version {
+                    version("source_version", v)?;
+                }
+                optional_text("reference", a.reference.as_deref())?;
             }
             Self::ReservationRequested(r) => {
-                if r.quantity <= 0 {
-                    return Err(EventError::field(format!("quantity must be > 0, got {}", r.quantity)));
+                quantity("quantity", r.quantity, 1)?;
+                reservation_id(&r.reservation_id)?;
+                optional_text("order_id", r.order_id.as_deref())?;
+                if r.expires_at.is_some() && r.ttl_seconds.is_some() {
+                    return Err(EventError::field("give expires_at or ttl_seconds, not both"));
                 }
-                non_empty("reservation_id", &r.reservation_id)?;
-            }
-            Self::ReservationReleased(r) => non_empty("reservation_id", &r.reservation_id)?,
-            Self::ReservationCommitted(r) => non_empty("reservation_id", &r.reservation_id)?,
-            Self::ChannelReported(r) => {
-                if r.shown < 0 {
-                    return Err(EventError::field(format!("shown must be >= 0, got {}", r.shown)));
+                if let Some(ttl) = r.ttl_seconds
+                    && !(1..=MAX_TTL_SECONDS).contains(&ttl)
+                {
+                    return Err(EventError::field(format!("ttl_seconds must be 1 to {MAX_TTL_SECONDS}, got {ttl}")));
+                }
+                if let Some(t) = r.expires_at
+                    && !(0..=253_402_300_799).contains(&t.unix_timestamp())
+                {
+                    return Err(EventError::field("expires_at must lie between 1970 and 9999"));
                 }
             }
+            Self::ReservationReleased(r) => {
+                reservation_id(&r.reservation_id)?;
+                optional_text("reason", r.reason.as_deref())?;
+            }
+            Self::ReservationCommitted(r) => {
+                reservation_id(&r.reservation_id)?;
+                optional_text("order_id", r.order_id.as_deref())?;
+            }
+            Self::ChannelReported(r) => quantity("shown", r.shown, 0)?,
         }
         Ok(())
     }
@@ -304,8 +356,10 @@ impl InventoryEvent {
             Self::Snapshot(_) | Self::Adjusted(_) => warehouse,
             Self::ReservationRequested(e) => &e.channel,
             Self::ChannelReported(e) => &e.channel,
-            // Release and commit name only the reservation; the worker checks ownership.
-            Self::ReservationReleased(_) | Self::ReservationCommitted(_) => warehouse,
+            // A release or commit that names its channel is checked against the reservation's
+            // holder when applied; one that does not may come only from the warehouse.
+            Self::ReservationReleased(e) => e.channel.as_ref().unwrap_or(warehouse),
+            Self::ReservationCommitted(e) => e.channel.as_ref().unwrap_or(warehouse),
         }
     }
 
@@ -335,6 +389,29 @@ impl InventoryEvent {
         v.unwrap_or_default()
     }
 
+    /// A digest of what the event asks for (its type and payload; not its id, time or trace),
+    /// stored with its idempotency key so that a key reused for a different request is
+    /// refused instead of answered with another request's outcome.
+    pub fn digest(&self) -> i64 {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(self.type_name().as_bytes());
+        h.update([0]);
+        // The typed payload, serialised field by field in declaration order: the same request
+        // gives the same bytes whatever key order or whitespace it was sent with.
+        let payload = match self {
+            Self::Snapshot(e) => serde_json::to_vec(e),
+            Self::Adjusted(e) => serde_json::to_vec(e),
+            Self::ReservationRequested(e) => serde_json::to_vec(e),
+            Self::ReservationReleased(e) => serde_json::to_vec(e),
+            Self::ReservationCommitted(e) => serde_json::to_vec(e),
+            Self::ChannelReported(e) => serde_json::to_vec(e),
+        };
+        h.update(payload.unwrap_or_default());
+        let bytes = h.finalize();
+        i64::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]])
+    }
+
     /// Wraps the event in an envelope from `source` with subject = SKU.
     pub fn into_envelope(&self, source: &str) -> Envelope {
         let mut env = Envelope::new(source, self.type_name(), self.to_data());
@@ -343,8 +420,56 @@ impl InventoryEvent {
     }
 }
 
-fn non_empty(field: &str, v: &str) -> Result<(), EventError> {
-    if v.trim().is_empty() { Err(EventError::field(format!("{field} must not be empty"))) } else { Ok(()) }
+/// A quantity within `min..=MAX_QUANTITY`.
+fn quantity(field: &str, v: i64, min: i64) -> Result<(), EventError> {
+    if (min..=MAX_QUANTITY).contains(&v) {
+        return Ok(());
+    }
+    Err(EventError::field(format!("{field} must be {min} to {MAX_QUANTITY}, got {v}")))
+}
+
+fn version(field: &str, v: u64) -> Result<(), EventError> {
+    if v <= MAX_SOURCE_VERSION {
+        return Ok(());
+    }
+    Err(EventError::field(format!("{field} must be at most {MAX_SOURCE_VERSION} (int64), got {v}")))
+}
+
+fn text(field: &str, v: &str) -> Result<(), EventError> {
+    if v.trim().is_empty() {
+        return Err(EventError::field(format!("{field} must not be empty")));
+    }
+    if v.len() > MAX_TEXT_LEN {
+        return Err(EventError::field(format!("{field} is {} bytes long; the limit is {MAX_TEXT_LEN}", v.len())));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(EventError::field(format!("{field} must not contain control characters")));
+    }
+    Ok(())
+}
+
+fn optional_text(field: &str, v: Option<&str>) -> Result<(), EventError> {
+    v.map_or(Ok(()), |v| text(field, v))
+}
+
+/// A reservation id: spelled like every id (letters, digits and `- _ . : / @`), at most
+/// [`MAX_RESERVATION_ID_LEN`] bytes.
+fn reservation_id(v: &str) -> Result<(), EventError> {
+    if v.is_empty() {
+        return Err(EventError::field("reservation_id must not be empty"));
+    }
+    if v.len() > MAX_RESERVATION_ID_LEN {
+        return Err(EventError::field(format!(
+            "reservation_id is {} bytes long; the limit is {MAX_RESERVATION_ID_LEN}",
+            v.len()
+        )));
+    }
+    if let Some(ch) = v.chars().find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@'))) {
+        return Err(EventError::field(format!(
+            "reservation_id contains {ch:?}; allowed are letters, digits and - _ . : / @"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -361,7 +486,7 @@ mod tests {
             (
                 types::SNAPSHOT,
                 serde_json::json!({"sku": "A", "location": "w", "on_hand": -1, "source_version": 1}),
-                "on_hand must be >= 0",
+                "on_hand must be 0 to 1000000000000, got -1",
             ),
             (
                 types::SNAPSHOT,
@@ -381,7 +506,7 @@ mod tests {
             (
                 types::RESERVATION_REQUESTED,
                 serde_json::json!({"reservation_id": "r", "sku": "A", "channel": "web", "quantity": 0}),
-                "quantity must be > 0",
+                "quantity must be 1 to 1000000000000, got 0",
             ),
             (
                 types::SNAPSHOT,

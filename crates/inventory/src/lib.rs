@@ -10,9 +10,9 @@ pub mod oracle;
 pub mod reservation;
 pub mod stock;
 
-pub use aggregate::{Applied, AuditEntry, Outcome, SkuState};
+pub use aggregate::{Applied, AuditEntry, OutOfRange, Outcome, SkuState};
 pub use channel::{ChannelAvailability, ChannelRule, ChannelRules};
-pub use event::{AdjustReason, EventError, InventoryEvent};
+pub use event::{AdjustReason, EventError, InventoryEvent, MAX_QUANTITY};
 
 /// Event types the engine consumes, as they appear in the CloudEvents `type` attribute.
 pub mod types {

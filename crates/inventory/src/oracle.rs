@@ -17,11 +17,15 @@ pub fn apply_each_once(events: &[Envelope], rules: &ChannelRules) -> HashMap<Sku
     let mut states: HashMap<Sku, SkuState> = HashMap::new();
     for env in events {
         let Ok(ev) = InventoryEvent::from_envelope(env) else { continue };
-        if !seen.insert(env.key()) {
+        if seen.contains(&env.key()) {
             continue;
         }
         let state = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
-        state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules);
+        // An event that would take a level out of range is dead-lettered, not remembered: the
+        // state is unchanged and a later copy is tried again.
+        if state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, rules).is_ok() {
+            seen.insert(env.key());
+        }
     }
     states
 }

@@ -20,6 +20,9 @@ pub mod inventory {
     pub const RESERVATIONS_REJECTED_TOTAL: &str = "tally_inventory_reservations_rejected_total";
     /// Records sent to the dead-letter topic, by reason.
     pub const DEAD_LETTERED_TOTAL: &str = "tally_inventory_dead_lettered_total";
+    /// Records that arrived on a partition other than their key's (a producer with another
+    /// partitioner) and were forwarded to their key's partition.
+    pub const RECORDS_FORWARDED_TOTAL: &str = "tally_inventory_records_forwarded_total";
     /// Availability messages published.
     pub const AVAILABILITY_PUBLISHED_TOTAL: &str = "tally_inventory_availability_published_total";
     /// Seconds from event time to the change being readable.

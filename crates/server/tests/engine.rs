@@ -166,7 +166,7 @@ async fn run_case(stack: Stack, case: Case) {
 
 fn tally_cli_record(env: &Envelope) -> tally_bus::OutRecord {
     let (headers, payload) = env.to_binary();
-    tally_bus::OutRecord { key: env.subject.clone().unwrap_or_default(), headers, payload }
+    tally_bus::OutRecord { key: env.subject.clone(), headers, payload }
 }
 
 /// Scenarios: any seed, 1–5 partitions, flush every 1–39 ms, polls of 1–299 records, up to
@@ -218,14 +218,14 @@ async fn poison_records_go_to_the_dead_letter_topic_with_the_reason() {
     let app = App::new(common::config(dir.path(), AuthMode::Open)).start(Role::Inventory).await.unwrap();
     let e = &app.engine;
     let bad_json = tally_bus::OutRecord {
-        key: "SKU-1".into(),
+        key: Some("SKU-1".into()),
         headers: vec![("ce_id".into(), "p1".into())],
         payload: b"{".to_vec(),
     };
     let mut wrong_key = Simulator::new(SimConfig { fixed_clock: true, ..SimConfig::default() }).next().unwrap();
     wrong_key.id = "p2".into();
     let mut wrong = tally_cli_record(&wrong_key);
-    wrong.key = "SKU-OTHER".into();
+    wrong.key = Some("SKU-OTHER".into());
     e.bus.publish(&e.cfg.topics.events, vec![bad_json, wrong]).await.unwrap();
     let mut consumer = e.bus.subscribe("dlq-reader", &format!("{}.dlq", e.cfg.topics.events)).await.unwrap();
     let Assignment::Assigned(mut parts) = consumer.next_assignment().await.unwrap() else { panic!("assigned") };
@@ -349,7 +349,9 @@ async fn applied_event_rows_past_the_committed_offset_do_not_suppress_their_even
                 continue;
             }
             let state = states.entry(ev.sku().clone()).or_insert_with(|| SkuState::new(ev.sku().clone()));
-            let a = state.apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, &rules);
+            let a = state
+                .apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, &rules)
+                .unwrap();
             applied.push(tally_store::AppliedEvent {
                 processed: tally_store::ProcessedEvent {
                     key: env.key(),
@@ -357,6 +359,7 @@ async fn applied_event_rows_past_the_committed_offset_do_not_suppress_their_even
                     partition: 0,
                     offset: offset as u64,
                     outcome: Some(a.outcome),
+                    digest: Some(ev.digest()),
                 },
                 audit: a.audit,
             });

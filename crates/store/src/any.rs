@@ -52,8 +52,8 @@ impl InventoryStore for AnyStore {
         delegate!(self, s => s.processed_between(topic, partition, from_offset, to_offset).await)
     }
 
-    async fn processed(&self, key: EventKey) -> Result<Option<ProcessedEvent>, StoreError> {
-        delegate!(self, s => s.processed(key).await)
+    async fn processed_many(&self, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
+        delegate!(self, s => s.processed_many(keys).await)
     }
 
     async fn audit(&self, sku: Sku, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {

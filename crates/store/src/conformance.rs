@@ -19,7 +19,7 @@ pub fn state(sku: &str, on_hand: i64, version: u64) -> StateRow {
         safety_stock: None,
         shipped_orders: vec![],
     });
-    s.apply(&ev, EventMeta { source: "/t", id: "1", time_ms: 0 }, &rules);
+    s.apply(&ev, EventMeta { source: "/t", id: "1", time_ms: 0 }, &rules).expect("in range");
     s.version = version;
     s.applied_offset = version as i64;
     StateRow::new(&s, None, s.availability(&rules))
@@ -29,7 +29,14 @@ pub fn state(sku: &str, on_hand: i64, version: u64) -> StateRow {
 pub fn applied_event(key: EventKey, topic: &str, partition: u32, offset: u64) -> AppliedEvent {
     let (event_source, event_id) = (key.source.clone(), key.id.clone());
     AppliedEvent {
-        processed: ProcessedEvent { key, topic: topic.into(), partition, offset, outcome: None },
+        processed: ProcessedEvent {
+            key,
+            topic: topic.into(),
+            partition,
+            offset,
+            outcome: None,
+            digest: Some(offset as i64),
+        },
         audit: tally_inventory::AuditEntry {
             sku: Sku::parse("SKU-A").expect("valid"),
             location: None,
@@ -89,6 +96,7 @@ pub async fn flush_writes_effects_and_offsets_together<S: InventoryStore>(store:
                 partition: 2,
                 offset: 41,
                 outcome: Some(Outcome::CasMismatch { expected: 1, actual: 2 }),
+                digest: Some(-7_345_123_987_001),
             },
             audit: audit.clone(),
         }],
@@ -101,6 +109,9 @@ pub async fn flush_writes_effects_and_offsets_together<S: InventoryStore>(store:
     assert_eq!(store.committed_offset("g", "inv", 3).await.expect("offset"), None);
     let p = store.processed(key.clone()).await.expect("processed").expect("recorded");
     assert_eq!(p.outcome, Some(Outcome::CasMismatch { expected: 1, actual: 2 }));
+    assert_eq!(p.digest, Some(-7_345_123_987_001), "the request's digest is kept with its key");
+    let many = store.processed_many(vec![key.clone(), EventKey { source: "/t".into(), id: "other".into() }]).await;
+    assert_eq!(many.expect("processed_many"), vec![p.clone()]);
     assert_eq!(store.processed_between("inv", 2, 40, 42).await.expect("between").len(), 1);
     assert_eq!(store.processed_between("inv", 2, 42, 50).await.expect("between").len(), 0);
     assert_eq!(

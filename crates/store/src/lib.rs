@@ -107,6 +107,11 @@ pub struct ProcessedEvent {
     pub offset: u64,
     /// Outcome, kept for events a caller may wait on (reservations, adjustments).
     pub outcome: Option<Outcome>,
+    /// Digest of what the event asked for (`InventoryEvent::digest`): a later event with the
+    /// same key but another digest is a different request reusing the key, and is refused.
+    /// `None` for records stored before digests were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<i64>,
 }
 
 /// A consumer group's position in one partition: everything before `next_offset` is applied.
@@ -185,8 +190,16 @@ pub trait InventoryStore: Clone + Send + Sync + 'static {
         to_offset: u64,
     ) -> impl Future<Output = Result<Vec<ProcessedEvent>, StoreError>> + Send;
 
-    /// The recorded outcome of an event, if it was applied.
-    fn processed(&self, key: EventKey) -> impl Future<Output = Result<Option<ProcessedEvent>, StoreError>> + Send;
+    /// The idempotency records of those of `keys` that were applied (in no particular order).
+    fn processed_many(
+        &self,
+        keys: Vec<EventKey>,
+    ) -> impl Future<Output = Result<Vec<ProcessedEvent>, StoreError>> + Send;
+    /// The idempotency record of an event, if it was applied.
+    fn processed(&self, key: EventKey) -> impl Future<Output = Result<Option<ProcessedEvent>, StoreError>> + Send {
+        let found = self.processed_many(vec![key]);
+        async move { Ok(found.await?.into_iter().next()) }
+    }
 
     /// The newest `limit` audit rows of a SKU, newest first.
     fn audit(&self, sku: Sku, limit: u32) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
@@ -211,10 +224,11 @@ pub(crate) fn decode_processed(
     id: String,
     offset: u64,
     outcome: Option<String>,
+    digest: Option<i64>,
 ) -> Result<ProcessedEvent, StoreError> {
     let outcome = match outcome.as_deref() {
         None | Some("null") => None,
         Some(raw) => Some(decode_json("event outcome", raw)?),
     };
-    Ok(ProcessedEvent { key: EventKey { source, id }, topic, partition, offset, outcome })
+    Ok(ProcessedEvent { key: EventKey { source, id }, topic, partition, offset, outcome, digest })
 }

@@ -110,8 +110,8 @@ const AVAILABILITY_TABLE: Table = Table {
 const AUDIT_TABLE: Table = Table {
     insert: "INSERT INTO inventory_audit (sku, location, version, event_type, event_source, event_id, outcome,
         outcome_detail, topic, partition, offset, on_hand_delta, on_hand, reserved, available, event_time_ms,
-        recorded_at_ms) VALUES ",
-    columns: 17,
+        recorded_at_ms, event_digest) VALUES ",
+    columns: 18,
     conflict: " ON CONFLICT (event_source, event_id) DO NOTHING",
 };
 
@@ -193,6 +193,7 @@ fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 5] {
                 int(a.available),
                 int(a.event_time_ms),
                 int(now),
+                p.digest.map_or(SqlValue::Null, int),
             ]
         })
         .collect();
@@ -283,11 +284,12 @@ impl InventoryStore for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<ProcessedEvent>, StoreError> {
-        let topic = topic.to_owned();
+        let owned = topic.to_owned();
         let rows = self
             .read(move |c| {
+                let topic = owned;
                 let mut stmt = c.prepare_cached(
-                    "SELECT event_source, event_id, offset, outcome_detail FROM inventory_audit \
+                    "SELECT event_source, event_id, offset, outcome_detail, event_digest FROM inventory_audit \
                      WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 AND offset < ?4 ORDER BY offset",
                 )?;
                 let rows = stmt.query_map(params![topic, partition, from, to], |r| {
@@ -296,40 +298,54 @@ impl InventoryStore for SqliteStore {
                         r.get::<_, String>(1)?,
                         r.get::<_, u64>(2)?,
                         r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
                     ))
                 })?;
-                rows.map(|r| r.map(|(s, i, o, out)| (topic.clone(), s, i, o, out))).collect::<Result<Vec<_>, _>>()
+                rows.collect::<Result<Vec<_>, _>>()
             })
             .await?;
         rows.into_iter()
-            .map(|(topic, source, id, offset, outcome)| decode_processed(topic, partition, source, id, offset, outcome))
+            .map(|(source, id, offset, outcome, digest)| {
+                decode_processed(topic.to_owned(), partition, source, id, offset, outcome, digest)
+            })
             .collect()
     }
 
-    async fn processed(&self, key: EventKey) -> Result<Option<ProcessedEvent>, StoreError> {
-        let row = self
+    async fn processed_many(&self, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
             .read(move |c| {
-                c.query_row(
-                    "SELECT topic, partition, offset, outcome_detail FROM inventory_audit \
+                // One prepared lookup per key on the unique index: for SQLite, in process, as
+                // cheap as any set-based form.
+                let mut stmt = c.prepare_cached(
+                    "SELECT topic, partition, offset, outcome_detail, event_digest FROM inventory_audit \
                      WHERE event_source = ?1 AND event_id = ?2",
-                    params![key.source, key.id],
-                    |r| {
-                        Ok((
-                            key.clone(),
-                            r.get::<_, String>(0)?,
-                            r.get::<_, u32>(1)?,
-                            r.get::<_, u64>(2)?,
-                            r.get::<_, Option<String>>(3)?,
-                        ))
-                    },
-                )
-                .optional()
+                )?;
+                let mut found = Vec::new();
+                for key in keys {
+                    let row = stmt
+                        .query_row(params![key.source, key.id], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, u32>(1)?,
+                                r.get::<_, u64>(2)?,
+                                r.get::<_, Option<String>>(3)?,
+                                r.get::<_, Option<i64>>(4)?,
+                            ))
+                        })
+                        .optional()?;
+                    found.extend(row.map(|row| (key, row)));
+                }
+                Ok(found)
             })
             .await?;
-        row.map(|(key, topic, partition, offset, outcome)| {
-            decode_processed(topic, partition, key.source, key.id, offset, outcome)
-        })
-        .transpose()
+        rows.into_iter()
+            .map(|(key, (topic, partition, offset, outcome, digest))| {
+                decode_processed(topic, partition, key.source, key.id, offset, outcome, digest)
+            })
+            .collect()
     }
 
     async fn audit(&self, sku: Sku, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {

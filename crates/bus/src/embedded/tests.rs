@@ -36,14 +36,16 @@ async fn records_and_offsets_survive_reopening_the_file() {
         log.create_topic("t", 2).await.expect("create");
         log.publish(
             "t",
-            (0..50).map(|i| OutRecord { key: format!("k{i}"), headers: vec![], payload: vec![1] }).collect(),
+            (0..50).map(|i| OutRecord { key: Some(format!("k{i}")), headers: vec![], payload: vec![1] }).collect(),
         )
         .await
         .expect("publish");
     }
     let log = open(&dir);
     assert_eq!(log.partitions("t"), Some(2));
-    log.publish("t", vec![OutRecord { key: "k0".into(), headers: vec![], payload: vec![2] }]).await.expect("publish");
+    log.publish("t", vec![OutRecord { key: Some("k0".into()), headers: vec![], payload: vec![2] }])
+        .await
+        .expect("publish");
     let mut consumer = log.subscribe("g", "t").await.expect("subscribe");
     let Assignment::Assigned(parts) = consumer.next_assignment().await.expect("assign") else { panic!("assigned") };
     let total: u64 = parts.iter().map(|p| p.end_offset()).sum();
@@ -64,8 +66,9 @@ async fn a_second_member_of_the_same_group_is_refused() {
 #[tokio::test]
 async fn retention_deletes_only_old_records_every_group_has_consumed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let recs =
-        |n: usize| (0..n).map(|i| OutRecord { key: format!("k{i}"), headers: vec![], payload: vec![1] }).collect();
+    let recs = |n: usize| {
+        (0..n).map(|i| OutRecord { key: Some(format!("k{i}")), headers: vec![], payload: vec![1] }).collect()
+    };
     {
         let log = open(&dir);
         log.create_topic("in", 1).await.expect("create");

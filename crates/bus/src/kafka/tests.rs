@@ -69,7 +69,8 @@ async fn publishing_and_consuming_ride_out_a_broker_outage() {
         drain_timeout: Duration::from_secs(10),
     })
     .expect("clients");
-    let rec = |i: usize| OutRecord { key: format!("k{}", i % 5), headers: vec![], payload: i.to_string().into_bytes() };
+    let rec =
+        |i: usize| OutRecord { key: Some(format!("k{}", i % 5)), headers: vec![], payload: i.to_string().into_bytes() };
     bus.publish("outage", (0..100).map(rec).collect()).await.expect("publish before the outage");
 
     mock.broker_down(1).expect("broker down");

@@ -3,19 +3,21 @@
 //! goes through the bus, so HTTP and Kafka producers get the same validation, ordering and
 //! idempotency.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tally_bus::{Bus, OutRecord};
 use tally_cache::Cache;
+use tally_config::Scope;
 use tally_core::{Envelope, EventKey, Sku, headers};
 use tally_inventory::event::{
     AdjustReason, ReservationCommitted, ReservationReleased, ReservationRequested, StockAdjusted,
 };
 use tally_inventory::{InventoryEvent, Outcome};
 use tally_store::InventoryStore;
-use time::OffsetDateTime;
 
 use super::problem::{ApiJson, ItemError};
 use super::stock::{StockView, parse_id};
@@ -49,7 +51,7 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
 
 fn record_of(env: &Envelope, sku: &Sku) -> OutRecord {
     let (headers, payload) = env.to_binary();
-    OutRecord { key: sku.to_string(), headers, payload }
+    OutRecord::keyed(sku.to_string(), headers, payload)
 }
 
 async fn publish<B: Bus, S: InventoryStore, C: Cache>(
@@ -147,13 +149,75 @@ pub async fn ingest_events<B: Bus, S: InventoryStore, C: Cache>(
             format!("{} of {} events are invalid; none was accepted", errors.len(), errors.len() + valid.len());
         return Err(ApiError::InvalidEvents { detail, errors });
     }
-    for (_, ev) in &valid {
+    for (env, ev) in &valid {
+        principal.require_source(&env.source)?;
         principal.require_channel(ev.acting_channel(&st.warehouse))?;
     }
+    refuse_reused_keys(&st, &valid).await?;
     let records = valid.iter().map(|(env, ev)| record_of(env, ev.sku())).collect();
     publish(&st, records).await?;
     let accepted = valid.into_iter().map(|(env, _)| env.key()).collect();
     Ok((StatusCode::ACCEPTED, Json(IngestResponse { accepted })))
+}
+
+/// Refuses (422) events whose `source` + `id` was already used — earlier, or earlier in the
+/// same batch — for a different request. A key reused while its first use is still in flight
+/// is caught by the worker instead, which dead-letters the second (`idempotency_key_reused`).
+async fn refuse_reused_keys<B: Bus, S: InventoryStore, C: Cache>(
+    st: &AppState<B, S, C>,
+    valid: &[(Envelope, InventoryEvent)],
+) -> Result<(), ApiError> {
+    let mut digests: HashMap<EventKey, i64> = HashMap::with_capacity(valid.len());
+    let mut errors = Vec::new();
+    let reused = |index: usize, key: &EventKey| ItemError {
+        index,
+        code: "idempotency_key_reused".into(),
+        detail: format!("source {:?} + id {:?} was already used for a different request", key.source, key.id),
+    };
+    for (index, (env, ev)) in valid.iter().enumerate() {
+        if digests.insert(env.key(), ev.digest()).is_some_and(|d| d != ev.digest()) {
+            errors.push(reused(index, &env.key()));
+        }
+    }
+    let stored = st.engine.store.processed_many(digests.keys().cloned().collect()).await?;
+    for p in stored {
+        if p.digest.is_some_and(|d| digests.get(&p.key).is_some_and(|&ours| ours != d)) {
+            let index = valid.iter().position(|(env, _)| env.key() == p.key).unwrap_or_default();
+            errors.push(reused(index, &p.key));
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    errors.sort_by_key(|e| e.index);
+    let detail = format!(
+        "{} of {} events reuse an idempotency key for a different request; none was accepted",
+        errors.len(),
+        valid.len()
+    );
+    Err(ApiError::IdempotencyKeyReused { detail, errors })
+}
+
+/// The stored outcome of the event `env` names, if it was applied — refused if that key was
+/// applied for a different request.
+async fn stored_outcome<B: Bus, S: InventoryStore, C: Cache>(
+    st: &AppState<B, S, C>,
+    key: &EventKey,
+    digest: i64,
+) -> Result<Option<Outcome>, ApiError> {
+    let Some(done) = st.engine.store.processed(key.clone()).await? else { return Ok(None) };
+    if done.digest.is_some_and(|d| d != digest) {
+        return Err(key_reused(key));
+    }
+    Ok(done.outcome)
+}
+
+fn key_reused(key: &EventKey) -> ApiError {
+    let detail = format!(
+        "Idempotency-Key {:?} was already used for a different request; use a new key for a new request",
+        key.id
+    );
+    ApiError::IdempotencyKeyReused { detail, errors: Vec::new() }
 }
 
 /// Publishes a command event and waits for its outcome: in-process notification when the
@@ -164,9 +228,11 @@ async fn publish_and_wait<B: Bus, S: InventoryStore, C: Cache>(
     sku: &Sku,
 ) -> Result<Outcome, ApiError> {
     let key = env.key();
-    if let Some(done) = st.engine.store.processed(key.clone()).await?
-        && let Some(outcome) = done.outcome
-    {
+    let digest = InventoryEvent::from_envelope(&env).map(|ev| ev.digest()).map_err(|e| ApiError::InvalidEvents {
+        detail: "the request does not form a valid event".into(),
+        errors: vec![ItemError { index: 0, code: e.code.into(), detail: e.detail }],
+    })?;
+    if let Some(outcome) = stored_outcome(st, &key, digest).await? {
         return Ok(outcome);
     }
     let mut rx = st.engine.waiters.register(key.clone());
@@ -181,20 +247,21 @@ async fn publish_and_wait<B: Bus, S: InventoryStore, C: Cache>(
         tokio::select! {
             resolved = &mut rx => match resolved {
                 Ok(Resolution::Applied(outcome)) => break Ok(outcome),
-                Ok(Resolution::DeadLettered(reason)) => {
+                Ok(Resolution::DeadLettered { reason: "idempotency_key_reused", .. }) => break Err(key_reused(&key)),
+                Ok(Resolution::DeadLettered { reason, detail }) => {
                     break Err(ApiError::InvalidEvents {
                         detail: "the event was rejected by the engine".into(),
-                        errors: vec![ItemError { index: 0, code: "dead_lettered".into(), detail: reason }],
+                        errors: vec![ItemError { index: 0, code: reason.into(), detail }],
                     })
                 }
                 // Duplicate whose outcome is only in the store, or no local worker: poll.
                 Ok(Resolution::DuplicateUnknown) | Err(_) => rx = st.engine.waiters.register(key.clone()),
             },
             _ = poll.tick() => {
-                if let Some(done) = st.engine.store.processed(key.clone()).await?
-                    && let Some(outcome) = done.outcome
-                {
-                    break Ok(outcome);
+                match stored_outcome(st, &key, digest).await {
+                    Ok(Some(outcome)) => break Ok(outcome),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
@@ -207,10 +274,6 @@ async fn publish_and_wait<B: Bus, S: InventoryStore, C: Cache>(
     };
     st.engine.waiters.forget(&key);
     result
-}
-
-fn api_source(principal: &Principal) -> String {
-    format!("/api/{}", principal.id)
 }
 
 fn require_key(headers: &HeaderMap) -> Result<String, ApiError> {
@@ -257,6 +320,9 @@ async fn respond<B: Bus, S: InventoryStore, C: Cache>(
                 detail: format!("change_from_quantity is {expected} but on_hand is {actual}; nothing changed"),
                 outcome: as_json(),
             });
+        }
+        Outcome::Ignored { reason } if reason == "not_reservation_holder" => {
+            return Err(ApiError::Forbidden("the reservation is held by another channel; nothing changed".into()));
         }
         Outcome::ReservationRejected { reason, detail } => {
             return Err(ApiError::Conflict {
@@ -312,7 +378,7 @@ fn command_envelope(
     id: String,
     headers: &HeaderMap,
 ) -> Result<Envelope, ApiError> {
-    let mut env = ev.into_envelope(&api_source(principal));
+    let mut env = ev.into_envelope(&principal.api_source());
     env.id = id;
     env.traceparent = traceparent(headers);
     // The same validation as the bus consumer, so a bad request fails here with a 422.
@@ -363,7 +429,6 @@ pub async fn reserve<B: Bus, S: InventoryStore, C: Cache>(
 ) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
     principal.require_channel(&req.channel)?;
     let id = idempotency_key(&headers)?.unwrap_or_else(|| format!("reserve:{}", req.reservation_id));
-    let expires_at = req.ttl_seconds.map(|s| OffsetDateTime::now_utc() + time::Duration::seconds(i64::from(s)));
     let sku = req.sku.clone();
     let ev = InventoryEvent::ReservationRequested(ReservationRequested {
         reservation_id: req.reservation_id,
@@ -372,7 +437,10 @@ pub async fn reserve<B: Bus, S: InventoryStore, C: Cache>(
         location: req.location,
         quantity: req.quantity,
         order_id: req.order_id,
-        expires_at,
+        // Relative to the event's time, so a retried request carries the same terms (and the
+        // same digest) as the first.
+        expires_at: None,
+        ttl_seconds: req.ttl_seconds,
     });
     let env = command_envelope(&principal, &ev, id, &headers)?;
     let outcome = publish_and_wait(&st, env, &sku).await?;
@@ -428,27 +496,43 @@ async fn reservation_action<B: Bus, S: InventoryStore, C: Cache>(
     req: ReservationAction,
     commit: bool,
 ) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
-    // Only the channel holding a reservation may release or commit it.
+    let verb = if commit { "commit" } else { "release" };
+    let id = idempotency_key(&headers)?.unwrap_or_else(|| format!("{verb}:{reservation_id}"));
+    // Only the channel holding a reservation may release or commit it; the warehouse may act
+    // on any. The event names the acting channel, and the worker checks it against the holder
+    // when it applies the event, so a reservation changing hands meanwhile cannot be touched.
     let states = st.engine.read_states(std::slice::from_ref(&req.sku)).await?;
-    if let Some(holder) = states.get(&req.sku).and_then(|s| s.reservations.get(&reservation_id)) {
-        principal.require_channel(&holder.channel)?;
+    let holder = states.get(&req.sku).and_then(|s| s.reservations.get(&reservation_id)).map(|r| r.channel.clone());
+    let channel = match holder {
+        Some(holder) if principal.allows(&Scope::StockWrite(st.warehouse.clone())) && holder != st.warehouse => None,
+        Some(holder) => Some(holder),
+        // Closed or unknown: a caller writing for one channel acts as that channel (the
+        // worker then answers unknown_reservation or reservation_closed, or, for a retry,
+        // the stored outcome is found below).
+        None => match principal.write_channels().collect::<Vec<_>>().as_slice() {
+            [only] if *only != &st.warehouse => Some((*only).clone()),
+            _ => None,
+        },
+    };
+    if let Some(channel) = &channel {
+        principal.require_channel(channel)?;
     } else {
         principal.require_channel(&st.warehouse)?;
     }
-    let verb = if commit { "commit" } else { "release" };
-    let id = idempotency_key(&headers)?.unwrap_or_else(|| format!("{verb}:{reservation_id}"));
     let sku = req.sku.clone();
     let ev = if commit {
         InventoryEvent::ReservationCommitted(ReservationCommitted {
             reservation_id,
             sku: req.sku,
             order_id: req.order_id,
+            channel,
         })
     } else {
         InventoryEvent::ReservationReleased(ReservationReleased {
             reservation_id,
             sku: req.sku,
             reason: Some("released".into()),
+            channel,
         })
     };
     let env = command_envelope(&principal, &ev, id, &headers)?;

@@ -112,6 +112,8 @@ pub fn router<B: Bus, S: InventoryStore, C: Cache>(state: AppState<B, S, C>) -> 
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(problem::problems_only))
+        .layer(axum::extract::DefaultBodyLimit::max(problem::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(track_requests))
         .with_state(state)
 }

@@ -65,6 +65,24 @@ pub enum ApiError {
     /// Credentials lack the scope.
     #[error("{0}")]
     Forbidden(String),
+    /// The event's `source` belongs to another caller.
+    #[error("{0}")]
+    SourceNotAllowed(String),
+    /// The idempotency key (`Idempotency-Key`, or `source` + `id`) was already used for a
+    /// different request.
+    #[error("{detail}")]
+    IdempotencyKeyReused {
+        /// Summary.
+        detail: String,
+        /// The events of a batch that reuse a key.
+        errors: Vec<ItemError>,
+    },
+    /// The body is larger than the server accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The body is not sent as JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The resource does not exist.
     #[error("{detail}")]
     NotFound {
@@ -106,6 +124,14 @@ impl ApiError {
             Self::InvalidEvents { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-event", "Invalid event"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::SourceNotAllowed(_) => (StatusCode::FORBIDDEN, "source-not-allowed", "Forbidden"),
+            Self::IdempotencyKeyReused { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency key reused")
+            }
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code, "Not found"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
             Self::Pending(_) => (StatusCode::GATEWAY_TIMEOUT, "outcome-pending", "Outcome pending"),
@@ -130,7 +156,7 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let (errors, outcome) = match self {
-            Self::InvalidEvents { errors, .. } => (errors, None),
+            Self::InvalidEvents { errors, .. } | Self::IdempotencyKeyReused { errors, .. } => (errors, None),
             Self::Conflict { outcome, .. } => (Vec::new(), outcome),
             _ => (Vec::new(), None),
         };
@@ -173,9 +199,56 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
             Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(ApiError::bad_request("unsupported-media-type", "send the body as Content-Type: application/json"))
+                Err(ApiError::UnsupportedMediaType("send the body as Content-Type: application/json".into()))
             }
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge(format!(
+                "the body is larger than {MAX_BODY_BYTES} bytes; send fewer events per request"
+            ))),
             Err(e) => Err(ApiError::bad_request("invalid-json", e.body_text())),
         }
     }
+}
+
+/// Largest request body accepted, in bytes: room for the largest batch of valid events.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Turns every error response that is not problem+json yet — the router's 405 (keeping its
+/// `Allow` header), a path that does not percent-decode, any framework rejection — into one,
+/// with the same status and headers. Handlers' own errors already are.
+pub async fn problems_only(req: Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text =
+        axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let (code, detail) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method-not-allowed", format!("{method} is not allowed on this path; the Allow header lists what is"))
+        }
+        StatusCode::BAD_REQUEST => ("invalid-request", text),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("payload-too-large", format!("the body is larger than {MAX_BODY_BYTES} bytes"))
+        }
+        _ => ("error", if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text }),
+    };
+    let body = Problem {
+        ty: format!("https://tally.dev/problems/{code}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail,
+        errors: Vec::new(),
+        outcome: None,
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }

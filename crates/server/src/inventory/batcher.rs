@@ -281,8 +281,8 @@ mod tests {
         ) -> Result<Vec<ProcessedEvent>, StoreError> {
             self.store.processed_between(topic, partition, from, to).await
         }
-        async fn processed(&self, key: EventKey) -> Result<Option<ProcessedEvent>, StoreError> {
-            self.store.processed(key).await
+        async fn processed_many(&self, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
+            self.store.processed_many(keys).await
         }
         async fn audit(&self, sku: Sku, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
             self.store.audit(sku, limit).await

@@ -19,9 +19,25 @@ fn fingerprint(key: &EventKey) -> u128 {
     (u128::from(half(1)) << 64) | u128::from(half(2))
 }
 
+/// What the window remembers of an applied event.
+struct Remembered {
+    outcome: Option<Box<Outcome>>,
+    digest: Option<i64>,
+}
+
+/// An applied event as the window remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen<'a> {
+    /// Its outcome, when kept.
+    pub outcome: Option<&'a Outcome>,
+    /// The digest of what it asked for ([`tally_inventory::InventoryEvent::digest`]), when
+    /// known (records written before digests were kept have none).
+    pub digest: Option<i64>,
+}
+
 /// A bounded set of recently applied event keys, evicted oldest first.
 pub struct DedupeWindow {
-    seen: HashMap<u128, Option<Box<Outcome>>>,
+    seen: HashMap<u128, Remembered>,
     order: VecDeque<u128>,
     capacity: usize,
 }
@@ -32,15 +48,15 @@ impl DedupeWindow {
         Self { seen: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
     }
 
-    /// `Some(outcome)` if the event was already applied (the outcome is `None` when not kept).
-    pub fn get(&self, key: &EventKey) -> Option<Option<&Outcome>> {
-        self.seen.get(&fingerprint(key)).map(|o| o.as_deref())
+    /// What is remembered of the event, if it was already applied.
+    pub fn get(&self, key: &EventKey) -> Option<Seen<'_>> {
+        self.seen.get(&fingerprint(key)).map(|r| Seen { outcome: r.outcome.as_deref(), digest: r.digest })
     }
 
     /// Records an applied event.
-    pub fn insert(&mut self, key: &EventKey, outcome: Option<Outcome>) {
+    pub fn insert(&mut self, key: &EventKey, outcome: Option<Outcome>, digest: Option<i64>) {
         let fp = fingerprint(key);
-        if self.seen.insert(fp, outcome.map(Box::new)).is_none() {
+        if self.seen.insert(fp, Remembered { outcome: outcome.map(Box::new), digest }).is_none() {
             self.order.push_back(fp);
         }
         while self.order.len() > self.capacity {
@@ -72,11 +88,11 @@ mod tests {
     #[test]
     fn window_remembers_outcomes_and_evicts_the_oldest() {
         let mut w = DedupeWindow::new(2);
-        w.insert(&key("a"), Some(Outcome::Applied));
-        w.insert(&key("b"), None);
-        assert_eq!(w.get(&key("a")), Some(Some(&Outcome::Applied)));
-        assert_eq!(w.get(&key("b")), Some(None));
-        w.insert(&key("c"), None);
+        w.insert(&key("a"), Some(Outcome::Applied), Some(7));
+        w.insert(&key("b"), None, None);
+        assert_eq!(w.get(&key("a")), Some(Seen { outcome: Some(&Outcome::Applied), digest: Some(7) }));
+        assert_eq!(w.get(&key("b")), Some(Seen { outcome: None, digest: None }));
+        w.insert(&key("c"), None, None);
         assert_eq!(w.get(&key("a")), None, "oldest evicted");
         assert_eq!(w.len(), 2);
         assert_ne!(fingerprint(&key("a")), fingerprint(&EventKey { source: "/s2".into(), id: "a".into() }));

@@ -31,6 +31,9 @@ pub struct Outbox {
     pub outcomes: Vec<OutRecord>,
     /// Poison records with their reasons.
     pub dead_letters: Vec<OutRecord>,
+    /// Records that arrived on a partition other than their key's, to republish on the input
+    /// topic (which puts them on their key's partition).
+    pub forwarded: Vec<OutRecord>,
     /// Event times (µs) of the events applied, for the desync histogram.
     pub event_times_us: Vec<i64>,
     /// The batch to flush once everything above is published.
@@ -40,6 +43,8 @@ pub struct Outbox {
 /// Output topic names.
 #[derive(Clone)]
 pub struct OutputTopics {
+    /// `inventory.events`, the input topic, for forwarded records.
+    pub events: String,
     /// `inventory.availability`.
     pub availability: String,
     /// Reservation outcomes.
@@ -54,6 +59,7 @@ struct Merged {
     availability: Vec<OutRecord>,
     outcomes: Vec<OutRecord>,
     dead_letters: Vec<OutRecord>,
+    forwarded: Vec<OutRecord>,
     event_times_us: Vec<i64>,
     parts: Vec<FlushPart>,
 }
@@ -66,6 +72,7 @@ impl Merged {
             merged.availability.extend(item.availability);
             merged.outcomes.extend(item.outcomes);
             merged.dead_letters.extend(item.dead_letters);
+            merged.forwarded.extend(item.forwarded);
             merged.event_times_us.extend(item.event_times_us);
             merged.parts.push(item.part);
         }
@@ -121,12 +128,13 @@ pub async fn run<B: Bus>(
     while rx.recv_many(&mut items, MAX_MERGED).await > 0 {
         let merged = Merged::new(std::mem::take(&mut items));
         let published = merged.availability.len() as u64;
-        let (availability, outcomes, dead_letters) = tokio::join!(
+        let (availability, outcomes, dead_letters, forwarded) = tokio::join!(
             publish(&bus, &topics.availability, merged.availability, &cancel),
             publish(&bus, &topics.outcomes, merged.outcomes, &cancel),
             publish(&bus, &topics.dead_letters, merged.dead_letters, &cancel),
+            publish(&bus, &topics.events, merged.forwarded, &cancel),
         );
-        if !(availability && outcomes && dead_letters) {
+        if !(availability && outcomes && dead_letters && forwarded) {
             tracing::warn!("stopping with unpublished outputs; they are republished after restart");
             return;
         }
@@ -161,7 +169,7 @@ mod tests {
     use super::*;
 
     fn record(key: &str, payload: &str) -> OutRecord {
-        OutRecord { key: key.into(), headers: Vec::new(), payload: payload.as_bytes().to_vec() }
+        OutRecord { key: Some(key.into()), headers: Vec::new(), payload: payload.as_bytes().to_vec() }
     }
 
     #[test]
@@ -213,8 +221,12 @@ mod tests {
         })
         .expect("log");
         let bus = SlowLog { log, published: Arc::default() };
-        let topics =
-            OutputTopics { availability: "avail".into(), outcomes: "outcomes".into(), dead_letters: "dlq".into() };
+        let topics = OutputTopics {
+            events: "events".into(),
+            availability: "avail".into(),
+            outcomes: "outcomes".into(),
+            dead_letters: "dlq".into(),
+        };
         let (flush_tx, mut flush_rx) = mpsc::channel(64);
         let (tx, rx) = mpsc::channel(64);
         let publisher = tokio::spawn(run(bus.clone(), topics, flush_tx, Arc::default(), rx, CancellationToken::new()));
@@ -233,6 +245,7 @@ mod tests {
                 availability: vec![record("A", &format!("A{i}")), record("B", &format!("B{i}"))],
                 outcomes: vec![record("A", &format!("accepted {i}"))],
                 dead_letters: Vec::new(),
+                forwarded: Vec::new(),
                 event_times_us: Vec::new(),
                 part,
             };

@@ -24,7 +24,7 @@ pub struct AvailabilityMessage {
 
 fn to_record(key: &str, env: &Envelope) -> OutRecord {
     let (headers, payload) = env.to_binary();
-    OutRecord { key: key.to_owned(), headers, payload }
+    OutRecord::keyed(key, headers, payload)
 }
 
 /// An availability record for the output topic, in the trace of the newest event behind it.
@@ -64,11 +64,26 @@ pub fn reservation_outcome(
     Some(to_record(sku.as_str(), &env))
 }
 
-/// The original record with the dead-letter reason added as headers.
+fn origin(record: &Record) -> String {
+    format!("{}/{}/{}", record.topic, record.partition, record.offset)
+}
+
+/// The original record (its key — none if it had none —, headers and payload) with the
+/// dead-letter reason added as headers.
 pub fn dead_letter(record: &Record, reason: &str, detail: &str) -> OutRecord {
     let mut headers = record.headers.clone();
     headers.push((headers::DLQ_REASON.to_owned(), reason.to_owned()));
     headers.push((headers::DLQ_DETAIL.to_owned(), detail.chars().take(1000).collect()));
-    headers.push(("tally_dlq_origin".to_owned(), format!("{}/{}/{}", record.topic, record.partition, record.offset)));
+    headers.push((headers::DLQ_ORIGIN.to_owned(), origin(record)));
+    OutRecord { key: record.key.clone(), headers, payload: record.payload.clone() }
+}
+
+/// A record produced to a partition other than its key's, to republish on the same topic:
+/// the bus puts it on the key's own partition, whose worker applies it (deduplicated there by
+/// `source` + `id` if it is forwarded twice after a crash). The header marks it, so a record
+/// that still arrives on a wrong partition is dead-lettered rather than forwarded in a loop.
+pub fn forward(record: &Record) -> OutRecord {
+    let mut headers = record.headers.clone();
+    headers.push((headers::FORWARDED_FROM.to_owned(), origin(record)));
     OutRecord { key: record.key.clone(), headers, payload: record.payload.clone() }
 }

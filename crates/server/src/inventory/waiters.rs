@@ -15,8 +15,13 @@ pub enum Resolution {
     Applied(Outcome),
     /// A duplicate whose original outcome is no longer in memory: read it from the store.
     DuplicateUnknown,
-    /// Dead-lettered with this reason.
-    DeadLettered(String),
+    /// Dead-lettered (not applied).
+    DeadLettered {
+        /// The `tally_dlq_reason` code.
+        reason: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 /// Registry of pending waits by event key.

@@ -31,6 +31,33 @@ struct Seen {
     id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outcome: Option<Outcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<i64>,
+}
+
+impl From<&ProcessedEvent> for Seen {
+    fn from(p: &ProcessedEvent) -> Self {
+        Self {
+            offset: p.offset,
+            source: p.key.source.clone(),
+            id: p.key.id.clone(),
+            outcome: p.outcome.clone(),
+            digest: p.digest,
+        }
+    }
+}
+
+impl Seen {
+    fn into_processed(self, keys: &WindowKeys) -> ProcessedEvent {
+        ProcessedEvent {
+            key: EventKey { source: self.source, id: self.id },
+            topic: keys.topic.clone(),
+            partition: keys.partition,
+            offset: self.offset,
+            outcome: self.outcome,
+            digest: self.digest,
+        }
+    }
 }
 
 /// Every event applied at offsets `[from, to)` of one segment.
@@ -93,15 +120,12 @@ pub async fn load<C: Cache, S: InventoryStore>(
         match value.and_then(|v| serde_json::from_slice::<Segment>(&v).ok()) {
             Some(s) if s.from <= lo && s.to > lo => {
                 let covered = s.to.min(hi);
-                seen.extend(s.events.into_iter().filter(|e| e.offset >= lo && e.offset < covered).map(|e| {
-                    ProcessedEvent {
-                        key: EventKey { source: e.source, id: e.id },
-                        topic: keys.topic.clone(),
-                        partition: keys.partition,
-                        offset: e.offset,
-                        outcome: e.outcome,
-                    }
-                }));
+                seen.extend(
+                    s.events
+                        .into_iter()
+                        .filter(|e| e.offset >= lo && e.offset < covered)
+                        .map(|e| e.into_processed(keys)),
+                );
                 if covered < hi {
                     push_gap(&mut gaps, covered, hi);
                 }
@@ -136,28 +160,14 @@ impl WindowWriter {
     pub fn new(keys: WindowKeys, known_from: u64, start: u64, known: &[ProcessedEvent]) -> Self {
         let segment = start / SEGMENT;
         let from = (segment * SEGMENT).max(known_from);
-        let events = known
-            .iter()
-            .filter(|p| p.offset >= from && p.offset < start)
-            .map(|p| Seen {
-                offset: p.offset,
-                source: p.key.source.clone(),
-                id: p.key.id.clone(),
-                outcome: p.outcome.clone(),
-            })
-            .collect();
+        let events = known.iter().filter(|p| p.offset >= from && p.offset < start).map(Seen::from).collect();
         let open = BTreeMap::from([(segment, Segment { from, to: start, events })]);
         Self { keys, open, pending: Vec::new(), durable: start }
     }
 
     /// Events just applied (durable once their flush is acknowledged).
-    pub fn applied(&mut self, events: impl IntoIterator<Item = (EventKey, u64, Option<Outcome>)>) {
-        self.pending.extend(events.into_iter().map(|(key, offset, outcome)| Seen {
-            offset,
-            source: key.source,
-            id: key.id,
-            outcome,
-        }));
+    pub fn applied<'a>(&mut self, events: impl IntoIterator<Item = &'a ProcessedEvent>) {
+        self.pending.extend(events.into_iter().map(Seen::from));
     }
 
     /// Everything before `durable` is in the store: the segments completed by it, to write
@@ -212,7 +222,14 @@ mod tests {
     }
 
     fn processed(i: u64) -> ProcessedEvent {
-        ProcessedEvent { key: key(i), topic: "events".into(), partition: 0, offset: i, outcome: None }
+        ProcessedEvent {
+            key: key(i),
+            topic: "events".into(),
+            partition: 0,
+            offset: i,
+            outcome: None,
+            digest: Some(i as i64),
+        }
     }
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -232,7 +249,7 @@ mod tests {
         let mut writer = WindowWriter::new(keys.clone(), 0, 0, &[]);
         // Every other offset applied (the rest duplicates or poison), over three segments.
         let applied: Vec<u64> = (0..3000).filter(|i| i % 2 == 0).collect();
-        writer.applied(applied.iter().map(|&i| (key(i), i, None)));
+        writer.applied(applied.iter().map(|&i| processed(i)).collect::<Vec<_>>().iter());
         cache.set_many(writer.durable(2500)).await.expect("write");
         let (seen, from_store) = load(&cache, &store, &keys, 100, 2048).await.expect("load");
         assert_eq!(from_store, 0, "the cache covers the complete segments");
@@ -247,7 +264,7 @@ mod tests {
         let cache = MemoryCache::new(1 << 24, std::time::Duration::from_secs(60));
         let keys = WindowKeys::new("g", "events", 0);
         let mut writer = WindowWriter::new(keys.clone(), 0, 0, &[]);
-        writer.applied((0..3000).map(|i| (key(i), i, None)));
+        writer.applied((0..3000).map(processed).collect::<Vec<_>>().iter());
         cache.set_many(writer.durable(2048)).await.expect("write");
         // The store has the audit rows of everything up to 2,500; the cache got the two
         // complete segments, then lost segment 0.
@@ -268,7 +285,7 @@ mod tests {
         let keys = WindowKeys::new("g", "events", 0);
         let known: Vec<ProcessedEvent> = (900..1500).map(processed).collect();
         let mut writer = WindowWriter::new(keys, 500, 1500, &known);
-        writer.applied((1500..2048).map(|i| (key(i), i, None)));
+        writer.applied((1500..2048).map(processed).collect::<Vec<_>>().iter());
         let writes = writer.durable(2048);
         assert_eq!(writes.len(), 1);
         let segment: Segment = serde_json::from_slice(&writes[0].1).expect("json");

@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use tally_bus::{Bus, OutRecord, PartitionReader, Record};
 use tally_cache::Cache;
+use tally_core::partition::partition_for_key;
 use tally_core::{Attributes, EventKey, Sku, headers};
 use tally_inventory::aggregate::EventMeta;
 use tally_inventory::aggregate::LocationLevel;
 use tally_inventory::event::ReservationReleased;
 use tally_inventory::{ChannelAvailability, InventoryEvent, Outcome, SkuState};
 use tally_store::{AppliedEvent, InventoryStore, ProcessedEvent, StateRow};
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -56,11 +58,29 @@ impl Entry {
 
 enum Decoded {
     Event(Box<Attributes>, InventoryEvent),
-    Poison { reason: &'static str, detail: String, key: Option<EventKey> },
+    Poison {
+        reason: &'static str,
+        detail: String,
+        key: Option<EventKey>,
+    },
+    /// A valid event produced to a partition other than its key's (a producer with another
+    /// partitioner, e.g. librdkafka's default CRC32): it is applied only where its key lives.
+    Misrouted {
+        owner: u32,
+    },
 }
 
-fn decode(rec: &Record) -> Decoded {
-    let env = match Attributes::from_headers(&rec.headers) {
+/// Decodes a record and checks it belongs on `partition` of a topic of `partition_count`.
+fn decode(rec: &Record, partition_count: u32) -> Decoded {
+    if let Some(part) = &rec.undecodable {
+        // Two different byte strings can decode to the same lossy text, so such a record's
+        // idempotency key or SKU cannot be trusted.
+        let detail = format!("the record's {part} is not valid UTF-8");
+        return Decoded::Poison { reason: "invalid_encoding", detail, key: None };
+    }
+    let received = OffsetDateTime::from_unix_timestamp_nanos(i128::from(rec.timestamp_ms) * 1_000_000)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let env = match Attributes::from_headers(&rec.headers, received) {
         Ok(env) => env,
         Err(e) => {
             let key = rec
@@ -70,15 +90,32 @@ fn decode(rec: &Record) -> Decoded {
             return Decoded::Poison { reason: "invalid_envelope", detail: e.to_string(), key };
         }
     };
-    match InventoryEvent::from_payload(&env.ty, env.subject.as_deref(), &rec.payload) {
-        Ok(ev) if ev.sku().as_str() != rec.key => Decoded::Poison {
-            reason: "key_mismatch",
-            detail: format!("record key {:?} is not the event's sku {:?}", rec.key, ev.sku().as_str()),
-            key: Some(env.key()),
-        },
-        Ok(ev) => Decoded::Event(Box::new(env), ev),
-        Err(e) => Decoded::Poison { reason: e.code, detail: e.detail, key: Some(env.key()) },
+    let ev = match InventoryEvent::from_payload(&env.ty, env.subject.as_deref(), &rec.payload) {
+        Ok(ev) => ev,
+        Err(e) => return Decoded::Poison { reason: e.code, detail: e.detail, key: Some(env.key()) },
+    };
+    let Some(key) = rec.key.as_deref() else {
+        let detail = format!("the record has no key; it must be the event's sku {:?}", ev.sku().as_str());
+        return Decoded::Poison { reason: "key_mismatch", detail, key: Some(env.key()) };
+    };
+    if key != ev.sku().as_str() {
+        let detail = format!("record key {key:?} is not the event's sku {:?}", ev.sku().as_str());
+        return Decoded::Poison { reason: "key_mismatch", detail, key: Some(env.key()) };
     }
+    let owner = partition_for_key(key.as_bytes(), partition_count);
+    if owner != rec.partition {
+        if rec.header(headers::FORWARDED_FROM).is_some() {
+            // Forwarded once already and still not home: the producer and tally disagree on the
+            // partition count. Forwarding again could loop; the record goes to the DLQ instead.
+            let detail = format!(
+                "forwarded record is on partition {} but its key belongs on {owner} of {partition_count}",
+                rec.partition
+            );
+            return Decoded::Poison { reason: "wrong_partition", detail, key: Some(env.key()) };
+        }
+        return Decoded::Misrouted { owner };
+    }
+    Decoded::Event(Box::new(env), ev)
 }
 
 /// The worker of one partition.
@@ -91,6 +128,9 @@ pub struct PartitionWorker<B, S, C> {
     /// The window's copy in a shared cache, for the partition's next owner.
     shared_window: Option<WindowWriter>,
     with_expiry: HashSet<Sku>,
+    /// The topic's partition count when the partition was assigned (which partition a key
+    /// belongs on).
+    partition_count: u32,
     next: u64,
     acked: u64,
 }
@@ -107,6 +147,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             dedupe: DedupeWindow::new(window),
             shared_window: None,
             with_expiry: HashSet::new(),
+            partition_count: 1,
             next: 0,
             acked: 0,
         }
@@ -118,6 +159,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
     pub async fn run<P: PartitionReader>(mut self, mut reader: P, cancel: CancellationToken) {
         let topic = reader.topic().to_owned();
         let partition = reader.partition();
+        self.partition_count = reader.partition_count();
         let Some(start) = self.resume(&topic, partition, &cancel).await else { return };
         reader.seek(start);
         (self.next, self.acked) = (start, start);
@@ -127,6 +169,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         self.outbox = Some(outbox_tx);
         let topics = &self.engine.cfg.topics;
         let outputs = OutputTopics {
+            events: topics.events.clone(),
             availability: topics.availability.clone(),
             outcomes: topics.outcomes.clone(),
             dead_letters: format!("{}.dlq", topics.events),
@@ -201,7 +244,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                         self.shared_window = Some(WindowWriter::new(keys, from, start, &seen));
                     }
                     for p in seen {
-                        self.dedupe.insert(&p.key, p.outcome);
+                        self.dedupe.insert(&p.key, p.outcome, p.digest);
                     }
                     return Some(start);
                 }
@@ -224,7 +267,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         ack: &mpsc::UnboundedSender<u64>,
         cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
-        let decoded: Vec<Decoded> = batch.iter().map(decode).collect();
+        let decoded: Vec<Decoded> = batch.iter().map(|rec| decode(rec, self.partition_count)).collect();
         self.load_missing(&decoded).await?;
 
         let stats = self.engine.stats.clone();
@@ -235,20 +278,28 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         let mut causes: HashMap<Sku, Option<String>> = HashMap::new();
         let mut forced: HashSet<Sku> = HashSet::new();
         let mut applied_events = Vec::new();
-        let (mut outcomes, mut dead) = (Vec::<OutRecord>::new(), Vec::<OutRecord>::new());
+        let (mut outcomes, mut dead, mut forwarded) = (Vec::new(), Vec::new(), Vec::new());
         let mut resolutions = Vec::new();
         let mut event_times_us = Vec::with_capacity(batch.len());
+        let mut refuse = |rec: &Record, reason: DeadLetterReason, detail: String, key: Option<EventKey>| {
+            let reason = reason.code();
+            tracing::warn!(offset = rec.offset, reason, detail = %detail, "dead-lettering a record");
+            metrics::counter!(m::DEAD_LETTERED_TOTAL, "reason" => reason).increment(1);
+            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            dead.push(records::dead_letter(rec, reason, &detail));
+            key.map(|key| (key, Resolution::DeadLettered { reason, detail }))
+        };
         for (rec, dec) in batch.iter().zip(decoded) {
             let (env, ev) = match dec {
                 Decoded::Event(env, ev) => (env, ev),
                 Decoded::Poison { reason, detail, key } => {
-                    tracing::warn!(offset = rec.offset, reason, detail = %detail, "dead-lettering a poison record");
-                    metrics::counter!(m::DEAD_LETTERED_TOTAL, "reason" => reason).increment(1);
-                    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    dead.push(records::dead_letter(rec, reason, &detail));
-                    if let Some(key) = key {
-                        resolutions.push((key, Resolution::DeadLettered(format!("{reason}: {detail}"))));
-                    }
+                    resolutions.extend(refuse(rec, DeadLetterReason::Invalid(reason), detail, key));
+                    continue;
+                }
+                Decoded::Misrouted { owner } => {
+                    tracing::debug!(offset = rec.offset, owner, "forwarding a record to its key's partition");
+                    metrics::counter!(m::RECORDS_FORWARDED_TOTAL).increment(1);
+                    forwarded.push(records::forward(rec));
                     continue;
                 }
             };
@@ -261,15 +312,34 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 stats.replays_skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            let digest = ev.digest();
             if let Some(previous) = self.dedupe.get(&key) {
+                if previous.digest.is_some_and(|d| d != digest) {
+                    // The same source + id for a different request: applying it would lose it,
+                    // answering it with the first request's outcome would lie.
+                    let detail = format!(
+                        "event {} from {} was already used for a different {} request",
+                        key.id,
+                        key.source,
+                        previous.outcome.map_or("earlier", Outcome::code)
+                    );
+                    resolutions.extend(refuse(rec, DeadLetterReason::IdempotencyKeyReused, detail, Some(key)));
+                    continue;
+                }
                 metrics::counter!(m::DUPLICATES_DROPPED_TOTAL).increment(1);
                 stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                let resolution = previous.cloned().map_or(Resolution::DuplicateUnknown, Resolution::Applied);
+                let resolution = previous.outcome.cloned().map_or(Resolution::DuplicateUnknown, Resolution::Applied);
                 resolutions.push((key, resolution));
                 continue;
             }
             let meta = EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() };
-            let applied = entry.state.apply(&ev, meta, &rules);
+            let applied = match entry.state.apply(&ev, meta, &rules) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    resolutions.extend(refuse(rec, DeadLetterReason::QuantityOutOfRange, e.to_string(), Some(key)));
+                    continue;
+                }
+            };
             entry.state.applied_offset = rec.offset as i64;
             event_times_us.push((env.time.unix_timestamp_nanos() / 1000) as i64);
             count_outcome(&stats, &applied.outcome);
@@ -307,7 +377,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             if self.engine.waiters.is_waiting(&key) {
                 resolutions.push((key.clone(), Resolution::Applied(applied.outcome.clone())));
             }
-            self.dedupe.insert(&key, Some(applied.outcome.clone()));
+            self.dedupe.insert(&key, Some(applied.outcome.clone()), Some(digest));
             applied_events.push(AppliedEvent {
                 processed: ProcessedEvent {
                     key,
@@ -315,17 +385,14 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                     partition,
                     offset: rec.offset,
                     outcome: Some(applied.outcome),
+                    digest: Some(digest),
                 },
                 audit: applied.audit,
             });
         }
 
         if let Some(shared) = &mut self.shared_window {
-            shared.applied(
-                applied_events
-                    .iter()
-                    .map(|a| (a.processed.key.clone(), a.processed.offset, a.processed.outcome.clone())),
-            );
+            shared.applied(applied_events.iter().map(|a| &a.processed));
         }
         let (rows, availability, visible_us) = self.make_visible(&dirty, &forced, &causes).await;
         if !event_times_us.is_empty() {
@@ -350,7 +417,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             urgent: false,
             ack: ack.clone(),
         };
-        let item = Outbox { availability, outcomes, dead_letters: dead, event_times_us, part };
+        let item = Outbox { availability, outcomes, dead_letters: dead, forwarded, event_times_us, part };
         // Awaiting a full outbox is the back-pressure: a slow bus or store slows consumption,
         // never drops work.
         let sent = match &self.outbox {
@@ -479,11 +546,12 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                     reservation_id: r.id.clone(),
                     sku: sku.clone(),
                     reason: Some("expired".into()),
+                    channel: None,
                 });
                 let mut env = ev.into_envelope(records::ENGINE_SOURCE);
                 env.id = format!("expire:{sku}:{}", r.id);
                 let (headers, payload) = env.to_binary();
-                releases.push(OutRecord { key: sku.to_string(), headers, payload });
+                releases.push(OutRecord::keyed(sku.to_string(), headers, payload));
             }
         }
         if !releases.is_empty() {
@@ -517,6 +585,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                 availability: Vec::new(),
                 outcomes: Vec::new(),
                 dead_letters: Vec::new(),
+                forwarded: Vec::new(),
                 event_times_us: Vec::new(),
                 part,
             };
@@ -538,6 +607,27 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             tracing::warn!(acked = self.acked, next = self.next, "drain incomplete; the rest will be replayed");
         } else {
             tracing::info!(committed = self.acked, "partition drained and committed");
+        }
+    }
+}
+
+/// Why the worker dead-letters a record (the `tally_dlq_reason` header and the metric label).
+#[derive(Debug, Clone, Copy)]
+enum DeadLetterReason {
+    /// The record is not a valid event: a code of the decoder or the event parser.
+    Invalid(&'static str),
+    /// Applying it would take a stored level past the documented maximum.
+    QuantityOutOfRange,
+    /// Its `source` + `id` already belongs to a different request.
+    IdempotencyKeyReused,
+}
+
+impl DeadLetterReason {
+    fn code(self) -> &'static str {
+        match self {
+            Self::Invalid(code) => code,
+            Self::QuantityOutOfRange => "quantity_out_of_range",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 }

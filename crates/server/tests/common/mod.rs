@@ -28,16 +28,17 @@ pub fn config(dir: &std::path::Path, auth: AuthMode) -> Config {
     c.server.listen = "127.0.0.1:0".parse().unwrap();
     c.inventory.flush_interval_ms = 20;
     c.api.auth = auth;
-    let key = |id: &str, raw: &str, scopes: &[&str]| ApiKeyConfig {
+    let key = |id: &str, raw: &str, scopes: &[&str], sources: &[&str]| ApiKeyConfig {
         id: id.into(),
         hash: hash_api_key(raw),
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        sources: sources.iter().map(|s| (*s).to_owned()).collect(),
     };
     c.api.keys = vec![
-        key("admin", ADMIN_KEY, &["admin"]),
-        key("ozon", OZON_KEY, &["stock:read", "stock:write:partner:ozon"]),
-        key("reader", READER_KEY, &["stock:read"]),
-        key("wms", WMS_KEY, &["stock:read", "stock:write:wms"]),
+        key("admin", ADMIN_KEY, &["admin"], &[]),
+        key("ozon", OZON_KEY, &["stock:read", "stock:write:partner:ozon"], &["/ozon"]),
+        key("reader", READER_KEY, &["stock:read"], &[]),
+        key("wms", WMS_KEY, &["stock:read", "stock:write:wms"], &["/wms"]),
     ];
     c
 }

@@ -114,6 +114,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             IndexChange::Drop { name: "inventory_audit_by_offset" },
         ]),
     },
+    Migration {
+        version: 3,
+        name: "digest of each applied event's request",
+        // What the event asked for, so a key reused for a different request is refused
+        // (InventoryEvent::digest). A nullable column without a default: a catalogue change
+        // only, no table rewrite, whatever the table's size.
+        change: Change::Statements(&["ALTER TABLE inventory_audit ADD COLUMN event_digest BIGINT"]),
+    },
 ];
 
 /// Any fixed number identifies tally's migration lock among the database's advisory locks.

@@ -4,10 +4,11 @@
 use tally_sqlite::rusqlite::{self, params};
 
 /// (version, name, SQL). Append only; never edit a released entry.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "inventory core tables",
-    "
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "inventory core tables",
+        "
 CREATE TABLE inventory_sku (
     sku            TEXT PRIMARY KEY,
     version        INTEGER NOT NULL,
@@ -70,7 +71,15 @@ CREATE TABLE consumer_offsets (
     PRIMARY KEY (grp, topic, partition)
 ) WITHOUT ROWID;
 ",
-)];
+    ),
+    (
+        2,
+        "digest of each applied event's request",
+        // What the event asked for, so a key reused for a different request is refused
+        // (InventoryEvent::digest). Nullable: rows from before it have none.
+        "ALTER TABLE inventory_audit ADD COLUMN event_digest INTEGER;",
+    ),
+];
 
 /// Applies pending migrations, each in its own transaction; returns the names applied.
 pub fn apply(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<String>> {
