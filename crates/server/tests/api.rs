@@ -4,10 +4,8 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
-use tally_bus::{Assignment, Bus, Consumer, PartitionReader, Record};
+use tally_bus::Record;
 
 async fn ingested_snapshot_becomes_readable_per_location_and_channel(stack: Stack) {
     let app = spawn_app_on(stack).await;
@@ -283,28 +281,6 @@ fn checked_in_openapi_document_matches_the_code() {
         checked_in.trim_end() == generated.trim_end(),
         "docs/openapi.json is out of date; run `make openapi` (UPDATE_OPENAPI=1 cargo test -p tally-server --test api)"
     );
-}
-
-/// Reads `topic` from the start with a fresh group until `done` holds for what was read.
-async fn read_topic(app: &TestApp, topic: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
-    let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = app.engine().bus.subscribe(&group, topic).await.unwrap();
-    let Assignment::Assigned(mut parts) = consumer.next_assignment().await.unwrap() else {
-        panic!("no assignment for the reader of {topic}")
-    };
-    for p in &mut parts {
-        p.seek(0);
-    }
-    let (mut read, deadline): (Vec<Record>, _) = (Vec::new(), Instant::now() + Duration::from_secs(20));
-    while !done(&read) {
-        assert!(Instant::now() < deadline, "{topic}: condition never held; read {} records", read.len());
-        for p in &mut parts {
-            if let Ok(batch) = tokio::time::timeout(Duration::from_millis(50), p.poll(100)).await {
-                read.extend(batch.unwrap());
-            }
-        }
-    }
-    read
 }
 
 async fn the_trace_of_an_http_request_reaches_kafka_and_the_outputs_it_causes(stack: Stack) {

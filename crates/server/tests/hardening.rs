@@ -173,12 +173,6 @@ async fn a_partner_releases_and_commits_its_own_reservations_on_every_path(stack
     assert_eq!(retried["outcome"], first["outcome"]);
 }
 
-on_every_stack!(
-    a_caller_cannot_take_another_callers_idempotency_keys,
-    an_idempotency_key_reused_for_a_different_request_is_refused,
-    a_partner_releases_and_commits_its_own_reservations_on_every_path,
-);
-
 /// Every error is problem+json with the status that names it.
 #[tokio::test]
 async fn every_error_is_problem_json_with_the_right_status() {
@@ -243,3 +237,65 @@ async fn overlong_ids_and_out_of_range_quantities_are_refused() {
         assert_eq!(resp.status(), 422, "on_hand {on_hand}, version {version}");
     }
 }
+
+fn availability_versions(records: &[tally_bus::Record], sku: &str) -> Vec<u64> {
+    records
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(sku))
+        .map(|r| serde_json::from_slice::<Value>(&r.payload).unwrap()["version"].as_u64().unwrap())
+        .collect()
+}
+
+/// A channel that keeps showing the wrong number is healed each time with a message of a new
+/// version: a consumer deduplicating by sku + version never drops the healing message.
+async fn every_healing_message_carries_a_new_version(stack: Stack) {
+    let app = spawn_app_on(stack).await;
+    app.post("/v1/events", WMS_KEY, &snapshot("s1", "SKU-H", "wh-1", 10, 1)).await;
+    let report = |id: &str| {
+        event(id, "/api/admin", "channel.reported", json!({"sku": "SKU-H", "channel": "storefront", "shown": 0}))
+    };
+    for id in ["rep-1", "rep-2", "rep-3"] {
+        assert_eq!(app.post("/v1/events", ADMIN_KEY, &report(id)).await.status(), 202);
+        app.eventually("/v1/stock/SKU-H/audit", |b| b["items"].as_array().unwrap().iter().any(|e| e["event_id"] == id))
+            .await;
+    }
+    let topic = &app.config.inventory.topics.availability;
+    let read = read_topic(&app, topic, |rs| availability_versions(rs, "SKU-H").len() >= 4).await;
+    let versions = availability_versions(&read, "SKU-H");
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "versions must grow: {versions:?}");
+}
+
+/// Two records with one `source` + `id` and different payloads reach the worker (a producer
+/// bug, or a race past the HTTP check): the second is dead-lettered, not dropped as a
+/// duplicate and not applied.
+async fn a_reused_event_key_on_the_bus_is_dead_lettered(stack: Stack) {
+    let app = spawn_app_on(stack).await;
+    let engine = app.engine();
+    let record = |on_hand: i64| {
+        let mut env = tally_core::Envelope::new(
+            "/wms",
+            "stock.snapshot",
+            json!({"sku": "SKU-R", "location": "wh-1", "on_hand": on_hand, "source_version": 1}),
+        );
+        env.id = "same-id".into();
+        let (headers, payload) = env.to_binary();
+        tally_bus::OutRecord::keyed("SKU-R", headers, payload)
+    };
+    tally_bus::Bus::publish(&engine.bus, &engine.cfg.topics.events, vec![record(7), record(8), record(7)])
+        .await
+        .unwrap();
+    let dlq = format!("{}.dlq", engine.cfg.topics.events);
+    let dead = read_topic(&app, &dlq, |rs| !rs.is_empty()).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("tally_dlq_reason"), Some("idempotency_key_reused"));
+    let stock = app.eventually("/v1/stock/SKU-R", |b| on_hand(b, "wh-1").is_some()).await;
+    assert_eq!(on_hand(&stock, "wh-1"), Some(7));
+}
+
+on_every_stack!(
+    a_caller_cannot_take_another_callers_idempotency_keys,
+    an_idempotency_key_reused_for_a_different_request_is_refused,
+    a_partner_releases_and_commits_its_own_reservations_on_every_path,
+    every_healing_message_carries_a_new_version,
+    a_reused_event_key_on_the_bus_is_dead_lettered,
+);

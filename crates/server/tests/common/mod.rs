@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tally_bus::{Assignment, Bus, Consumer, PartitionReader, Record};
 use tally_config::{ApiKeyConfig, AuthMode, Config, hash_api_key};
 use tally_server::App;
 use tally_server::RunningApp;
@@ -197,4 +198,26 @@ pub fn on_hand(stock: &Value, location: &str) -> Option<i64> {
 
 pub fn ats(stock: &Value, channel: &str) -> Option<i64> {
     stock["channels"].as_array()?.iter().find(|c| c["channel"] == channel)?["available_to_sell"].as_i64()
+}
+
+/// Reads `topic` from the start with a fresh group until `done` holds for what was read.
+pub async fn read_topic(app: &TestApp, topic: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+    let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
+    let mut consumer = app.engine().bus.subscribe(&group, topic).await.unwrap();
+    let Assignment::Assigned(mut parts) = consumer.next_assignment().await.unwrap() else {
+        panic!("no assignment for the reader of {topic}")
+    };
+    for p in &mut parts {
+        p.seek(0);
+    }
+    let (mut read, deadline): (Vec<Record>, _) = (Vec::new(), Instant::now() + Duration::from_secs(20));
+    while !done(&read) {
+        assert!(Instant::now() < deadline, "{topic}: condition never held; read {} records", read.len());
+        for p in &mut parts {
+            if let Ok(batch) = tokio::time::timeout(Duration::from_millis(50), p.poll(100)).await {
+                read.extend(batch.unwrap());
+            }
+        }
+    }
+    read
 }

@@ -38,7 +38,7 @@ async fn a_flush_costs_one_statement_per_table_per_thousand_rows() {
 async fn migrations_apply_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
-    assert_eq!(store.migrate().await.expect("migrate").len(), 1);
+    assert_eq!(store.migrate().await.expect("migrate").len(), 2);
     assert!(store.migrate().await.expect("migrate again").is_empty());
 }
 
