@@ -6,13 +6,15 @@
 # Why each package: a C compiler and make for the bundled SQLite, mimalloc and librdkafka
 # (built with its own configure script); OpenSSL and zlib headers so librdkafka, the PostgreSQL
 # and the Redis clients can speak TLS (and librdkafka SASL and compression); pkg-config to find
-# them; the openssl tool for the TLS test's throwaway certificates.
+# them; the openssl tool for the TLS test's throwaway certificates; promtool (from the
+# prometheus package) for the test that lints /metrics.
 set -euo pipefail
 
 need=()
 for pkg in build-essential pkg-config libssl-dev zlib1g-dev openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]} from apt" >&2
