@@ -68,7 +68,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
 
     let sink = if args.via_http {
-        Sink::Http { client: reqwest::Client::new(), url: url.clone(), api_key: None }
+        Sink::Http {
+            client: reqwest::Client::new(),
+            url: url.clone(),
+            api_key: None,
+            retry_for: Duration::from_secs(30),
+        }
     } else {
         Sink::Bus { bus: engine.bus.clone(), topic: engine.cfg.topics.events.clone() }
     };

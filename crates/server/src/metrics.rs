@@ -90,13 +90,8 @@ pub mod labels {
     /// `result` of `tally_inventory_flushes_total`.
     pub const FLUSH_RESULTS: &[&str] = &["ok", "error"];
     /// `reason` of `tally_api_events_rejected_total`: the event validation codes.
-    pub const INGEST_REJECTIONS: &[&str] = &[
-        "invalid_envelope",
-        "unknown_type",
-        "invalid_payload",
-        "invalid_field",
-        "subject_mismatch",
-    ];
+    pub const INGEST_REJECTIONS: &[&str] =
+        &["invalid_envelope", "unknown_type", "invalid_payload", "invalid_field", "subject_mismatch"];
 }
 
 enum Kind {
@@ -112,7 +107,12 @@ const FAMILIES: &[(&str, Kind, &str, Option<(&str, &[&str])>)] = {
     &[
         (i::EVENTS_APPLIED_TOTAL, Counter, "Events applied, by outcome.", Some(("outcome", labels::OUTCOMES))),
         (i::DUPLICATES_DROPPED_TOTAL, Counter, "Events dropped as duplicates by the idempotency window.", None),
-        (i::REPLAYS_SKIPPED_TOTAL, Counter, "Redelivered events skipped by the per-SKU applied-offset watermark.", None),
+        (
+            i::REPLAYS_SKIPPED_TOTAL,
+            Counter,
+            "Redelivered events skipped by the per-SKU applied-offset watermark.",
+            None,
+        ),
         (i::STALE_VERSIONS_IGNORED_TOTAL, Counter, "Snapshots ignored because a newer source version is stored.", None),
         (
             i::RESERVATIONS_REJECTED_TOTAL,
