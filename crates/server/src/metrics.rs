@@ -100,8 +100,11 @@ enum Kind {
     Histogram,
 }
 
+/// A label whose values are known up front, and those values.
+type KnownLabel = Option<(&'static str, &'static [&'static str])>;
+
 /// Every family: its kind, help text, and the label whose values are known up front.
-const FAMILIES: &[(&str, Kind, &str, Option<(&str, &[&str])>)] = {
+const FAMILIES: &[(&str, Kind, &str, KnownLabel)] = {
     use Kind::*;
     use inventory as i;
     &[
