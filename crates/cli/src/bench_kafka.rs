@@ -89,6 +89,7 @@ fn config(base: &Config, args: &InventoryBenchArgs, brokers: &str, pg: &str, red
         max_connections: 8,
         acquire_timeout_ms: 5_000,
         statement_timeout_ms: 30_000,
+        migrate_on_start: false,
     };
     c.cache = CacheConfig::Redis {
         url: Secret::new(redis),

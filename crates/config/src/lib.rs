@@ -221,7 +221,24 @@ pub enum StoreConfig {
         /// Server-side limit on one statement, in milliseconds.
         #[serde(default = "default_pg_statement_ms")]
         statement_timeout_ms: u64,
+        /// Apply pending migrations when `tally serve` starts. Off by default: in production
+        /// `tally migrate` runs with the schema owner's role (a migration Job) and the
+        /// servers with a role that has only DML rights; a server then refuses to start,
+        /// naming the migration, while the schema is not current.
+        #[serde(default)]
+        migrate_on_start: bool,
     },
+}
+
+impl StoreConfig {
+    /// Whether `tally serve` applies pending migrations itself (always for the embedded
+    /// SQLite file, which the process owns).
+    pub fn migrate_on_start(&self) -> bool {
+        match self {
+            Self::Sqlite => true,
+            Self::Postgres { migrate_on_start, .. } => *migrate_on_start,
+        }
+    }
 }
 
 fn default_pg_connections() -> u32 {

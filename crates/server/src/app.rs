@@ -107,15 +107,17 @@ pub fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
             })
             .with_context(|| format!("opening the SQLite store in {}", config.embedded.path.display()))?,
         ),
-        StoreConfig::Postgres { url, max_connections, acquire_timeout_ms, statement_timeout_ms } => AnyStore::Postgres(
-            PostgresStore::connect(&PostgresStoreOptions {
-                url: url.expose().to_owned(),
-                max_connections: *max_connections,
-                acquire_timeout: Duration::from_millis(*acquire_timeout_ms),
-                statement_timeout: Duration::from_millis(*statement_timeout_ms),
-            })
-            .context("configuring the PostgreSQL store (store.url)")?,
-        ),
+        StoreConfig::Postgres { url, max_connections, acquire_timeout_ms, statement_timeout_ms, .. } => {
+            AnyStore::Postgres(
+                PostgresStore::connect(&PostgresStoreOptions {
+                    url: url.expose().to_owned(),
+                    max_connections: *max_connections,
+                    acquire_timeout: Duration::from_millis(*acquire_timeout_ms),
+                    statement_timeout: Duration::from_millis(*statement_timeout_ms),
+                })
+                .context("configuring the PostgreSQL store (store.url)")?,
+            )
+        }
     })
 }
 
@@ -169,9 +171,19 @@ impl App {
     /// Starts the given role; returns once the API is listening and consumers are running.
     pub async fn start(self, role: Role) -> anyhow::Result<RunningApp> {
         let engine = self.engine().await?;
-        let applied = engine.store.migrate().await.context("migrating the store")?;
-        if !applied.is_empty() {
-            tracing::info!(migrations = ?applied, "applied store migrations");
+        if self.config.store.migrate_on_start() {
+            let applied = engine.store.migrate().await.context("migrating the store")?;
+            if !applied.is_empty() {
+                tracing::info!(migrations = ?applied, "applied store migrations");
+            }
+        } else {
+            let pending = engine.store.pending_migrations().await.context("reading the schema version")?;
+            anyhow::ensure!(
+                pending.is_empty(),
+                "the database schema is not current: migration {} is not applied; run `tally migrate` with \
+                 the schema owner's role first (or set store.migrate_on_start = true)",
+                pending.join(", migration ")
+            );
         }
         engine.create_topics(self.config.bus.partitions()).await.context("creating topics")?;
         let _ = crate::metrics::prometheus();

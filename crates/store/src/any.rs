@@ -38,6 +38,10 @@ impl InventoryStore for AnyStore {
         delegate!(self, s => s.flush(batch).await)
     }
 
+    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        delegate!(self, s => s.pending_migrations().await)
+    }
+
     async fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
         delegate!(self, s => s.committed_offset(group, topic, partition).await)
     }

@@ -160,6 +160,8 @@ impl FlushBatch {
 pub trait InventoryStore: Clone + Send + Sync + 'static {
     /// Applies pending schema migrations.
     fn migrate(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// The schema migrations not applied yet, without changing anything (needs no DDL rights).
+    fn pending_migrations(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Loads the stored state of the given SKUs (absent SKUs are omitted).
     fn load_states(&self, skus: Vec<Sku>) -> impl Future<Output = Result<Vec<SkuState>, StoreError>> + Send;

@@ -386,6 +386,11 @@ impl InventoryStore for PostgresStore {
         migrations::apply(&mut conn).await.map_err(backend)
     }
 
+    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        migrations::pending(&mut conn).await.map_err(backend)
+    }
+
     async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
         if skus.is_empty() {
             return Ok(Vec::new());

@@ -210,6 +210,10 @@ impl InventoryStore for SqliteStore {
         self.write(|conn, _| migrations::apply(conn)).await
     }
 
+    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| migrations::pending(c)).await
+    }
+
     async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
         if skus.is_empty() {
             return Ok(Vec::new());

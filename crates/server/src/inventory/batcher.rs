@@ -250,6 +250,9 @@ mod tests {
         async fn migrate(&self) -> Result<Vec<String>, StoreError> {
             self.store.migrate().await
         }
+        async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+            self.store.pending_migrations().await
+        }
         async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
             self.store.load_states(skus).await
         }

@@ -82,6 +82,8 @@ pub async fn stack_config(stack: Stack, dir: &std::path::Path, auth: AuthMode) -
             max_connections: 8,
             acquire_timeout_ms: 5_000,
             statement_timeout_ms: 10_000,
+            // The harness stands in for the migration Job.
+            migrate_on_start: true,
         };
         let redis = std::env::var("TEST_TALLY_REDIS_URL")
             .expect("TEST_TALLY_REDIS_URL is not set: run the tests with scripts/test.sh, which starts Redis");

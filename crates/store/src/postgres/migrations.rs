@@ -143,6 +143,19 @@ pub async fn apply(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> 
     result
 }
 
+/// The migrations not applied yet (`<version>: <name>`), read-only: what a process without DDL
+/// rights checks before it starts.
+pub async fn pending(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('schema_migrations') IS NOT NULL").fetch_one(&mut *conn).await?;
+    let done: Vec<i64> = if exists {
+        sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *conn).await?
+    } else {
+        Vec::new()
+    };
+    Ok(MIGRATIONS.iter().filter(|m| !done.contains(&m.version)).map(|m| format!("{}: {}", m.version, m.name)).collect())
+}
+
 async fn apply_locked(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -81,6 +81,21 @@ CREATE TABLE consumer_offsets (
     ),
 ];
 
+/// The migrations not applied yet (`<version> <name>`).
+pub fn pending(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<String>> {
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    let current: i64 = if exists {
+        conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?
+    } else {
+        0
+    };
+    Ok(MIGRATIONS.iter().filter(|(v, _, _)| *v > current).map(|(v, name, _)| format!("{v:04} {name}")).collect())
+}
+
 /// Applies pending migrations, each in its own transaction; returns the names applied.
 pub fn apply(conn: &mut rusqlite::Connection) -> rusqlite::Result<Vec<String>> {
     conn.execute_batch(
