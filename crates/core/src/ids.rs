@@ -24,7 +24,7 @@ pub enum IdError {
         max: usize,
     },
     /// The identifier holds a character outside the allowed set.
-    #[error("{kind} {value:?} contains {ch:?}; allowed are letters, digits and - _ . : / @")]
+    #[error("{kind} {value:?} contains {ch:?}; allowed are ASCII letters, digits and - _ . : / @")]
     BadChar {
         /// Which identifier kind was being parsed.
         kind: &'static str,
@@ -35,7 +35,18 @@ pub enum IdError {
     },
 }
 
-const MAX_ID_LEN: usize = 128;
+/// Longest identifier, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// The spelling of every identifier as a JSON Schema / OpenAPI pattern (ECMA-262).
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:/@-]+$";
+
+/// Whether `c` may appear in an identifier: ASCII letters and digits, and `- _ . : / @`
+/// (`@` joins sku@location in topic keys; `:` appears in channel ids such as partner:ozon).
+/// ASCII only, so that ids compare, hash and sort the same in every store, cache and client.
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@')
+}
 
 fn validate(kind: &'static str, raw: &str) -> Result<(), IdError> {
     if raw.is_empty() {
@@ -44,8 +55,7 @@ fn validate(kind: &'static str, raw: &str) -> Result<(), IdError> {
     if raw.len() > MAX_ID_LEN {
         return Err(IdError::TooLong { kind, len: raw.len(), max: MAX_ID_LEN });
     }
-    // `@` joins sku@location in topic keys; ':' appears in channel ids such as partner:ozon.
-    if let Some(ch) = raw.chars().find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@'))) {
+    if let Some(ch) = raw.chars().find(|c| !is_id_char(*c)) {
         return Err(IdError::BadChar { kind, value: raw.to_owned(), ch });
     }
     Ok(())
@@ -98,7 +108,8 @@ macro_rules! id_type {
                     .schema_type(utoipa::openapi::schema::Type::String)
                     .min_length(Some(1))
                     .max_length(Some(MAX_ID_LEN))
-                    .description(Some(concat!("A ", $kind, ": letters, digits and - _ . : / @")))
+                    .pattern(Some(ID_PATTERN))
+                    .description(Some(concat!("A ", $kind, ": ASCII letters, digits and - _ . : / @")))
                     .into()
             }
         }
@@ -131,6 +142,7 @@ mod tests {
         assert_eq!(Sku::parse(""), Err(IdError::Empty { kind: "sku" }));
         assert!(matches!(Sku::parse("a".repeat(129)), Err(IdError::TooLong { len: 129, .. })));
         assert!(matches!(LocationId::parse("wh 1"), Err(IdError::BadChar { ch: ' ', .. })));
+        assert!(matches!(Sku::parse("sk\u{fc}"), Err(IdError::BadChar { ch: '\u{fc}', .. })), "ASCII only");
         assert_eq!(ChannelId::parse("partner:ozon").map(|c| c.to_string()).ok(), Some("partner:ozon".into()));
     }
 

@@ -14,9 +14,9 @@ use crate::types;
 pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
 /// The largest source version accepted: versions are `int64` on the wire and in the store.
 pub const MAX_SOURCE_VERSION: u64 = i64::MAX as u64;
-/// Longest free-text field (order ids, references, release reasons), in bytes.
+/// Longest free-text field (order ids, references, release reasons), in characters.
 pub const MAX_TEXT_LEN: usize = 128;
-/// Longest reservation id, in bytes (letters, digits and `- _ . : / @`, like every id).
+/// Longest reservation id, in bytes (ASCII letters, digits and `- _ . : / @`, like every id).
 pub const MAX_RESERVATION_ID_LEN: usize = 100;
 /// Most orders one snapshot may confirm in `shipped_orders`.
 pub const MAX_SHIPPED_ORDERS: usize = 1000;
@@ -319,9 +319,9 @@ impl InventoryEvent {
                     return Err(EventError::field(format!("ttl_seconds must be 1 to {MAX_TTL_SECONDS}, got {ttl}")));
                 }
                 if let Some(t) = r.expires_at
-                    && !(0..=253_402_300_799).contains(&t.unix_timestamp())
+                    && !(1970..=9999).contains(&t.year())
                 {
-                    return Err(EventError::field("expires_at must lie between 1970 and 9999"));
+                    return Err(EventError::field("expires_at must lie in the years 1970 to 9999"));
                 }
             }
             Self::ReservationReleased(r) => {
@@ -435,12 +435,15 @@ fn version(field: &str, v: u64) -> Result<(), EventError> {
     Err(EventError::field(format!("{field} must be at most {MAX_SOURCE_VERSION} (int64), got {v}")))
 }
 
+/// Free text: 1 to [`MAX_TEXT_LEN`] characters (as JSON Schema counts them), no control
+/// characters.
 fn text(field: &str, v: &str) -> Result<(), EventError> {
-    if v.trim().is_empty() {
+    if v.is_empty() {
         return Err(EventError::field(format!("{field} must not be empty")));
     }
-    if v.len() > MAX_TEXT_LEN {
-        return Err(EventError::field(format!("{field} is {} bytes long; the limit is {MAX_TEXT_LEN}", v.len())));
+    let chars = v.chars().count();
+    if chars > MAX_TEXT_LEN {
+        return Err(EventError::field(format!("{field} is {chars} characters long; the limit is {MAX_TEXT_LEN}")));
     }
     if v.chars().any(char::is_control) {
         return Err(EventError::field(format!("{field} must not contain control characters")));
@@ -464,9 +467,9 @@ fn reservation_id(v: &str) -> Result<(), EventError> {
             v.len()
         )));
     }
-    if let Some(ch) = v.chars().find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@'))) {
+    if let Some(ch) = v.chars().find(|c| !tally_core::ids::is_id_char(*c)) {
         return Err(EventError::field(format!(
-            "reservation_id contains {ch:?}; allowed are letters, digits and - _ . : / @"
+            "reservation_id contains {ch:?}; allowed are ASCII letters, digits and - _ . : / @"
         )));
     }
     Ok(())

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod event;
 pub mod oracle;
 pub mod reservation;
+pub mod schema;
 pub mod stock;
 
 pub use aggregate::{Applied, AuditEntry, OutOfRange, Outcome, SkuState};
