@@ -4,6 +4,7 @@
 pub mod envelope;
 pub mod ids;
 pub mod partition;
+pub mod whole;
 
 pub use envelope::{Attributes, Envelope, EnvelopeError, EventKey, headers};
 pub use ids::{ChannelId, IdError, LocationId, Sku};

@@ -48,14 +48,17 @@ pub enum Outcome {
     },
     /// The reservation was refused; nothing is held.
     ReservationRejected {
-        /// `insufficient_stock`, `unknown_channel`, `location_not_in_channel`, `reservation_closed`.
+        /// `insufficient_stock`, `unknown_channel`, `location_not_in_channel`, `reservation_closed`,
+        /// `reservation_conflict` (the id is held with other terms).
         reason: String,
         /// Human-readable explanation.
         detail: String,
     },
     /// The event was valid but had nothing to act on (e.g. releasing an unknown reservation).
     Ignored {
-        /// Bounded reason code.
+        /// `unknown_reservation`, `reservation_closed`, `already_committed`,
+        /// `not_reservation_holder` (the event named another channel than the holder's),
+        /// `unknown_channel` (a report for a channel not configured).
         reason: String,
     },
     /// A channel report was compared with the truth.

@@ -78,11 +78,13 @@ pub struct StockSnapshot {
     /// Location.
     pub location: LocationId,
     /// Units physically on hand at the source version.
+    #[serde(deserialize_with = "tally_core::whole::i64")]
     pub on_hand: i64,
     /// The source's sequence number; a snapshot applies only if newer than the stored one.
+    #[serde(deserialize_with = "tally_core::whole::u64")]
     pub source_version: u64,
     /// Units never offered to any channel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "tally_core::whole::opt_i64")]
     pub safety_stock: Option<i64>,
     /// Orders whose shipment this on_hand already reflects (confirms committed reservations).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -98,17 +100,18 @@ pub struct StockAdjusted {
     /// Location.
     pub location: LocationId,
     /// Signed change of on_hand.
+    #[serde(deserialize_with = "tally_core::whole::i64")]
     pub delta: i64,
     /// Why stock changed.
     pub reason: AdjustReason,
     /// The source version this adjustment belongs to; covered by any snapshot at or after it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "tally_core::whole::opt_u64")]
     pub source_version: Option<u64>,
     /// Reference document (for shipments: the order id, which confirms a committed reservation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     /// Compare-and-set: apply only if on_hand currently equals this (Shopify `changeFromQuantity`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "tally_core::whole::opt_i64")]
     pub change_from_quantity: Option<i64>,
 }
 
@@ -126,6 +129,7 @@ pub struct ReservationRequested {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<LocationId>,
     /// Units to hold (> 0).
+    #[serde(deserialize_with = "tally_core::whole::i64")]
     pub quantity: i64,
     /// The order the stock is held for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,7 +140,7 @@ pub struct ReservationRequested {
     pub expires_at: Option<OffsetDateTime>,
     /// When an uncommitted hold lapses, in seconds after the event's `time` (instead of
     /// `expires_at`; a retried request then carries the same terms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "tally_core::whole::opt_u32")]
     pub ttl_seconds: Option<u32>,
 }
 
@@ -183,6 +187,7 @@ pub struct ChannelReported {
     /// Reporting channel.
     pub channel: ChannelId,
     /// Units the channel shows as available.
+    #[serde(deserialize_with = "tally_core::whole::i64")]
     pub shown: i64,
 }
 

@@ -251,6 +251,7 @@ fn availability_versions(records: &[tally_bus::Record], sku: &str) -> Vec<u64> {
 async fn every_healing_message_carries_a_new_version(stack: Stack) {
     let app = spawn_app_on(stack).await;
     app.post("/v1/events", WMS_KEY, &snapshot("s1", "SKU-H", "wh-1", 10, 1)).await;
+    app.eventually("/v1/stock/SKU-H/audit", |b| b["items"].as_array().unwrap().len() == 1).await;
     let report = |id: &str| {
         event(id, "/api/admin", "channel.reported", json!({"sku": "SKU-H", "channel": "storefront", "shown": 0}))
     };
@@ -298,4 +299,32 @@ on_every_stack!(
     a_partner_releases_and_commits_its_own_reservations_on_every_path,
     every_healing_message_carries_a_new_version,
     a_reused_event_key_on_the_bus_is_dead_lettered,
+    the_whole_audit_trail_is_read_in_pages,
 );
+
+/// The audit trail of a SKU with more rows than one page holds is read in full, page by page.
+async fn the_whole_audit_trail_is_read_in_pages(stack: Stack) {
+    let app = spawn_app_on(stack).await;
+    let events: Vec<Value> = (1..=25).map(|v| snapshot(&format!("pg-{v}"), "SKU-PG", "wh-1", v, v as u64)).collect();
+    assert_eq!(app.post("/v1/events", WMS_KEY, &Value::from(events)).await.status(), 202);
+    app.eventually("/v1/stock/SKU-PG/audit?limit=1000", |b| b["items"].as_array().unwrap().len() == 25).await;
+    let (mut seen, mut before, mut pages) = (Vec::new(), None::<i64>, 0);
+    loop {
+        let path = match before {
+            Some(b) => format!("/v1/stock/SKU-PG/audit?limit=10&before={b}"),
+            None => "/v1/stock/SKU-PG/audit?limit=10".to_owned(),
+        };
+        let page: Value = app.get(&path, READER_KEY).await.json().await.unwrap();
+        pages += 1;
+        seen.extend(page["items"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()));
+        match page["next_before"].as_i64() {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (1..=25).rev().map(|v| format!("pg-{v}")).collect();
+    assert_eq!(seen, want, "every row once, newest first");
+    assert_eq!(pages, 3);
+    let p = problem(app.get("/v1/stock/SKU-PG/audit?before=0", READER_KEY).await, 400).await;
+    assert!(p["detail"].as_str().unwrap().contains("before"), "{p}");
+}

@@ -2,7 +2,9 @@
 //! once and the choice is made at startup, not in domain code.
 
 use tally_core::{EventKey, Sku};
-use tally_inventory::{AuditEntry, SkuState};
+use tally_inventory::SkuState;
+
+use crate::AuditRecord;
 
 use crate::{FlushBatch, InventoryStore, PostgresStore, ProcessedEvent, SqliteStore, StoreError};
 
@@ -60,8 +62,8 @@ impl InventoryStore for AnyStore {
         delegate!(self, s => s.processed_many(keys).await)
     }
 
-    async fn audit(&self, sku: Sku, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        delegate!(self, s => s.audit(sku, limit).await)
+    async fn audit(&self, sku: Sku, limit: u32, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
+        delegate!(self, s => s.audit(sku, limit, before).await)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

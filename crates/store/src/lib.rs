@@ -138,6 +138,16 @@ pub struct AppliedEvent {
     pub audit: AuditEntry,
 }
 
+/// An audit row with its position in the trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Increases with every row stored; the cursor of the next (older) page.
+    pub seq: i64,
+    /// The row.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
 /// Everything one flush writes, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushBatch {
@@ -203,8 +213,14 @@ pub trait InventoryStore: Clone + Send + Sync + 'static {
         async move { Ok(found.await?.into_iter().next()) }
     }
 
-    /// The newest `limit` audit rows of a SKU, newest first.
-    fn audit(&self, sku: Sku, limit: u32) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+    /// Up to `limit` audit rows of a SKU, newest first, older than `before` (a row's `seq`)
+    /// when given: the pages of the whole trail.
+    fn audit(
+        &self,
+        sku: Sku,
+        limit: u32,
+        before: Option<i64>,
+    ) -> impl Future<Output = Result<Vec<AuditRecord>, StoreError>> + Send;
 
     /// Checks the database answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

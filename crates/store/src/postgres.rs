@@ -12,7 +12,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use tally_core::{EventKey, Sku};
-use tally_inventory::{AuditEntry, SkuState};
+use tally_inventory::SkuState;
+
+use crate::AuditRecord;
 
 use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError, decode_json, decode_processed};
 
@@ -484,17 +486,18 @@ impl InventoryStore for PostgresStore {
         rows.iter().map(|r| processed_of(r, None)).collect()
     }
 
-    async fn audit(&self, sku: Sku, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit(&self, sku: Sku, limit: u32, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
         self.count(1);
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT json_build_object('sku', sku, 'location', location, 'version', version,
+            "SELECT json_build_object('seq', id, 'sku', sku, 'location', location, 'version', version,
                  'event_type', event_type, 'event_source', event_source, 'event_id', event_id,
                  'outcome', outcome, 'on_hand_delta', on_hand_delta, 'on_hand', on_hand,
                  'reserved', reserved, 'available', available, 'event_time_ms', event_time_ms)::text
-             FROM inventory_audit WHERE sku = $1 ORDER BY id DESC LIMIT $2",
+             FROM inventory_audit WHERE sku = $1 AND id < $3 ORDER BY id DESC LIMIT $2",
         )
         .bind(sku.as_str())
         .bind(i64::from(limit))
+        .bind(before.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tally_core::{EventKey, Sku};
-use tally_inventory::{AuditEntry, SkuState};
+use tally_inventory::SkuState;
+
+use crate::AuditRecord;
 use tally_sqlite::rusqlite::types::Value as SqlValue;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
 use tally_sqlite::{Durability, Pool, StatementCounter, Table, Writer};
@@ -352,17 +354,18 @@ impl InventoryStore for SqliteStore {
             .collect()
     }
 
-    async fn audit(&self, sku: Sku, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit(&self, sku: Sku, limit: u32, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
         let raw = self
             .read(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT json_object('sku', sku, 'location', location, 'version', version, 'event_type', event_type,
-                        'event_source', event_source, 'event_id', event_id, 'outcome', outcome,
-                        'on_hand_delta', on_hand_delta, 'on_hand', on_hand, 'reserved', reserved,
-                        'available', available, 'event_time_ms', event_time_ms)
-                     FROM inventory_audit WHERE sku = ?1 ORDER BY id DESC LIMIT ?2",
+                    "SELECT json_object('seq', id, 'sku', sku, 'location', location, 'version', version,
+                        'event_type', event_type, 'event_source', event_source, 'event_id', event_id,
+                        'outcome', outcome, 'on_hand_delta', on_hand_delta, 'on_hand', on_hand,
+                        'reserved', reserved, 'available', available, 'event_time_ms', event_time_ms)
+                     FROM inventory_audit WHERE sku = ?1 AND id < ?3 ORDER BY id DESC LIMIT ?2",
                 )?;
-                let rows = stmt.query_map(params![sku.as_str(), limit], |r| r.get::<_, String>(0))?;
+                let rows = stmt
+                    .query_map(params![sku.as_str(), limit, before.unwrap_or(i64::MAX)], |r| r.get::<_, String>(0))?;
                 rows.collect::<Result<Vec<_>, _>>()
             })
             .await?;

@@ -107,10 +107,15 @@ pub async fn ingest_events<B: Bus, S: InventoryStore, C: Cache>(
         ));
     }
     if !single && key_header.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid-idempotency-key",
-            "Idempotency-Key applies to a single event; in a batch each event's id is its key",
-        ));
+        // Well-formed but meaningless: a 422 (the request cannot be processed as sent).
+        return Err(ApiError::InvalidEvents {
+            detail: "Idempotency-Key applies to a single event; in a batch each event's id is its key".into(),
+            errors: vec![ItemError {
+                index: 0,
+                code: "invalid_envelope".into(),
+                detail: "send the batch without an Idempotency-Key header".into(),
+            }],
+        });
     }
     let trace = traceparent(&headers);
     let mut errors = Vec::new();
@@ -286,14 +291,17 @@ fn require_key(headers: &HeaderMap) -> Result<String, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct AdjustRequest {
     /// Signed change of on_hand.
+    #[serde(deserialize_with = "tally_core::whole::i64")]
     pub delta: i64,
     /// Why.
     pub reason: AdjustReason,
     /// Apply only if on_hand currently equals this (Shopify `changeFromQuantity`).
+    #[serde(default, deserialize_with = "tally_core::whole::opt_i64")]
     pub change_from_quantity: Option<i64>,
     /// Reference document (order id for shipments).
     pub reference: Option<String>,
     /// Source version the adjustment belongs to.
+    #[serde(default, deserialize_with = "tally_core::whole::opt_u64")]
     pub source_version: Option<u64>,
 }
 
@@ -405,10 +413,12 @@ pub struct ReserveRequest {
     #[schema(value_type = Option<String>)]
     pub location: Option<tally_core::LocationId>,
     /// Units.
+    #[serde(deserialize_with = "tally_core::whole::i64")]
     pub quantity: i64,
     /// Order reference.
     pub order_id: Option<String>,
     /// Seconds until an uncommitted hold lapses.
+    #[serde(default, deserialize_with = "tally_core::whole::opt_u32")]
     pub ttl_seconds: Option<u32>,
 }
 
@@ -447,19 +457,36 @@ pub async fn reserve<B: Bus, S: InventoryStore, C: Cache>(
     respond(&st, &sku, outcome, StatusCode::CREATED).await
 }
 
-/// Body of release and commit.
+/// Body of a release.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReservationAction {
+pub struct ReleaseRequest {
     /// SKU of the reservation (its partition key).
     #[schema(value_type = String)]
     pub sku: Sku,
-    /// Order reference (commit only).
+    /// Why, e.g. `cancelled` (default `released`).
+    pub reason: Option<String>,
+}
+
+/// Body of a commit.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    /// SKU of the reservation (its partition key).
+    #[schema(value_type = String)]
+    pub sku: Sku,
+    /// The order; the warehouse's shipment that references it confirms the commit.
     pub order_id: Option<String>,
 }
 
+/// What a release or commit asks for.
+enum ReservationAction {
+    Release { reason: Option<String> },
+    Commit { order_id: Option<String> },
+}
+
 /// Gives held stock back.
-#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/release", tag = "inventory", request_body = ReservationAction,
+#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/release", tag = "inventory", request_body = ReleaseRequest,
     params(("reservation_id" = String, Path)),
     responses((status = 200, body = WriteResponse)),
     security(("api_key" = [])))]
@@ -468,13 +495,14 @@ pub async fn release_reservation<B: Bus, S: InventoryStore, C: Cache>(
     principal: Principal,
     headers: HeaderMap,
     Path(reservation_id): Path<String>,
-    ApiJson(req): ApiJson<ReservationAction>,
+    ApiJson(req): ApiJson<ReleaseRequest>,
 ) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
-    reservation_action(st, principal, headers, reservation_id, req, false).await
+    let action = ReservationAction::Release { reason: req.reason };
+    reservation_action(st, principal, headers, reservation_id, req.sku, action).await
 }
 
 /// Marks held stock shipped (provisional until the warehouse confirms).
-#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/commit", tag = "inventory", request_body = ReservationAction,
+#[utoipa::path(post, path = "/v1/reservations/{reservation_id}/commit", tag = "inventory", request_body = CommitRequest,
     params(("reservation_id" = String, Path)),
     responses((status = 200, body = WriteResponse)),
     security(("api_key" = [])))]
@@ -483,9 +511,10 @@ pub async fn commit_reservation<B: Bus, S: InventoryStore, C: Cache>(
     principal: Principal,
     headers: HeaderMap,
     Path(reservation_id): Path<String>,
-    ApiJson(req): ApiJson<ReservationAction>,
+    ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
-    reservation_action(st, principal, headers, reservation_id, req, true).await
+    let action = ReservationAction::Commit { order_id: req.order_id };
+    reservation_action(st, principal, headers, reservation_id, req.sku, action).await
 }
 
 async fn reservation_action<B: Bus, S: InventoryStore, C: Cache>(
@@ -493,16 +522,19 @@ async fn reservation_action<B: Bus, S: InventoryStore, C: Cache>(
     principal: Principal,
     headers: HeaderMap,
     reservation_id: String,
-    req: ReservationAction,
-    commit: bool,
+    sku: Sku,
+    action: ReservationAction,
 ) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
-    let verb = if commit { "commit" } else { "release" };
+    let verb = match action {
+        ReservationAction::Release { .. } => "release",
+        ReservationAction::Commit { .. } => "commit",
+    };
     let id = idempotency_key(&headers)?.unwrap_or_else(|| format!("{verb}:{reservation_id}"));
     // Only the channel holding a reservation may release or commit it; the warehouse may act
     // on any. The event names the acting channel, and the worker checks it against the holder
     // when it applies the event, so a reservation changing hands meanwhile cannot be touched.
-    let states = st.engine.read_states(std::slice::from_ref(&req.sku)).await?;
-    let holder = states.get(&req.sku).and_then(|s| s.reservations.get(&reservation_id)).map(|r| r.channel.clone());
+    let states = st.engine.read_states(std::slice::from_ref(&sku)).await?;
+    let holder = states.get(&sku).and_then(|s| s.reservations.get(&reservation_id)).map(|r| r.channel.clone());
     let channel = match holder {
         Some(holder) if principal.allows(&Scope::StockWrite(st.warehouse.clone())) && holder != st.warehouse => None,
         Some(holder) => Some(holder),
@@ -519,21 +551,19 @@ async fn reservation_action<B: Bus, S: InventoryStore, C: Cache>(
     } else {
         principal.require_channel(&st.warehouse)?;
     }
-    let sku = req.sku.clone();
-    let ev = if commit {
-        InventoryEvent::ReservationCommitted(ReservationCommitted {
+    let ev = match action {
+        ReservationAction::Commit { order_id } => InventoryEvent::ReservationCommitted(ReservationCommitted {
             reservation_id,
-            sku: req.sku,
-            order_id: req.order_id,
+            sku: sku.clone(),
+            order_id,
             channel,
-        })
-    } else {
-        InventoryEvent::ReservationReleased(ReservationReleased {
+        }),
+        ReservationAction::Release { reason } => InventoryEvent::ReservationReleased(ReservationReleased {
             reservation_id,
-            sku: req.sku,
-            reason: Some("released".into()),
+            sku: sku.clone(),
+            reason: Some(reason.unwrap_or_else(|| "released".into())),
             channel,
-        })
+        }),
     };
     let env = command_envelope(&principal, &ev, id, &headers)?;
     let outcome = publish_and_wait(&st, env, &sku).await?;

@@ -168,23 +168,42 @@ pub async fn get_channel_stock<B: Bus, S: InventoryStore, C: Cache>(
 
 /// Query of the audit endpoint.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Rows to return, newest first (1–1000, default 100).
+    /// Rows to return, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// Only rows older than this `seq` (the previous page's `next_before`).
+    #[param(minimum = 1)]
+    pub before: Option<i64>,
+}
+
+/// One audit row and its place in the trail.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditItem {
+    /// Position in the trail (grows with every row stored); pages are cut by it.
+    pub seq: i64,
+    /// The row.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
 }
 
 /// Audit trail page.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditResponse {
     /// Rows, newest first.
-    pub items: Vec<AuditEntry>,
+    pub items: Vec<AuditItem>,
+    /// When more (older) rows may exist: pass as `before` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
 }
 
-/// Audit trail of one SKU: every applied event with its outcome and the resulting levels.
+/// Audit trail of one SKU: every applied event with its outcome and the resulting levels,
+/// newest first, in pages.
 #[utoipa::path(get, path = "/v1/stock/{sku}/audit", tag = "inventory",
     params(("sku" = String, Path, description = "SKU"), AuditQuery),
-    responses((status = 200, body = AuditResponse), (status = 400, body = super::Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = AuditResponse)),
     security(("api_key" = [])))]
 pub async fn get_audit<B: Bus, S: InventoryStore, C: Cache>(
     State(st): State<AppState<B, S, C>>,
@@ -199,6 +218,13 @@ pub async fn get_audit<B: Bus, S: InventoryStore, C: Cache>(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("invalid-query", format!("limit must be within 1..=1000, got {limit}")));
     }
-    let items = st.engine.store.audit(sku, limit).await?;
-    Ok(Json(AuditResponse { items }))
+    if let Some(before) = q.before
+        && before < 1
+    {
+        return Err(ApiError::bad_request("invalid-query", format!("before must be >= 1, got {before}")));
+    }
+    let rows = st.engine.store.audit(sku, limit, q.before).await?;
+    let next_before = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.seq)).flatten();
+    let items = rows.into_iter().map(|r| AuditItem { seq: r.seq, entry: r.entry }).collect();
+    Ok(Json(AuditResponse { items, next_before }))
 }

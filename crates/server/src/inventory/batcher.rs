@@ -230,7 +230,7 @@ mod tests {
     use std::sync::Mutex;
 
     use tally_core::EventKey;
-    use tally_inventory::{AuditEntry, SkuState};
+    use tally_inventory::SkuState;
     use tally_store::{ProcessedEvent, SqliteStore, SqliteStoreOptions, StoreError};
 
     use super::*;
@@ -287,8 +287,13 @@ mod tests {
         async fn processed_many(&self, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
             self.store.processed_many(keys).await
         }
-        async fn audit(&self, sku: Sku, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-            self.store.audit(sku, limit).await
+        async fn audit(
+            &self,
+            sku: Sku,
+            limit: u32,
+            before: Option<i64>,
+        ) -> Result<Vec<tally_store::AuditRecord>, StoreError> {
+            self.store.audit(sku, limit, before).await
         }
         async fn ping(&self) -> Result<(), StoreError> {
             self.store.ping().await
