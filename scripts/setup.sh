@@ -7,7 +7,7 @@
 # (built with its own configure script); OpenSSL and zlib headers so librdkafka, the PostgreSQL
 # and the Redis clients can speak TLS (and librdkafka SASL and compression); pkg-config to find
 # them; the openssl tool for the TLS test's throwaway certificates; promtool (from the
-# prometheus package) for the test that lints /metrics.
+# prometheus package) for the test that lints /metrics; Python's venv for schemathesis.
 set -euo pipefail
 
 need=()
@@ -15,6 +15,9 @@ for pkg in build-essential pkg-config libssl-dev zlib1g-dev openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The schemathesis venv (scripts/venv.sh): Debian's python3 lacks venv/ensurepip without this.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]} from apt" >&2
