@@ -65,10 +65,12 @@ impl ApiKeyConfig {
         for s in &self.scopes {
             Scope::parse(s)?;
         }
+        // The id becomes the source /api/<id> of the key's events, so it is spelled like an id.
+        ChannelId::parse(self.id.as_str()).map_err(|e| format!("id: {e}"))?;
         for source in &self.sources {
-            if source.is_empty() || source.starts_with("/api/") {
+            if source.is_empty() || sources_overlap(source, "/api/") {
                 return Err(format!(
-                    "sources entry {source:?}: must not be empty nor under /api/ (each key owns /api/<its id>)"
+                    "sources entry {source:?}: must not be empty nor cover /api/ (each key owns /api/<its id>)"
                 ));
             }
         }
@@ -79,6 +81,12 @@ impl ApiKeyConfig {
     pub fn parsed_scopes(&self) -> Vec<Scope> {
         self.scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect()
     }
+}
+
+/// Whether two `sources` entries (a value ending in `/` is a prefix) can match one source.
+pub fn sources_overlap(a: &str, b: &str) -> bool {
+    let covers = |prefix: &str, other: &str| prefix.ends_with('/') && other.starts_with(prefix);
+    a == b || covers(a, b) || covers(b, a)
 }
 
 /// The `sha256:<hex>` form stored in configuration for a raw key.

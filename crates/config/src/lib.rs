@@ -573,6 +573,23 @@ impl Config {
         }
         for (i, key) in self.api.keys.iter().enumerate() {
             key.validate().map_err(|reason| invalid(format!("api.keys[{i}]"), reason))?;
+            // Each key's sources are its own: no two keys may send as the same source.
+            for (j, other) in self.api.keys.iter().enumerate().skip(i + 1) {
+                if other.id == key.id {
+                    return Err(invalid(
+                        format!("api.keys[{j}].id"),
+                        format!("{:?} is also api.keys[{i}]'s id", key.id),
+                    ));
+                }
+                for a in &key.sources {
+                    if let Some(b) = other.sources.iter().find(|b| auth::sources_overlap(a, b)) {
+                        return Err(invalid(
+                            format!("api.keys[{j}].sources"),
+                            format!("{b:?} overlaps {a:?} of api.keys[{i}]: a source belongs to one key"),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -73,8 +73,14 @@ fn api_keys_need_a_valid_hash_and_known_scopes() {
         sources: vec!["/partners/ozon/".into()],
     };
     assert!(key.validate().is_ok());
-    let bad = ApiKeyConfig { sources: vec!["/api/wms".into()], ..key.clone() };
-    assert!(bad.validate().expect_err("another key's namespace").contains("/api/"));
+    for covering in ["/api/wms", "/", "/api/"] {
+        let bad = ApiKeyConfig { sources: vec![covering.into()], ..key.clone() };
+        assert!(bad.validate().expect_err("another key's namespace").contains("/api/"), "{covering}");
+    }
+    let bad = ApiKeyConfig { id: "oz on".into(), ..key.clone() };
+    assert!(bad.validate().expect_err("id spelled like an id").starts_with("id:"));
+    assert!(crate::auth::sources_overlap("/partners/", "/partners/ozon"));
+    assert!(!crate::auth::sources_overlap("/partners/ozon", "/partners/wb"));
     assert_eq!(
         key.parsed_scopes(),
         vec![Scope::StockWrite(tally_core::ChannelId::parse("partner:ozon").expect("valid"))]
@@ -122,4 +128,23 @@ fn production_backends_are_configured_by_kind_and_their_urls_are_masked() {
     let err = Config::load(None, env(&[("TALLY_STORE__KIND", "postgres"), ("TALLY_STORE__URL", "mysql://x")]))
         .expect_err("wrong scheme");
     assert!(err.to_string().contains("store.url"), "{err}");
+}
+
+#[test]
+fn two_keys_cannot_share_an_id_or_a_source() {
+    let key = |id: &str, sources: &[&str]| ApiKeyConfig {
+        id: id.into(),
+        hash: hash_api_key(id),
+        scopes: vec!["stock:read".into()],
+        sources: sources.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let mut c = Config::default();
+    c.api.auth = AuthMode::Keys;
+    c.api.keys = vec![key("wms", &["/wms/"]), key("ozon", &["/ozon"])];
+    assert!(c.validate().is_ok());
+    c.api.keys = vec![key("wms", &["/wms/"]), key("other", &["/wms/eu-1"])];
+    let err = c.validate().expect_err("overlapping sources").to_string();
+    assert!(err.contains("api.keys[1].sources"), "{err}");
+    c.api.keys = vec![key("wms", &[]), key("wms", &[])];
+    assert!(c.validate().expect_err("same id").to_string().contains("api.keys[1].id"));
 }

@@ -33,14 +33,14 @@ pub mod headers {
     pub const CONTENT_TYPE: &str = "content-type";
 }
 
-/// Longest CloudEvents `id` accepted, in bytes (an `Idempotency-Key` is at most 200; ids the
-/// engine derives, such as `expire:<sku>:<reservation>`, stay within 256).
+/// Longest CloudEvents `id` accepted, in characters (an `Idempotency-Key` is at most 200; ids
+/// the engine derives, such as `expire:<sku>:<reservation>:<ms>`, stay within 256).
 pub const MAX_EVENT_ID_LEN: usize = 256;
-/// Longest CloudEvents `source` accepted, in bytes.
+/// Longest CloudEvents `source` accepted, in characters.
 pub const MAX_SOURCE_LEN: usize = 256;
-/// Longest CloudEvents `type` and `subject` accepted, in bytes.
+/// Longest CloudEvents `type` and `subject` accepted, in characters.
 pub const MAX_TYPE_LEN: usize = 128;
-/// Longest W3C `traceparent` accepted, in bytes (version 00 uses 55).
+/// Longest W3C `traceparent` accepted, in characters (version 00 uses 55).
 pub const MAX_TRACEPARENT_LEN: usize = 128;
 
 /// Why bytes or headers do not form a valid event envelope.
@@ -269,14 +269,16 @@ fn check_spec_version(v: &str) -> Result<(), EnvelopeError> {
     Err(EnvelopeError::InvalidAttribute { attribute: "specversion", reason: format!("expected \"1.0\", got {v:?}") })
 }
 
-/// A text attribute: not blank, at most `max` bytes, no control characters.
+/// A text attribute: not empty, at most `max` characters (as JSON Schema counts them), no
+/// control characters.
 fn check_text(attribute: &'static str, v: &str, max: usize) -> Result<(), EnvelopeError> {
     let invalid = |reason: String| Err(EnvelopeError::InvalidAttribute { attribute, reason });
-    if v.trim().is_empty() {
+    if v.is_empty() {
         return invalid("must not be empty".into());
     }
-    if v.len() > max {
-        return invalid(format!("is {} bytes long; the limit is {max}", v.len()));
+    let chars = v.chars().count();
+    if chars > max {
+        return invalid(format!("is {chars} characters long; the limit is {max}"));
     }
     if v.chars().any(char::is_control) {
         return invalid("must not contain control characters".into());

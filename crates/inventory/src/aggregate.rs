@@ -274,6 +274,9 @@ impl SkuState {
                     (Outcome::Applied, Some(location), 0, true)
                 }
                 Some(res) => (Outcome::ignored("already_committed"), Some(res.location.clone()), 0, false),
+                None if self.closed_reservations.contains(&r.reservation_id) => {
+                    (Outcome::ignored("reservation_closed"), None, 0, false)
+                }
                 None => (Outcome::ignored("unknown_reservation"), None, 0, false),
             },
             InventoryEvent::ReservationCommitted(c) => match self.reservations.get_mut(&c.reservation_id) {

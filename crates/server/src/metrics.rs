@@ -85,8 +85,14 @@ pub mod labels {
         "reconciled",
     ];
     /// `reason` of `tally_inventory_reservations_rejected_total`.
-    pub const REJECTION_REASONS: &[&str] =
-        &["insufficient_stock", "unknown_channel", "location_not_in_channel", "reservation_closed", "other"];
+    pub const REJECTION_REASONS: &[&str] = &[
+        "insufficient_stock",
+        "unknown_channel",
+        "location_not_in_channel",
+        "reservation_closed",
+        "reservation_conflict",
+        "other",
+    ];
     /// `result` of `tally_inventory_flushes_total`.
     pub const FLUSH_RESULTS: &[&str] = &["ok", "error"];
     /// `reason` of `tally_api_events_rejected_total`: the event validation codes.

@@ -227,6 +227,18 @@ async fn overlong_ids_and_out_of_range_quantities_are_refused() {
     ev["id"] = json!("ok-id");
     ev["source"] = json!(format!("/{}", long(500_000)));
     assert_eq!(app.post("/v1/events", ADMIN_KEY, &ev).await.status(), 422);
+    // The request's traceparent header travels into the event and is bounded like it.
+    let resp = app
+        .client
+        .post(format!("{}/v1/events", app.url))
+        .bearer_auth(ADMIN_KEY)
+        .header("traceparent", long(200))
+        .json(&snapshot("tp", "SKU-1", "wh-1", 1, 1))
+        .send()
+        .await
+        .unwrap();
+    let p = problem(resp, 422).await;
+    assert!(p["errors"][0]["detail"].as_str().unwrap().contains("traceparent"), "{p}");
     let adjust = json!({"delta": i64::MIN, "reason": "correction"});
     let p =
         problem(app.post_with_key("/v1/stock/SKU-1/locations/wh-1/adjustments", ADMIN_KEY, "min", &adjust).await, 422)

@@ -203,6 +203,8 @@ fn releasing_returns_the_stock_and_expiry_is_detected() {
     });
     s.apply_ok(&rel, meta("3"), &r);
     assert_eq!(s.available_at(&loc("wh-1")), 10);
+    // Released again: closed, as a commit would say.
+    assert_eq!(s.apply_ok(&rel, meta("4"), &r).outcome, Outcome::Ignored { reason: "reservation_closed".into() });
 }
 
 // ---- properties -----------------------------------------------------------------------------

@@ -131,15 +131,16 @@ pub async fn ingest_events<B: Bus, S: InventoryStore, C: Cache>(
         if let Some(key) = &key_header {
             env.id.clone_from(key);
         }
+        // The request's trace context goes with events that carry none, and is checked with them.
+        if env.traceparent.is_none() {
+            env.traceparent.clone_from(&trace);
+        }
         if let Err(e) = env.validate() {
             errors.push(ItemError { index, code: "invalid_envelope".into(), detail: e.to_string() });
             continue;
         }
         match InventoryEvent::from_envelope(&env) {
             Ok(ev) => {
-                if env.traceparent.is_none() {
-                    env.traceparent.clone_from(&trace);
-                }
                 env.subject = Some(ev.sku().to_string());
                 valid.push((env, ev));
             }
@@ -389,10 +390,15 @@ fn command_envelope(
     let mut env = ev.into_envelope(&principal.api_source());
     env.id = id;
     env.traceparent = traceparent(headers);
-    // The same validation as the bus consumer, so a bad request fails here with a 422.
+    // The same validation as the bus consumer, so a bad request fails here with a 422: the
+    // payload first (its complaint names the field the caller sent), then the attributes.
     InventoryEvent::from_envelope(&env).map_err(|e| ApiError::InvalidEvents {
         detail: "the request does not form a valid event".into(),
         errors: vec![ItemError { index: 0, code: e.code.into(), detail: e.detail }],
+    })?;
+    env.validate().map_err(|e| ApiError::InvalidEvents {
+        detail: "the request does not form a valid event".into(),
+        errors: vec![ItemError { index: 0, code: "invalid_envelope".into(), detail: e.to_string() }],
     })?;
     Ok(env)
 }

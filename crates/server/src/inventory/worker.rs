@@ -78,8 +78,11 @@ fn decode(rec: &Record, partition_count: u32) -> Decoded {
         let detail = format!("the record's {part} is not valid UTF-8");
         return Decoded::Poison { reason: "invalid_encoding", detail, key: None };
     }
-    let received = OffsetDateTime::from_unix_timestamp_nanos(i128::from(rec.timestamp_ms) * 1_000_000)
-        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    // A record without a timestamp (Kafka's -1, or 0) stands in with the time it is read.
+    let received = Some(rec.timestamp_ms)
+        .filter(|&ms| ms > 0)
+        .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
+        .unwrap_or_else(OffsetDateTime::now_utc);
     let env = match Attributes::from_headers(&rec.headers, received) {
         Ok(env) => env,
         Err(e) => {
@@ -549,7 +552,10 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                     channel: None,
                 });
                 let mut env = ev.into_envelope(records::ENGINE_SOURCE);
-                env.id = format!("expire:{sku}:{}", r.id);
+                // Deterministic, so repeated scans before it is applied are one event; with the
+                // expiry time in it, so a reservation id held again later (once it has left the
+                // closed list) gets a release of its own instead of a duplicate of the first.
+                env.id = format!("expire:{sku}:{}:{}", r.id, r.expires_at_ms.unwrap_or_default());
                 let (headers, payload) = env.to_binary();
                 releases.push(OutRecord::keyed(sku.to_string(), headers, payload));
             }
@@ -648,6 +654,7 @@ fn count_outcome(stats: &EngineStats, outcome: &Outcome) {
                 "unknown_channel" => "unknown_channel",
                 "location_not_in_channel" => "location_not_in_channel",
                 "reservation_closed" => "reservation_closed",
+                "reservation_conflict" => "reservation_conflict",
                 _ => "other",
             };
             metrics::counter!(m::RESERVATIONS_REJECTED_TOTAL, "reason" => reason).increment(1);
