@@ -339,16 +339,25 @@ impl SkuState {
         Ok(Applied { outcome, changed, audit })
     }
 
+    /// Applies `change` to the stock at `location` (a new, empty one if there is none yet). A
+    /// refused change leaves the state as it was: `LocationStock` changes nothing when it
+    /// refuses, and a new location is kept only if the change went through.
+    fn change_stock(
+        &mut self,
+        location: &LocationId,
+        change: impl FnOnce(&mut LocationStock) -> Result<StockChange, OutOfRange>,
+    ) -> Result<StockChange, OutOfRange> {
+        if let Some(stock) = self.locations.get_mut(location) {
+            return change(stock);
+        }
+        let mut stock = LocationStock::default();
+        let result = change(&mut stock)?;
+        self.locations.insert(location.clone(), stock);
+        Ok(result)
+    }
+
     fn apply_snapshot(&mut self, s: &StockSnapshot) -> Result<(Outcome, Option<LocationId>, i64, bool), OutOfRange> {
-        let change = match self.locations.get_mut(&s.location) {
-            Some(stock) => stock.apply_snapshot(s.on_hand, s.source_version)?,
-            None => {
-                let mut stock = LocationStock::default();
-                let change = stock.apply_snapshot(s.on_hand, s.source_version)?;
-                self.locations.insert(s.location.clone(), stock);
-                change
-            }
-        };
+        let change = self.change_stock(&s.location, |stock| stock.apply_snapshot(s.on_hand, s.source_version))?;
         let confirmed = self.confirm_shipments(&s.location, &s.shipped_orders);
         match change {
             StockChange::Applied(delta) => {
@@ -373,16 +382,7 @@ impl SkuState {
         {
             return Ok((Outcome::CasMismatch { expected, actual: current }, location, 0, false));
         }
-        // Checked before anything changes, so a refused adjustment leaves the state untouched.
-        let change = match self.locations.get_mut(&a.location) {
-            Some(stock) => stock.apply_delta(a.delta, a.source_version)?,
-            None => {
-                let mut stock = LocationStock::default();
-                let change = stock.apply_delta(a.delta, a.source_version)?;
-                self.locations.insert(a.location.clone(), stock);
-                change
-            }
-        };
+        let change = self.change_stock(&a.location, |stock| stock.apply_delta(a.delta, a.source_version))?;
         // A shipment referencing an order confirms that order's reservations here, whether or
         // not its delta was already covered by a snapshot: either way on_hand reflects it.
         let confirmed = match (&a.reference, a.reason) {
