@@ -16,9 +16,10 @@ lint:
 fmt:
 	cargo fmt --all
 
-# Regenerate the checked-in OpenAPI document after an API change.
+# Regenerate the checked-in OpenAPI document and event JSON Schemas after an API change.
 openapi:
 	UPDATE_OPENAPI=1 cargo test -p tally-server --test api checked_in_openapi_document_matches_the_code
+	UPDATE_OPENAPI=1 cargo test -p tally-inventory --lib checked_in_schemas_match_the_code
 
 bench:
 	cargo run --release -- bench inventory
