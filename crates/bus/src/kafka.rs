@@ -14,7 +14,7 @@
 //!   from configuration.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as sync_mpsc};
 use std::time::{Duration, Instant};
 
@@ -204,7 +204,15 @@ impl Bus for KafkaBus {
     }
 
     async fn subscribe(&self, group: &str, topic: &str) -> Result<KafkaConsumer, BusError> {
-        KafkaConsumer::start(&self.inner.opts, group, topic)
+        // The partition count says which partition each key belongs on; it is read once here,
+        // off the assignment path (an assignment must never wait on, or fail with, a metadata
+        // request), and refreshed at each assignment when the broker answers quickly.
+        // A topic that does not exist yet has no count (0, unknown) until its first assignment.
+        let partition_count = self.partitions(topic).await?.unwrap_or(0);
+        let mut consumer = KafkaConsumer::start(&self.inner.opts, group, topic)?;
+        consumer.partition_count.store(partition_count, Ordering::Relaxed);
+        consumer.bus = Some(self.clone());
+        Ok(consumer)
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -285,6 +293,10 @@ pub struct KafkaConsumer {
     revoked: Option<sync_mpsc::SyncSender<()>>,
     stop: Arc<AtomicBool>,
     poller: Option<std::thread::JoinHandle<()>>,
+    /// The topic's partition count, as last read.
+    partition_count: Arc<AtomicU32>,
+    /// The bus, to refresh `partition_count` with its producer's metadata.
+    bus: Option<KafkaBus>,
 }
 
 impl KafkaConsumer {
@@ -316,7 +328,16 @@ impl KafkaConsumer {
                 }
             })
             .map_err(backend)?;
-        Ok(Self { consumer, topic: topic.to_owned(), events, revoked: None, stop, poller: Some(poller) })
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            events,
+            revoked: None,
+            stop,
+            poller: Some(poller),
+            partition_count: Arc::new(AtomicU32::new(0)),
+            bus: None,
+        })
     }
 }
 
@@ -333,21 +354,19 @@ impl Drop for KafkaConsumer {
 }
 
 impl KafkaConsumer {
-    /// The subscribed topic's partition count, from the broker's metadata.
-    async fn partition_count(&self) -> Result<u32, BusError> {
-        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-        tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&topic), METADATA_TIMEOUT).map_err(backend)?;
-            metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().len() as u32)
-                .filter(|&n| n > 0)
-                .ok_or_else(|| BusError::Topic { topic: topic.clone(), reason: "no partitions in the metadata".into() })
-        })
-        .await
-        .map_err(backend)?
+    /// Refreshes the partition count in the background, keeping the last known one when the
+    /// broker does not answer (partitions are rarely added, and never to a keyed topic on
+    /// purpose). Never on the assignment's path: until a partition's queue is split off, its
+    /// records land in the main queue and are dropped, so the split must follow at once.
+    fn refresh_partition_count(&self) {
+        let Some(bus) = self.bus.clone() else { return };
+        let (topic, count) = (self.topic.clone(), self.partition_count.clone());
+        tokio::spawn(async move {
+            match bus.partitions(&topic).await {
+                Ok(Some(n)) => count.store(n, Ordering::Relaxed),
+                Ok(None) | Err(_) => tracing::debug!(topic = %topic, "partition count not refreshed"),
+            }
+        });
     }
 }
 
@@ -361,7 +380,7 @@ impl Consumer for KafkaConsumer {
         }
         match self.events.recv().await {
             Some(GroupEvent::Assigned(partitions)) => {
-                let partition_count = self.partition_count().await?;
+                let partition_count = &self.partition_count;
                 let mut readers = Vec::with_capacity(partitions.len());
                 for partition in partitions {
                     let Some(mut queue) =
@@ -378,15 +397,17 @@ impl Consumer for KafkaConsumer {
                         arrived,
                         topic: self.topic.clone(),
                         partition,
-                        partition_count,
+                        partition_count: partition_count.clone(),
                         position: None,
                         seek_pending: false,
                         sought: None,
                         seeks: 0,
                         high_watermark: Arc::new(AtomicU64::new(0)),
                         watermark_checked: None,
+                        behind_since: None,
                     });
                 }
+                self.refresh_partition_count();
                 Ok(Assignment::Assigned(readers))
             }
             Some(GroupEvent::Revoked(partitions, done)) => {
@@ -405,7 +426,8 @@ pub struct KafkaPartition {
     arrived: Arc<Notify>,
     topic: String,
     partition: u32,
-    partition_count: u32,
+    /// The topic's partition count, shared with the consumer that refreshes it (0: unknown).
+    partition_count: Arc<AtomicU32>,
     /// Next offset to hand out; records below it are redeliveries and are skipped.
     position: Option<u64>,
     /// The broker must be told to fetch from `position` (a gap ahead of it was seen).
@@ -418,7 +440,14 @@ pub struct KafkaPartition {
     seeks: u32,
     high_watermark: Arc<AtomicU64>,
     watermark_checked: Option<Instant>,
+    /// Since when the reader has been waiting with records known to exist at or past its
+    /// position (see `poll`).
+    behind_since: Option<Instant>,
 }
+
+/// How long a reader waits, with the partition's end past its position and nothing arriving,
+/// before it asks the broker to fetch from its position again.
+const STALL_RESEEK: Duration = Duration::from_secs(2);
 
 fn record_of(m: &BorrowedMessage<'_>, topic: &str, partition: u32) -> Record {
     // Bytes that are not UTF-8 are kept in a lossy decoding for the dead-letter copy, and the
@@ -509,7 +538,7 @@ impl PartitionReader for KafkaPartition {
     }
 
     fn partition_count(&self) -> u32 {
-        self.partition_count
+        self.partition_count.load(Ordering::Relaxed)
     }
 
     async fn committed(&self) -> Result<Option<u64>, BusError> {
@@ -576,7 +605,21 @@ impl PartitionReader for KafkaPartition {
             }
             if !out.is_empty() {
                 self.high_watermark.fetch_max(self.position.unwrap_or_default(), Ordering::Relaxed);
+                self.behind_since = None;
                 return Ok(out);
+            }
+            // Records fetched before this partition's queue was split off went to the main
+            // queue and were dropped; a later record would show the gap, but on a quiet
+            // partition none comes. So a reader that knows records exist at or past its
+            // position (the end offset, refreshed every second) and receives nothing for a
+            // while asks the broker to fetch from its position again.
+            let behind = self.position.is_some_and(|p| self.high_watermark.load(Ordering::Relaxed) > p);
+            if !behind {
+                self.behind_since = None;
+            } else if self.behind_since.get_or_insert_with(Instant::now).elapsed() >= STALL_RESEEK {
+                self.behind_since = None;
+                self.seek_pending = true;
+                continue;
             }
             if !self.seek_pending {
                 // The callback fires when the queue goes from empty to non-empty; the timeout

@@ -129,7 +129,7 @@ pub trait PartitionReader: Send + 'static {
     /// Partition number.
     fn partition(&self) -> u32;
     /// How many partitions the topic had when this partition was assigned: with the key, it
-    /// says which partition a record belongs on.
+    /// says which partition a record belongs on. 0 when the bus could not tell.
     fn partition_count(&self) -> u32;
     /// The group's committed position (next offset to read), if any.
     fn committed(&self) -> impl Future<Output = Result<Option<u64>, BusError>> + Send;

@@ -105,8 +105,10 @@ fn decode(rec: &Record, partition_count: u32) -> Decoded {
         let detail = format!("record key {key:?} is not the event's sku {:?}", ev.sku().as_str());
         return Decoded::Poison { reason: "key_mismatch", detail, key: Some(env.key()) };
     }
-    let owner = partition_for_key(key.as_bytes(), partition_count);
-    if owner != rec.partition {
+    // An unknown count (0: the bus could not read it) cannot tell a misplaced record; the
+    // record is applied where it is, as before forwarding existed.
+    let owner = partition_for_key(key.as_bytes(), partition_count.max(1));
+    if partition_count > 0 && owner != rec.partition {
         if rec.header(headers::FORWARDED_FROM).is_some() {
             // Forwarded once already and still not home: the producer and tally disagree on the
             // partition count. Forwarding again could loop; the record goes to the DLQ instead.
@@ -131,9 +133,6 @@ pub struct PartitionWorker<B, S, C> {
     /// The window's copy in a shared cache, for the partition's next owner.
     shared_window: Option<WindowWriter>,
     with_expiry: HashSet<Sku>,
-    /// The topic's partition count when the partition was assigned (which partition a key
-    /// belongs on).
-    partition_count: u32,
     next: u64,
     acked: u64,
 }
@@ -150,7 +149,6 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
             dedupe: DedupeWindow::new(window),
             shared_window: None,
             with_expiry: HashSet::new(),
-            partition_count: 1,
             next: 0,
             acked: 0,
         }
@@ -162,7 +160,6 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
     pub async fn run<P: PartitionReader>(mut self, mut reader: P, cancel: CancellationToken) {
         let topic = reader.topic().to_owned();
         let partition = reader.partition();
-        self.partition_count = reader.partition_count();
         let Some(start) = self.resume(&topic, partition, &cancel).await else { return };
         reader.seek(start);
         (self.next, self.acked) = (start, start);
@@ -198,7 +195,8 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
                     Ok(batch) if batch.is_empty() => {}
                     Ok(batch) => {
                         let first = batch[0].offset;
-                        if let Err(e) = self.process(&topic, partition, batch, &ack_tx, &cancel).await {
+                        let partitions = reader.partition_count();
+                        if let Err(e) = self.process(&topic, partition, partitions, batch, &ack_tx, &cancel).await {
                             tracing::warn!(error = %e, offset = first, "batch failed before any effect; retrying it");
                             reader.seek(first);
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -266,11 +264,12 @@ impl<B: Bus, S: InventoryStore, C: Cache> PartitionWorker<B, S, C> {
         &mut self,
         topic: &str,
         partition: u32,
+        partition_count: u32,
         batch: Vec<Record>,
         ack: &mpsc::UnboundedSender<u64>,
         cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
-        let decoded: Vec<Decoded> = batch.iter().map(|rec| decode(rec, self.partition_count)).collect();
+        let decoded: Vec<Decoded> = batch.iter().map(|rec| decode(rec, partition_count)).collect();
         self.load_missing(&decoded).await?;
 
         let stats = self.engine.stats.clone();
