@@ -58,7 +58,7 @@ pub fn reservation_outcome(
     });
     let mut env = Envelope::new(ENGINE_SOURCE, ty, data);
     // Deterministic id: a replay after a crash republishes the same event, which consumers dedupe.
-    env.id = format!("{ty}:{}:{}", cause.source, cause.id);
+    env.id = outcome_id(ty, cause);
     env.subject = Some(sku.to_string());
     env.traceparent = traceparent.map(str::to_owned);
     Some(to_record(sku.as_str(), &env))
@@ -66,6 +66,19 @@ pub fn reservation_outcome(
 
 fn origin(record: &Record) -> String {
     format!("{}/{}/{}", record.topic, record.partition, record.offset)
+}
+
+/// The id of the outcome of `cause`: `<type>:<source>:<id>`, or, when that would pass the
+/// event id limit tally sets for its own input (long sources and ids), `<type>:sha256:<hex>` of
+/// the source and id — deterministic either way.
+fn outcome_id(ty: &str, cause: &EventKey) -> String {
+    let plain = format!("{ty}:{}:{}", cause.source, cause.id);
+    if plain.chars().count() <= tally_core::envelope::MAX_EVENT_ID_LEN {
+        return plain;
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new().chain_update(&cause.source).chain_update([0]).chain_update(&cause.id).finalize();
+    format!("{ty}:sha256:{}", hex::encode(digest))
 }
 
 /// The original record (its key — none if it had none —, headers and payload) with the
@@ -86,4 +99,21 @@ pub fn forward(record: &Record) -> OutRecord {
     let mut headers = record.headers.clone();
     headers.push((headers::FORWARDED_FROM.to_owned(), origin(record)));
     OutRecord { key: record.key.clone(), headers, payload: record.payload.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_ids_are_deterministic_and_within_the_event_id_limit() {
+        let short = EventKey { source: "/api/ozon".into(), id: "reserve:r-1".into() };
+        assert_eq!(outcome_id(types::RESERVATION_ACCEPTED, &short), "reservation.accepted:/api/ozon:reserve:r-1");
+        let long = EventKey { source: "s".repeat(256), id: "i".repeat(256) };
+        let id = outcome_id(types::RESERVATION_REJECTED, &long);
+        assert!(id.len() <= tally_core::envelope::MAX_EVENT_ID_LEN, "{id}");
+        assert_eq!(id, outcome_id(types::RESERVATION_REJECTED, &long));
+        let other = EventKey { source: "s".repeat(256), id: format!("{}j", "i".repeat(255)) };
+        assert_ne!(id, outcome_id(types::RESERVATION_REJECTED, &other));
+    }
 }
