@@ -181,9 +181,11 @@ async fn refuse_reused_keys<B: Bus, S: InventoryStore, C: Cache>(
         detail: format!("source {:?} + id {:?} was already used for a different request", key.source, key.id),
     };
     for (index, (env, ev)) in valid.iter().enumerate() {
-        if digests.insert(env.key(), ev.digest()).is_some_and(|d| d != ev.digest()) {
-            errors.push(reused(index, &env.key()));
+        let (key, digest) = (env.key(), ev.digest());
+        if digests.get(&key).is_some_and(|&d| d != digest) {
+            errors.push(reused(index, &key));
         }
+        digests.entry(key).or_insert(digest);
     }
     let stored = st.engine.store.processed_many(digests.keys().cloned().collect()).await?;
     for p in stored {
@@ -231,13 +233,9 @@ fn key_reused(key: &EventKey) -> ApiError {
 async fn publish_and_wait<B: Bus, S: InventoryStore, C: Cache>(
     st: &AppState<B, S, C>,
     env: Envelope,
-    sku: &Sku,
+    ev: &InventoryEvent,
 ) -> Result<Outcome, ApiError> {
-    let key = env.key();
-    let digest = InventoryEvent::from_envelope(&env).map(|ev| ev.digest()).map_err(|e| ApiError::InvalidEvents {
-        detail: "the request does not form a valid event".into(),
-        errors: vec![ItemError { index: 0, code: e.code.into(), detail: e.detail }],
-    })?;
+    let (key, digest, sku) = (env.key(), ev.digest(), ev.sku());
     if let Some(outcome) = stored_outcome(st, &key, digest).await? {
         return Ok(outcome);
     }
@@ -377,7 +375,7 @@ pub async fn adjust_stock<B: Bus, S: InventoryStore, C: Cache>(
         change_from_quantity: req.change_from_quantity,
     });
     let env = command_envelope(&principal, &ev, key, &headers)?;
-    let outcome = publish_and_wait(&st, env, &sku).await?;
+    let outcome = publish_and_wait(&st, env, &ev).await?;
     respond(&st, &sku, outcome, StatusCode::OK).await
 }
 
@@ -459,7 +457,7 @@ pub async fn reserve<B: Bus, S: InventoryStore, C: Cache>(
         ttl_seconds: req.ttl_seconds,
     });
     let env = command_envelope(&principal, &ev, id, &headers)?;
-    let outcome = publish_and_wait(&st, env, &sku).await?;
+    let outcome = publish_and_wait(&st, env, &ev).await?;
     respond(&st, &sku, outcome, StatusCode::CREATED).await
 }
 
@@ -572,6 +570,6 @@ async fn reservation_action<B: Bus, S: InventoryStore, C: Cache>(
         }),
     };
     let env = command_envelope(&principal, &ev, id, &headers)?;
-    let outcome = publish_and_wait(&st, env, &sku).await?;
+    let outcome = publish_and_wait(&st, env, &ev).await?;
     respond(&st, &sku, outcome, StatusCode::OK).await
 }
