@@ -90,9 +90,10 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The OpenAPI document as pretty JSON (see [`openapi::document`]).
-pub fn openapi_json() -> String {
-    serde_json::to_string_pretty(&openapi::document()).unwrap_or_default()
+/// The OpenAPI document as pretty JSON (see [`openapi::document`]), built once per process.
+pub fn openapi_json() -> &'static str {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| serde_json::to_string_pretty(&openapi::document()).unwrap_or_default())
 }
 
 /// Builds the router.
