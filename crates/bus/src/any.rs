@@ -53,10 +53,10 @@ impl Bus for AnyBus {
         delegate!(AnyBus, self, b => b.publish(topic, records).await)
     }
 
-    async fn subscribe(&self, group: &str, topic: &str) -> Result<AnyConsumer, BusError> {
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<AnyConsumer, BusError> {
         match self {
-            Self::Embedded(b) => b.subscribe(group, topic).await.map(AnyConsumer::Embedded),
-            Self::Kafka(b) => b.subscribe(group, topic).await.map(AnyConsumer::Kafka),
+            Self::Embedded(b) => b.subscribe(group, topics).await.map(AnyConsumer::Embedded),
+            Self::Kafka(b) => b.subscribe(group, topics).await.map(AnyConsumer::Kafka),
         }
     }
 

@@ -20,7 +20,7 @@ async fn assigned<B: Bus>(
     group: &str,
     topic: &str,
 ) -> (B::Consumer, Vec<<B::Consumer as Consumer>::Partition>) {
-    let mut consumer = bus.subscribe(group, topic).await.expect("subscribe");
+    let mut consumer = bus.subscribe(group, &[topic.to_owned()]).await.expect("subscribe");
     loop {
         match tokio::time::timeout(Duration::from_secs(30), consumer.next_assignment()).await {
             Ok(Ok(Assignment::Assigned(parts))) if !parts.is_empty() => return (consumer, parts),
@@ -106,4 +106,40 @@ pub async fn poll_wakes_when_a_record_arrives<B: Bus>(bus: B, topic: &str, group
     bus.publish(topic, vec![rec("k", 1)]).await.expect("publish");
     let n = tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("woke up").expect("join").expect("poll");
     assert_eq!(n, 1);
+}
+
+/// One member subscribed to several topics is assigned the partitions of all of them, each
+/// reader naming its topic, and reads each topic's records from its own partitions.
+pub async fn one_member_consumes_several_topics<B: Bus>(bus: B, topics: [&str; 2], group: &str) {
+    for topic in topics {
+        bus.create_topic(topic, 2).await.expect("create topic");
+        bus.publish(topic, vec![rec(topic, 0), rec(topic, 1)]).await.expect("publish");
+    }
+    let names: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    let mut consumer = bus.subscribe(group, &names).await.expect("subscribe");
+    let mut parts = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while parts.len() < 4 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, consumer.next_assignment()).await {
+            Ok(Ok(Assignment::Assigned(more))) => parts.extend(more),
+            Ok(Ok(Assignment::Revoked(_))) => {}
+            Ok(Err(e)) => panic!("assignment failed: {e}"),
+            Err(_) => panic!("only {} of 4 partitions assigned within 30 s", parts.len()),
+        }
+    }
+    let mut assigned: Vec<(String, u32)> = parts.iter().map(|p| (p.topic().to_owned(), p.partition())).collect();
+    assigned.sort();
+    let mut expected: Vec<(String, u32)> = names.iter().flat_map(|t| [(t.clone(), 0), (t.clone(), 1)]).collect();
+    expected.sort();
+    assert_eq!(assigned, expected);
+    for p in parts.iter_mut() {
+        p.seek(0);
+    }
+    let got = drain(&mut parts, 4).await;
+    for topic in topics {
+        let of_topic: Vec<&Record> = got.iter().filter(|r| r.topic == topic).collect();
+        assert_eq!(of_topic.len(), 2, "{topic}");
+        assert!(of_topic.iter().all(|r| r.key.as_deref() == Some(topic)), "a record read under another topic");
+    }
 }

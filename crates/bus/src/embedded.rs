@@ -153,6 +153,11 @@ impl EmbeddedLog {
         self.topic(topic).map(|t| t.ends.len() as u32)
     }
 
+    /// The offset the next record appended to a partition gets (its end), if it exists.
+    pub fn end_offset(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.topic(topic)?.ends.get(partition as usize).map(|end| *end.borrow())
+    }
+
     fn topic(&self, name: &str) -> Option<Arc<TopicState>> {
         self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
@@ -307,19 +312,24 @@ impl Bus for EmbeddedLog {
         self.send(|reply| WriteCmd::Append { topic: state, records, reply }).await
     }
 
-    async fn subscribe(&self, group: &str, topic: &str) -> Result<EmbeddedConsumer, BusError> {
-        let state = self.ensure_topic(topic, self.inner.default_partitions).await?;
-        let key = (group.to_owned(), topic.to_owned());
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<EmbeddedConsumer, BusError> {
+        let mut states = Vec::with_capacity(topics.len());
+        for topic in topics {
+            states.push(self.ensure_topic(topic, self.inner.default_partitions).await?);
+        }
+        let keys: Vec<(String, String)> = topics.iter().map(|t| (group.to_owned(), t.clone())).collect();
         let mut members = self.inner.members.lock().unwrap_or_else(|p| p.into_inner());
-        if members.contains_key(&key) {
+        if let Some((_, topic)) = keys.iter().find(|k| members.contains_key(*k)) {
             // One process owns an embedded log, so a group has one member; scale out with Kafka.
             return Err(BusError::Topic {
-                topic: topic.to_owned(),
+                topic: topic.clone(),
                 reason: format!("group {group} already has a member in this process"),
             });
         }
-        members.insert(key.clone(), ());
-        Ok(EmbeddedConsumer { log: self.clone(), key, topic: state, assigned: false })
+        for key in &keys {
+            members.insert(key.clone(), ());
+        }
+        Ok(EmbeddedConsumer { log: self.clone(), keys, topics: states, assigned: false })
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -331,17 +341,22 @@ impl Bus for EmbeddedLog {
     }
 }
 
-/// The single member of a consumer group on the embedded log: it is assigned every partition.
+/// The single member of a consumer group on the embedded log: it is assigned every partition
+/// of every topic it subscribed to.
 pub struct EmbeddedConsumer {
     log: EmbeddedLog,
-    key: (String, String),
-    topic: Arc<TopicState>,
+    /// (group, topic) of each subscription.
+    keys: Vec<(String, String)>,
+    topics: Vec<Arc<TopicState>>,
     assigned: bool,
 }
 
 impl Drop for EmbeddedConsumer {
     fn drop(&mut self) {
-        self.log.inner.members.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        let mut members = self.log.inner.members.lock().unwrap_or_else(|p| p.into_inner());
+        for key in &self.keys {
+            members.remove(key);
+        }
     }
 }
 
@@ -354,16 +369,20 @@ impl Consumer for EmbeddedConsumer {
             std::future::pending::<()>().await;
         }
         self.assigned = true;
-        let partitions = (0..self.topic.ends.len() as u32)
-            .map(|p| EmbeddedPartition {
-                log: self.log.clone(),
-                group: self.key.0.clone(),
-                topic: self.topic.clone(),
-                partition: p,
-                end: self.topic.ends[p as usize].subscribe(),
-                position: 0,
-            })
-            .collect();
+        let group = self.keys.first().map(|k| k.0.clone()).unwrap_or_default();
+        let mut partitions = Vec::new();
+        for topic in &self.topics {
+            for p in 0..topic.ends.len() as u32 {
+                partitions.push(EmbeddedPartition {
+                    log: self.log.clone(),
+                    group: group.clone(),
+                    topic: topic.clone(),
+                    partition: p,
+                    end: topic.ends[p as usize].subscribe(),
+                    position: 0,
+                });
+            }
+        }
         Ok(Assignment::Assigned(partitions))
     }
 }

@@ -14,6 +14,7 @@
 //!   from configuration.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as sync_mpsc};
 use std::time::{Duration, Instant};
@@ -203,14 +204,18 @@ impl Bus for KafkaBus {
         Ok(())
     }
 
-    async fn subscribe(&self, group: &str, topic: &str) -> Result<KafkaConsumer, BusError> {
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<KafkaConsumer, BusError> {
         // The partition count says which partition each key belongs on; it is read once here,
         // off the assignment path (an assignment must never wait on, or fail with, a metadata
         // request), and refreshed at each assignment when the broker answers quickly.
         // A topic that does not exist yet has no count (0, unknown) until its first assignment.
-        let partition_count = self.partitions(topic).await?.unwrap_or(0);
-        let mut consumer = KafkaConsumer::start(&self.inner.opts, group, topic)?;
-        consumer.partition_count.store(partition_count, Ordering::Relaxed);
+        let mut counts = HashMap::new();
+        for topic in topics {
+            let count = self.partitions(topic).await?.unwrap_or(0);
+            counts.insert(topic.clone(), Arc::new(AtomicU32::new(count)));
+        }
+        let mut consumer = KafkaConsumer::start(&self.inner.opts, group, topics)?;
+        consumer.partition_counts = counts;
         consumer.bus = Some(self.clone());
         Ok(consumer)
     }
@@ -227,21 +232,25 @@ impl Bus for KafkaBus {
 
 /// What the rebalance callbacks tell the consumer handle.
 enum GroupEvent {
-    Assigned(Vec<u32>),
+    Assigned(Vec<(String, u32)>),
     /// Revoked partitions, and where to say they are drained.
-    Revoked(Vec<u32>, sync_mpsc::SyncSender<()>),
+    Revoked(Vec<(String, u32)>, sync_mpsc::SyncSender<()>),
 }
 
 /// Runs on the polling thread inside librdkafka's rebalance handling.
 struct GroupContext {
-    topic: String,
+    topics: Vec<String>,
     events: mpsc::UnboundedSender<GroupEvent>,
     drain_timeout: Duration,
 }
 
 impl GroupContext {
-    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<u32> {
-        tpl.elements_for_topic(&self.topic).iter().filter_map(|e| u32::try_from(e.partition()).ok()).collect()
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<(String, u32)> {
+        tpl.elements()
+            .iter()
+            .filter(|e| self.topics.iter().any(|t| t == e.topic()))
+            .filter_map(|e| Some((e.topic().to_owned(), u32::try_from(e.partition()).ok()?)))
+            .collect()
     }
 }
 
@@ -287,22 +296,21 @@ impl ConsumerContext for GroupContext {
 /// A consumer-group member.
 pub struct KafkaConsumer {
     consumer: Arc<BaseConsumer<GroupContext>>,
-    topic: String,
     events: mpsc::UnboundedReceiver<GroupEvent>,
     /// The last revocation, acknowledged when the engine asks for the next change.
     revoked: Option<sync_mpsc::SyncSender<()>>,
     stop: Arc<AtomicBool>,
     poller: Option<std::thread::JoinHandle<()>>,
-    /// The topic's partition count, as last read.
-    partition_count: Arc<AtomicU32>,
+    /// Each topic's partition count, as last read.
+    partition_counts: HashMap<String, Arc<AtomicU32>>,
     /// The bus, to refresh `partition_count` with its producer's metadata.
     bus: Option<KafkaBus>,
 }
 
 impl KafkaConsumer {
-    fn start(opts: &KafkaBusOptions, group: &str, topic: &str) -> Result<Self, BusError> {
+    fn start(opts: &KafkaBusOptions, group: &str, topics: &[String]) -> Result<Self, BusError> {
         let (tx, events) = mpsc::unbounded_channel();
-        let context = GroupContext { topic: topic.to_owned(), events: tx, drain_timeout: opts.drain_timeout };
+        let context = GroupContext { topics: topics.to_vec(), events: tx, drain_timeout: opts.drain_timeout };
         let consumer: BaseConsumer<GroupContext> = client_config(opts, CONSUMER_DEFAULTS)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -311,7 +319,8 @@ impl KafkaConsumer {
             .set("enable.partition.eof", "false")
             .create_with_context(context)
             .map_err(backend)?;
-        consumer.subscribe(&[topic]).map_err(backend)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(backend)?;
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
         // The main queue only carries rebalances, errors and records of partitions not split off
@@ -330,12 +339,11 @@ impl KafkaConsumer {
             .map_err(backend)?;
         Ok(Self {
             consumer,
-            topic: topic.to_owned(),
             events,
             revoked: None,
             stop,
             poller: Some(poller),
-            partition_count: Arc::new(AtomicU32::new(0)),
+            partition_counts: HashMap::new(),
             bus: None,
         })
     }
@@ -358,9 +366,10 @@ impl KafkaConsumer {
     /// broker does not answer (partitions are rarely added, and never to a keyed topic on
     /// purpose). Never on the assignment's path: until a partition's queue is split off, its
     /// records land in the main queue and are dropped, so the split must follow at once.
-    fn refresh_partition_count(&self) {
+    fn refresh_partition_count(&self, topic: &str) {
         let Some(bus) = self.bus.clone() else { return };
-        let (topic, count) = (self.topic.clone(), self.partition_count.clone());
+        let Some(count) = self.partition_counts.get(topic).cloned() else { return };
+        let topic = topic.to_owned();
         tokio::spawn(async move {
             match bus.partitions(&topic).await {
                 Ok(Some(n)) => count.store(n, Ordering::Relaxed),
@@ -380,14 +389,19 @@ impl Consumer for KafkaConsumer {
         }
         match self.events.recv().await {
             Some(GroupEvent::Assigned(partitions)) => {
-                let partition_count = &self.partition_count;
                 let mut readers = Vec::with_capacity(partitions.len());
-                for partition in partitions {
+                let mut topics: Vec<&str> = Vec::new();
+                for (topic, partition) in &partitions {
+                    let partition = *partition;
                     let Some(mut queue) =
-                        self.consumer.split_partition_queue(&self.topic, i32::try_from(partition).unwrap_or(i32::MAX))
+                        self.consumer.split_partition_queue(topic, i32::try_from(partition).unwrap_or(i32::MAX))
                     else {
-                        return Err(BusError::Backend(format!("cannot split off partition {partition}")));
+                        return Err(BusError::Backend(format!("cannot split off partition {partition} of {topic}")));
                     };
+                    if !topics.contains(&topic.as_str()) {
+                        topics.push(topic);
+                    }
+                    let partition_count = self.partition_counts.get(topic).cloned().unwrap_or_default();
                     let arrived = Arc::new(Notify::new());
                     let wake = arrived.clone();
                     queue.set_nonempty_callback(move || wake.notify_one());
@@ -395,9 +409,9 @@ impl Consumer for KafkaConsumer {
                         consumer: self.consumer.clone(),
                         queue,
                         arrived,
-                        topic: self.topic.clone(),
+                        topic: topic.clone(),
                         partition,
-                        partition_count: partition_count.clone(),
+                        partition_count,
                         position: None,
                         seek_pending: false,
                         sought: None,
@@ -407,7 +421,9 @@ impl Consumer for KafkaConsumer {
                         behind_since: None,
                     });
                 }
-                self.refresh_partition_count();
+                for topic in topics {
+                    self.refresh_partition_count(topic);
+                }
                 Ok(Assignment::Assigned(readers))
             }
             Some(GroupEvent::Revoked(partitions, done)) => {

@@ -10,7 +10,8 @@
 use std::future::Future;
 
 mod any;
-pub mod conformance;
+#[cfg(test)]
+mod conformance;
 pub mod embedded;
 pub mod kafka;
 
@@ -91,8 +92,9 @@ pub enum BusError {
 pub enum Assignment<P> {
     /// These partitions are now ours: spawn one ordered worker each.
     Assigned(Vec<P>),
-    /// These partitions are being taken away: drain and commit their workers first.
-    Revoked(Vec<u32>),
+    /// These partitions (topic, partition) are being taken away: drain and commit their
+    /// workers first.
+    Revoked(Vec<(String, u32)>),
 }
 
 /// A bus backend.
@@ -106,8 +108,13 @@ pub trait Bus: Clone + Send + Sync + 'static {
     /// Appends records, each to the partition its key maps to. Returns once durable.
     fn publish(&self, topic: &str, records: Vec<OutRecord>) -> impl Future<Output = Result<(), BusError>> + Send;
 
-    /// Joins consumer group `group` on `topic`.
-    fn subscribe(&self, group: &str, topic: &str) -> impl Future<Output = Result<Self::Consumer, BusError>> + Send;
+    /// Joins consumer group `group` on `topics` (one member for all of them: the group
+    /// spreads their partitions over its members).
+    fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> impl Future<Output = Result<Self::Consumer, BusError>> + Send;
 
     /// Checks the backend answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), BusError>> + Send;

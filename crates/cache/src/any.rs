@@ -30,6 +30,10 @@ impl Cache for AnyCache {
         delegate!(self, c => c.set_many(entries).await)
     }
 
+    async fn set_many_expiring(&self, entries: Vec<(String, Vec<u8>, std::time::Duration)>) -> Result<(), CacheError> {
+        delegate!(self, c => c.set_many_expiring(entries).await)
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<(), CacheError> {
         delegate!(self, c => c.delete(keys).await)
     }

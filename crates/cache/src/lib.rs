@@ -4,6 +4,7 @@
 //! before the batched store flush.
 
 use std::future::Future;
+use std::time::Duration;
 
 mod any;
 mod memory;
@@ -25,8 +26,15 @@ pub enum CacheError {
 pub trait Cache: Clone + Send + Sync + 'static {
     /// Values of `keys`, `None` where absent, in the same order.
     fn get_many(&self, keys: &[String]) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, CacheError>> + Send;
-    /// Stores every entry (one round trip where the backend allows it).
+    /// Stores every entry for the cache's configured time to live (one round trip where the
+    /// backend allows it).
     fn set_many(&self, entries: Vec<(String, Vec<u8>)>) -> impl Future<Output = Result<(), CacheError>> + Send;
+    /// Stores every entry for its own time to live (a score cache keeps entries for minutes,
+    /// a profile cache for hours).
+    fn set_many_expiring(
+        &self,
+        entries: Vec<(String, Vec<u8>, Duration)>,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Removes keys.
     fn delete(&self, keys: &[String]) -> impl Future<Output = Result<(), CacheError>> + Send;
     /// Checks the backend answers.
@@ -38,7 +46,8 @@ pub trait Cache: Clone + Send + Sync + 'static {
 }
 
 /// The conformance suite every [`Cache`] implementation must pass.
-pub mod conformance {
+#[cfg(test)]
+mod conformance {
     use super::Cache;
 
     /// Values round-trip, absent keys read as `None`, deletes take effect; `prefix` keeps
@@ -53,5 +62,24 @@ pub mod conformance {
         let got = cache.get_many(&[k("a"), k("b")]).await.expect("get");
         assert_eq!(got, vec![Some(b"3".to_vec()), None]);
         cache.ping().await.expect("ping");
+    }
+
+    /// Each entry lives for its own time to live, whatever the others' and the default.
+    pub async fn entries_expire_after_their_own_ttl<C: Cache>(cache: C, prefix: &str) {
+        use std::time::Duration;
+        let k = |s: &str| format!("{prefix}{s}");
+        cache
+            .set_many_expiring(vec![
+                (k("short"), b"s".to_vec(), Duration::from_millis(150)),
+                (k("long"), b"l".to_vec(), Duration::from_secs(60)),
+            ])
+            .await
+            .expect("set");
+        cache.set_many(vec![(k("default"), b"d".to_vec())]).await.expect("set");
+        let got = cache.get_many(&[k("short"), k("long"), k("default")]).await.expect("get");
+        assert_eq!(got, vec![Some(b"s".to_vec()), Some(b"l".to_vec()), Some(b"d".to_vec())]);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let got = cache.get_many(&[k("short"), k("long"), k("default")]).await.expect("get");
+        assert_eq!(got, vec![None, Some(b"l".to_vec()), Some(b"d".to_vec())], "only the short-lived entry expired");
     }
 }

@@ -73,6 +73,19 @@ impl Cache for RedisCache {
         pipe.query_async::<()>(&mut conn).await.map_err(backend)
     }
 
+    async fn set_many_expiring(&self, entries: Vec<(String, Vec<u8>, Duration)>) -> Result<(), CacheError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (key, value, ttl) in entries {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            pipe.cmd("SET").arg(self.key(&key)).arg(value).arg("PX").arg(ms).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(backend)
+    }
+
     async fn delete(&self, keys: &[String]) -> Result<(), CacheError> {
         if keys.is_empty() {
             return Ok(());
@@ -118,6 +131,11 @@ mod tests {
     async fn redis_cache_passes_the_conformance_suite() {
         let prefix = format!("test:{}:", uuid_like());
         conformance::values_round_trip(cache(&prefix).await, "t:").await;
+    }
+
+    #[tokio::test]
+    async fn redis_cache_entries_expire_after_their_own_ttl() {
+        conformance::entries_expire_after_their_own_ttl(cache(&format!("t:{}:", uuid_like())).await, "").await;
     }
 
     #[tokio::test]

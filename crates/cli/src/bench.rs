@@ -9,7 +9,7 @@ use tally_config::{Config, LogConfig, LogFormat};
 use tally_server::App;
 use tally_server::app::Role;
 use tally_sim::{SimConfig, Simulator};
-use tally_store::InventoryStore;
+use tally_store::Ledger;
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::{self, Sink};
@@ -128,7 +128,7 @@ async fn start(base: &Config, dir: &std::path::Path) -> anyhow::Result<tally_ser
     App::new(config).start(Role::Inventory).await
 }
 
-async fn wait_handled(stats: &tally_server::inventory::EngineStats, n: u64, limit: Duration) -> anyhow::Result<()> {
+async fn wait_handled(stats: &tally_inventory_engine::EngineStats, n: u64, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while stats.handled() < n {
         anyhow::ensure!(Instant::now() < deadline, "only {} of {n} events handled within {limit:?}", stats.handled());
@@ -203,7 +203,7 @@ pub async fn inventory(base: Config, args: InventoryBenchArgs) -> anyhow::Result
     let events_per_s = args.events as f64 / elapsed.as_secs_f64();
     tokio::time::sleep(Duration::from_millis(250)).await; // let the last flush land
     let statements_max_rate = (engine.store.statements() - statements_before) as f64 * 1000.0 / args.events as f64;
-    let dup1 = tally_server::inventory::EngineStats::get(&engine.stats.duplicates);
+    let dup1 = tally_inventory_engine::EngineStats::get(&engine.stats.duplicates);
     let peak_rss = peak_rss_mb();
     app.shutdown().await;
     eprintln!("backlog: {} events drained in {:.2} s ({:.0}/s)", args.events, elapsed.as_secs_f64(), events_per_s);
@@ -257,7 +257,7 @@ pub async fn inventory(base: Config, args: InventoryBenchArgs) -> anyhow::Result
     let statements = (engine.store.statements() - statements_before) as f64 * 1000.0 / latency_events.max(1) as f64;
     let hist = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let dup2 = tally_server::inventory::EngineStats::get(&engine.stats.duplicates);
+    let dup2 = tally_inventory_engine::EngineStats::get(&engine.stats.duplicates);
     app.shutdown().await;
 
     let result = InventoryBenchResult {

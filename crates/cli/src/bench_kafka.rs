@@ -18,7 +18,7 @@ use tally_inventory::{ChannelRules, InventoryEvent, SkuState};
 use tally_server::App;
 use tally_server::app::Role;
 use tally_sim::Simulator;
-use tally_store::InventoryStore;
+use tally_store::Ledger;
 use tally_store::postgres::{create_database, server_stats};
 use tokio_util::sync::CancellationToken;
 
@@ -106,7 +106,7 @@ fn config(base: &Config, args: &InventoryBenchArgs, brokers: &str, pg: &str, red
 }
 
 /// The store's committed position of each partition.
-async fn committed(store: &impl InventoryStore, cfg: &Config) -> anyhow::Result<Vec<u64>> {
+async fn committed(store: &impl Ledger, cfg: &Config) -> anyhow::Result<Vec<u64>> {
     let mut offsets = Vec::with_capacity(PARTITIONS as usize);
     for p in 0..PARTITIONS {
         let (group, topic) = (&cfg.inventory.consumer_group, &cfg.inventory.topics.events);
@@ -117,7 +117,7 @@ async fn committed(store: &impl InventoryStore, cfg: &Config) -> anyhow::Result<
 
 /// Reads `n` records of `topic` with a fresh group and does nothing with them.
 async fn ceiling(bus: &KafkaBus, topic: &str, n: u64, run: &str) -> anyhow::Result<f64> {
-    let mut consumer = bus.subscribe(&format!("ceiling-{run}"), topic).await?;
+    let mut consumer = bus.subscribe(&format!("ceiling-{run}"), &[topic.to_owned()]).await?;
     let Assignment::Assigned(mut parts) = consumer.next_assignment().await? else {
         anyhow::bail!("no assignment for the ceiling consumer")
     };

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use tally_config::{Config, LogConfig, LogFormat};
 use tally_core::Sku;
+use tally_inventory_engine::EngineStats;
 use tally_server::App;
 use tally_server::app::Role;
-use tally_server::inventory::EngineStats;
 use tally_sim::{SimConfig, Simulator, sku_name};
 use tokio_util::sync::CancellationToken;
 
@@ -117,7 +117,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let hist = stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let desync = stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let statements = tally_store::InventoryStore::statements(&engine.store);
+    let statements = tally_store::Ledger::statements(&engine.store);
     let handled = stats.handled().max(1);
     println!();
     println!("summary after {:.1} s", elapsed.as_secs_f64());

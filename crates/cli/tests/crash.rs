@@ -13,7 +13,7 @@ use tally_bus::{Bus, EmbeddedLog, EmbeddedLogOptions};
 use tally_core::{Envelope, Sku};
 use tally_inventory::{ChannelRules, InventoryEvent};
 use tally_sim::{SimConfig, Simulator};
-use tally_store::InventoryStore;
+use tally_store::{InventoryStore, Ledger};
 
 async fn applied_offsets(store: &impl InventoryStore) -> u64 {
     let mut total = 0;

@@ -17,7 +17,7 @@ use tally_bus::{Bus, KafkaBus};
 use tally_core::Envelope;
 use tally_inventory::ChannelRules;
 use tally_sim::{SimConfig, Simulator};
-use tally_store::InventoryStore;
+use tally_store::Ledger;
 
 const PARTITIONS: u32 = 4;
 

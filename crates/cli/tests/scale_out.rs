@@ -16,7 +16,7 @@ use tally_bus::Bus;
 use tally_core::Envelope;
 use tally_inventory::ChannelRules;
 use tally_sim::{SimConfig, Simulator};
-use tally_store::InventoryStore;
+use tally_store::{InventoryStore, Ledger};
 
 const PARTITIONS: u32 = 4;
 
@@ -68,7 +68,7 @@ async fn two_instances_share_partitions_and_the_survivor_of_a_kill_finishes_exac
     std::fs::write(
         &config,
         format!(
-            "[log]\nlevel = \"info\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n\
              [bus]\nkind = \"kafka\"\nbrokers = {brokers:?}\npartitions = {PARTITIONS}\n\
              [bus.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
              [store]\nkind = \"postgres\"\nurl = {pg:?}\n\

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Server, env, kafka_bus, kafka_bus_with};
 use tally_bus::Bus;
 use tally_cache::{Cache, RedisCache, RedisCacheOptions};
-use tally_store::{InventoryStore, PostgresStore, PostgresStoreOptions};
+use tally_store::{InventoryStore, Ledger, PostgresStore, PostgresStoreOptions};
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();

@@ -48,9 +48,8 @@ pub enum Outcome {
     },
     /// The reservation was refused; nothing is held.
     ReservationRejected {
-        /// `insufficient_stock`, `unknown_channel`, `location_not_in_channel`, `reservation_closed`,
-        /// `reservation_conflict` (the id is held with other terms).
-        reason: String,
+        /// Why it was refused.
+        reason: RejectionReason,
         /// Human-readable explanation.
         detail: String,
     },
@@ -68,7 +67,63 @@ pub enum Outcome {
     },
 }
 
+/// Why a reservation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionReason {
+    /// Not enough available stock at any location the channel sells from.
+    InsufficientStock,
+    /// The channel is not configured.
+    UnknownChannel,
+    /// The requested location is not one the channel sells from.
+    LocationNotInChannel,
+    /// The reservation id was already released or committed.
+    ReservationClosed,
+    /// The reservation id is held with other terms.
+    ReservationConflict,
+}
+
+impl RejectionReason {
+    /// Every reason (a metric's label values).
+    pub const ALL: [Self; 5] = [
+        Self::InsufficientStock,
+        Self::UnknownChannel,
+        Self::LocationNotInChannel,
+        Self::ReservationClosed,
+        Self::ReservationConflict,
+    ];
+
+    /// Its code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InsufficientStock => "insufficient_stock",
+            Self::UnknownChannel => "unknown_channel",
+            Self::LocationNotInChannel => "location_not_in_channel",
+            Self::ReservationClosed => "reservation_closed",
+            Self::ReservationConflict => "reservation_conflict",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
 impl Outcome {
+    /// Every [`Outcome::code`] (a metric's label values).
+    pub const CODES: [&'static str; 8] = [
+        "applied",
+        "stale_snapshot",
+        "covered_by_snapshot",
+        "cas_mismatch",
+        "reservation_accepted",
+        "reservation_rejected",
+        "ignored",
+        "reconciled",
+    ];
+
     /// Bounded code for metrics and audit rows.
     pub fn code(&self) -> &'static str {
         match self {
@@ -83,8 +138,8 @@ impl Outcome {
         }
     }
 
-    fn rejected(reason: &str, detail: String) -> Self {
-        Self::ReservationRejected { reason: reason.to_owned(), detail }
+    fn rejected(reason: RejectionReason, detail: String) -> Self {
+        Self::ReservationRejected { reason, detail }
     }
 
     fn ignored(reason: &str) -> Self {
@@ -410,7 +465,7 @@ impl SkuState {
                 Outcome::ReservationAccepted { location: existing.location.clone() }
             } else {
                 Outcome::rejected(
-                    "reservation_conflict",
+                    RejectionReason::ReservationConflict,
                     format!("reservation {} exists with other terms", r.reservation_id),
                 )
             };
@@ -418,11 +473,11 @@ impl SkuState {
         }
         if self.closed_reservations.contains(&r.reservation_id) {
             let detail = format!("reservation {} was already released or shipped", r.reservation_id);
-            return (Outcome::rejected("reservation_closed", detail), None, 0, false);
+            return (Outcome::rejected(RejectionReason::ReservationClosed, detail), None, 0, false);
         }
         let Some(rule) = rules.get(&r.channel) else {
             return (
-                Outcome::rejected("unknown_channel", format!("channel {} is not configured", r.channel)),
+                Outcome::rejected(RejectionReason::UnknownChannel, format!("channel {} is not configured", r.channel)),
                 None,
                 0,
                 false,
@@ -431,7 +486,7 @@ impl SkuState {
         let location = match &r.location {
             Some(loc) if !rule.sells_from(loc) => {
                 let detail = format!("channel {} does not sell from location {loc}", r.channel);
-                return (Outcome::rejected("location_not_in_channel", detail), Some(loc.clone()), 0, false);
+                return (Outcome::rejected(RejectionReason::LocationNotInChannel, detail), Some(loc.clone()), 0, false);
             }
             Some(loc) => loc.clone(),
             // The channel's location with the most available; ties go to the smallest id.
@@ -444,7 +499,7 @@ impl SkuState {
                 Some(loc) => loc.clone(),
                 None => {
                     let detail = format!("no stock of {} at any location of channel {}", self.sku, r.channel);
-                    return (Outcome::rejected("insufficient_stock", detail), None, 0, false);
+                    return (Outcome::rejected(RejectionReason::InsufficientStock, detail), None, 0, false);
                 }
             },
         };
@@ -455,7 +510,7 @@ impl SkuState {
                 "requested {} of {} at {location}; available there {available}, available to sell on {} {ats}",
                 r.quantity, self.sku, r.channel
             );
-            return (Outcome::rejected("insufficient_stock", detail), Some(location), 0, false);
+            return (Outcome::rejected(RejectionReason::InsufficientStock, detail), Some(location), 0, false);
         }
         self.locations.entry(location.clone()).or_default().reserved += r.quantity;
         self.reservations.insert(

@@ -11,7 +11,7 @@ pub mod reservation;
 pub mod schema;
 pub mod stock;
 
-pub use aggregate::{Applied, AuditEntry, OutOfRange, Outcome, SkuState};
+pub use aggregate::{Applied, AuditEntry, OutOfRange, Outcome, RejectionReason, SkuState};
 pub use channel::{ChannelAvailability, ChannelRule, ChannelRules};
 pub use event::{AdjustReason, EventError, InventoryEvent, MAX_QUANTITY};
 

@@ -9,12 +9,12 @@ use anyhow::Context;
 use tally_bus::{AnyBus, EmbeddedLog, EmbeddedLogOptions, KafkaBus, KafkaBusOptions};
 use tally_cache::{AnyCache, MemoryCache, RedisCache, RedisCacheOptions};
 use tally_config::{BusConfig, CacheConfig, Config, Durability, StoreConfig};
-use tally_inventory::ChannelRules;
-use tally_store::{AnyStore, InventoryStore, PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions};
+use tally_inventory_engine::InventoryEngine;
+use tally_runtime::Health;
+use tally_store::{AnyStore, Ledger, PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, Authenticator};
-use crate::inventory::{EngineStats, InventoryEngine, Waiters};
 
 /// Which parts of tally a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,7 +48,8 @@ pub struct App {
 
 /// A started tally.
 pub struct RunningApp {
-    /// Where the API listens (if this role serves it).
+    /// Where the process listens: the API, or a consumer-only role's health, readiness and
+    /// metrics.
     pub addr: Option<SocketAddr>,
     /// The engine, for in-process drivers (demo, bench, tests).
     pub engine: Engine,
@@ -128,6 +129,8 @@ impl App {
     }
 
     async fn engine(&self) -> anyhow::Result<Engine> {
+        // Metric handles are taken as the engine is built: the recorder must exist first.
+        let _ = crate::metrics::prometheus();
         let cfg = &self.config;
         let path = cfg.embedded.path.clone();
         let embedded_file_used = matches!(cfg.bus, BusConfig::Embedded { .. }) || cfg.store == StoreConfig::Sqlite;
@@ -151,15 +154,7 @@ impl App {
                 .context("connecting to Redis (cache.url)")?,
             ),
         };
-        Ok(InventoryEngine {
-            bus,
-            store,
-            cache,
-            rules: Arc::new(ChannelRules::new(cfg.inventory.channels.clone())),
-            cfg: Arc::new(cfg.inventory.clone()),
-            waiters: Arc::new(Waiters::default()),
-            stats: Arc::new(EngineStats::default()),
-        })
+        Ok(InventoryEngine::new(bus, store, cache, cfg.inventory.clone(), Arc::new(Health::default())))
     }
 
     /// Applies pending store migrations; returns their names.
@@ -186,16 +181,11 @@ impl App {
             );
         }
         engine.create_topics(self.config.bus.partitions()).await.context("creating topics")?;
-        let _ = crate::metrics::prometheus();
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
         if role.runs_inventory() {
-            let (engine, token) = (engine.clone(), shutdown.clone());
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = engine.run(token).await {
-                    tracing::error!(error = %e, "inventory engine stopped with an error");
-                }
-            }));
+            // Supervised: a failure restarts the engine with backoff, reported on /readyz.
+            tasks.push(tokio::spawn(engine.clone().run(shutdown.clone())));
         }
         if let AnyBus::Embedded(log) = &engine.bus {
             tasks.push(tokio::spawn(enforce_log_retention(
@@ -204,29 +194,29 @@ impl App {
                 shutdown.clone(),
             )));
         }
-        let mut addr = None;
-        if role.runs_api() {
-            let listener = tokio::net::TcpListener::bind(self.config.server.listen)
-                .await
-                .with_context(|| format!("binding {}", self.config.server.listen))?;
-            addr = Some(listener.local_addr()?);
-            let state = AppState {
-                engine: engine.clone(),
-                auth: Arc::new(Authenticator::new(&self.config.api)),
-                warehouse: tally_core::ChannelId::parse(self.config.inventory.warehouse_channel.as_str())
-                    .context("inventory.warehouse_channel")?,
-                wait_timeout: Duration::from_secs(5),
-            };
-            let router = api::router(state);
-            let token = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned());
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "HTTP server stopped with an error");
-                }
-            }));
-            tracing::info!(addr = %addr.map(|a| a.to_string()).unwrap_or_default(), "HTTP API listening");
-        }
+        // Every role listens: the API role serves the API, a consumer-only role its health,
+        // readiness and metrics (so it can be probed, and scraped for the lag it scales on).
+        let listener = tokio::net::TcpListener::bind(self.config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", self.config.server.listen))?;
+        let addr = Some(listener.local_addr()?);
+        let state = AppState {
+            engine: engine.clone(),
+            auth: Arc::new(Authenticator::new(&self.config.api)),
+            warehouse: tally_core::ChannelId::parse(self.config.inventory.warehouse_channel.as_str())
+                .context("inventory.warehouse_channel")?,
+            wait_timeout: Duration::from_secs(5),
+        };
+        let router = if role.runs_api() { api::router(state) } else { api::ops_router(state) };
+        let token = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server stopped with an error");
+            }
+        }));
+        let what = if role.runs_api() { "HTTP API" } else { "health, readiness and metrics" };
+        tracing::info!(addr = %addr.map(|a| a.to_string()).unwrap_or_default(), "{what} listening");
         Ok(RunningApp {
             addr,
             engine,

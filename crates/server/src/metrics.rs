@@ -1,51 +1,15 @@
-//! Every metric tally exports, named in one place: `tally_<subsystem>_<name>_<unit>`,
-//! counters end in `_total`, label values come from bounded sets (outcome codes, reason
-//! codes, channel ids from configuration, partition numbers) — never an id or a message.
+//! The Prometheus exporter and the HTTP API's metrics. Every metric tally exports is named
+//! `tally_<subsystem>_<name>_<unit>`, counters end in `_total`, label values come from bounded
+//! sets (outcome codes, reason codes, channel ids from configuration, partition numbers) —
+//! never an id or a message. Each subsystem names its own in one module (the consumer
+//! runtime's, inventory's); this one gathers their families for help texts and zero series.
+
+#![allow(clippy::disallowed_macros)] // the exporter and the HTTP API's metrics live here
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-/// Inventory engine metrics.
-pub mod inventory {
-    /// Events applied, by outcome code.
-    pub const EVENTS_APPLIED_TOTAL: &str = "tally_inventory_events_applied_total";
-    /// Events dropped as duplicates by the idempotency window.
-    pub const DUPLICATES_DROPPED_TOTAL: &str = "tally_inventory_duplicates_dropped_total";
-    /// Redelivered events skipped by the per-key applied-offset watermark.
-    pub const REPLAYS_SKIPPED_TOTAL: &str = "tally_inventory_replays_skipped_total";
-    /// Snapshots ignored because a newer source version is stored.
-    pub const STALE_VERSIONS_IGNORED_TOTAL: &str = "tally_inventory_stale_versions_ignored_total";
-    /// Reservations rejected, by reason.
-    pub const RESERVATIONS_REJECTED_TOTAL: &str = "tally_inventory_reservations_rejected_total";
-    /// Records sent to the dead-letter topic, by reason.
-    pub const DEAD_LETTERED_TOTAL: &str = "tally_inventory_dead_lettered_total";
-    /// Records that arrived on a partition other than their key's (a producer with another
-    /// partitioner) and were forwarded to their key's partition.
-    pub const RECORDS_FORWARDED_TOTAL: &str = "tally_inventory_records_forwarded_total";
-    /// Availability messages published.
-    pub const AVAILABILITY_PUBLISHED_TOTAL: &str = "tally_inventory_availability_published_total";
-    /// Seconds from event time to the change being readable.
-    pub const EVENT_TO_VISIBLE_SECONDS: &str = "tally_inventory_event_to_visible_seconds";
-    /// Seconds from event time to availability published on the output topic.
-    pub const CHANNEL_DESYNC_SECONDS: &str = "tally_inventory_channel_desync_seconds";
-    /// Last reported channel delta (shown − truth), by channel.
-    pub const CHANNEL_DELTA_UNITS: &str = "tally_inventory_channel_delta_units";
-    /// Channel reports that disagreed with the truth, by channel.
-    pub const CHANNEL_DRIFT_TOTAL: &str = "tally_inventory_channel_drift_total";
-    /// Consumer lag (end offset − applied), by partition.
-    pub const CONSUMER_LAG_RECORDS: &str = "tally_inventory_consumer_lag_records";
-    /// Store flushes, by result.
-    pub const FLUSHES_TOTAL: &str = "tally_inventory_flushes_total";
-    /// Seconds a store flush took.
-    pub const FLUSH_DURATION_SECONDS: &str = "tally_inventory_flush_duration_seconds";
-    /// SKU rows written per flush.
-    pub const FLUSH_ROWS: &str = "tally_inventory_flush_rows";
-    /// Statements the store executed.
-    pub const STORE_STATEMENTS_TOTAL: &str = "tally_inventory_store_statements_total";
-    /// Reservations released because they expired.
-    pub const RESERVATIONS_EXPIRED_TOTAL: &str = "tally_inventory_reservations_expired_total";
-}
+use tally_runtime::metrics::{Family, Kind};
 
 /// HTTP API metrics.
 pub mod api {
@@ -57,128 +21,65 @@ pub mod api {
     pub const EVENTS_REJECTED_TOTAL: &str = "tally_api_events_rejected_total";
 }
 
-/// Label values of the counters that carry a bounded label, so that each series exists at 0
-/// from start-up (a rate over a series that appears at its first increment misses it).
-pub mod labels {
-    /// `reason` of `tally_inventory_dead_lettered_total`: every code the worker dead-letters with.
-    pub const DEAD_LETTER_REASONS: &[&str] = &[
-        "invalid_envelope",
-        "invalid_encoding",
-        "key_mismatch",
-        "wrong_partition",
-        "unknown_type",
-        "invalid_payload",
-        "invalid_field",
-        "subject_mismatch",
-        "quantity_out_of_range",
-        "idempotency_key_reused",
-    ];
-    /// `outcome` of `tally_inventory_events_applied_total`.
-    pub const OUTCOMES: &[&str] = &[
-        "applied",
-        "stale_snapshot",
-        "covered_by_snapshot",
-        "cas_mismatch",
-        "reservation_accepted",
-        "reservation_rejected",
-        "ignored",
-        "reconciled",
-    ];
-    /// `reason` of `tally_inventory_reservations_rejected_total`.
-    pub const REJECTION_REASONS: &[&str] = &[
-        "insufficient_stock",
-        "unknown_channel",
-        "location_not_in_channel",
-        "reservation_closed",
-        "reservation_conflict",
-        "other",
-    ];
-    /// `result` of `tally_inventory_flushes_total`.
-    pub const FLUSH_RESULTS: &[&str] = &["ok", "error"];
-    /// `reason` of `tally_api_events_rejected_total`: the event validation codes.
-    pub const INGEST_REJECTIONS: &[&str] =
-        &["invalid_envelope", "unknown_type", "invalid_payload", "invalid_field", "subject_mismatch"];
+/// An HTTP request was answered with `status` after `took`.
+pub fn request_served(route: String, method: String, status: axum::http::StatusCode, took: std::time::Duration) {
+    let class = format!("{}xx", status.as_u16() / 100);
+    metrics::counter!(api::REQUESTS_TOTAL, "route" => route.clone(), "method" => method, "status" => class)
+        .increment(1);
+    metrics::histogram!(api::REQUEST_DURATION_SECONDS, "route" => route).record(took.as_secs_f64());
 }
 
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
+/// An event was refused at HTTP ingest for `reason` (one of [`INGEST_REJECTIONS`]).
+pub fn event_rejected(reason: &str) {
+    let reason = INGEST_REJECTIONS.iter().find(|r| **r == reason).copied().unwrap_or("invalid_payload");
+    metrics::counter!(api::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
 }
 
-/// A label whose values are known up front, and those values.
-type KnownLabel = Option<(&'static str, &'static [&'static str])>;
+/// `reason` of `tally_api_events_rejected_total`: the event validation codes.
+const INGEST_REJECTIONS: &[&str] =
+    &["invalid_envelope", "unknown_type", "invalid_payload", "invalid_field", "subject_mismatch"];
 
-/// Every family: its kind, help text, and the label whose values are known up front.
-const FAMILIES: &[(&str, Kind, &str, KnownLabel)] = {
-    use Kind::*;
-    use inventory as i;
-    &[
-        (i::EVENTS_APPLIED_TOTAL, Counter, "Events applied, by outcome.", Some(("outcome", labels::OUTCOMES))),
-        (i::DUPLICATES_DROPPED_TOTAL, Counter, "Events dropped as duplicates by the idempotency window.", None),
-        (
-            i::REPLAYS_SKIPPED_TOTAL,
-            Counter,
-            "Redelivered events skipped by the per-SKU applied-offset watermark.",
-            None,
-        ),
-        (i::STALE_VERSIONS_IGNORED_TOTAL, Counter, "Snapshots ignored because a newer source version is stored.", None),
-        (
-            i::RESERVATIONS_REJECTED_TOTAL,
-            Counter,
-            "Reservations rejected, by reason.",
-            Some(("reason", labels::REJECTION_REASONS)),
-        ),
-        (
-            i::DEAD_LETTERED_TOTAL,
-            Counter,
-            "Records sent to the dead-letter topic, by reason.",
-            Some(("reason", labels::DEAD_LETTER_REASONS)),
-        ),
-        (
-            i::RECORDS_FORWARDED_TOTAL,
-            Counter,
-            "Records produced to a partition other than their key's, forwarded to their key's partition.",
-            None,
-        ),
-        (i::AVAILABILITY_PUBLISHED_TOTAL, Counter, "Availability messages published.", None),
-        (i::EVENT_TO_VISIBLE_SECONDS, Histogram, "Seconds from event time to the change being readable.", None),
-        (i::CHANNEL_DESYNC_SECONDS, Histogram, "Seconds from event time to availability published.", None),
-        (i::CHANNEL_DELTA_UNITS, Gauge, "Last reported channel delta (shown minus truth), by channel.", None),
-        (i::CHANNEL_DRIFT_TOTAL, Counter, "Channel reports that disagreed with the truth, by channel.", None),
-        (i::CONSUMER_LAG_RECORDS, Gauge, "Records not yet applied (end offset minus next offset), by partition.", None),
-        (i::FLUSHES_TOTAL, Counter, "Store flushes, by result.", Some(("result", labels::FLUSH_RESULTS))),
-        (i::FLUSH_DURATION_SECONDS, Histogram, "Seconds a store flush took.", None),
-        (i::FLUSH_ROWS, Histogram, "SKU rows written per flush.", None),
-        (i::STORE_STATEMENTS_TOTAL, Counter, "Statements the store executed.", None),
-        (i::RESERVATIONS_EXPIRED_TOTAL, Counter, "Reservations released because they expired.", None),
-        (api::REQUESTS_TOTAL, Counter, "HTTP requests, by route template, method and status class.", None),
-        (api::REQUEST_DURATION_SECONDS, Histogram, "HTTP request duration in seconds, by route template.", None),
-        (
-            api::EVENTS_REJECTED_TOTAL,
-            Counter,
-            "Events refused at HTTP ingest, by reason.",
-            Some(("reason", labels::INGEST_REJECTIONS)),
-        ),
-    ]
-};
+/// Every family the process exports: the HTTP API's, and each subsystem's (its own and its
+/// consumer runtime's).
+fn families() -> Vec<Family> {
+    let mut all = tally_inventory_engine::metrics::families();
+    all.extend([
+        Family {
+            name: api::REQUESTS_TOTAL.into(),
+            kind: Kind::Counter,
+            help: "HTTP requests, by route template, method and status class.",
+            known: Some(("route", Vec::new())),
+        },
+        Family {
+            name: api::REQUEST_DURATION_SECONDS.into(),
+            kind: Kind::Histogram,
+            help: "HTTP request duration in seconds, by route template.",
+            known: None,
+        },
+        Family {
+            name: api::EVENTS_REJECTED_TOTAL.into(),
+            kind: Kind::Counter,
+            help: "Events refused at HTTP ingest, by reason.",
+            known: Some(("reason", INGEST_REJECTIONS.to_vec())),
+        },
+    ]);
+    all
+}
 
 /// Gives every family its help text and creates every counter series whose labels are known
 /// up front (or that has none) at 0.
+/// Families with a label whose values are only known as they come (channels, routes) get
+/// their help text but no series until then.
 fn describe_and_register() {
-    for (name, kind, help, labelled) in FAMILIES {
-        let (name, help) = (*name, *help);
+    for Family { name, kind, help, known } in families() {
         match kind {
             Kind::Counter => {
-                metrics::describe_counter!(name, help);
-                match labelled {
-                    None if !matches!(name, api::REQUESTS_TOTAL | inventory::CHANNEL_DRIFT_TOTAL) => {
-                        metrics::counter!(name).absolute(0);
-                    }
-                    None => {}
+                metrics::describe_counter!(name.clone(), help);
+                match known {
+                    None => metrics::counter!(name).absolute(0),
                     Some((label, values)) => {
-                        for value in *values {
-                            metrics::counter!(name, *label => *value).absolute(0);
+                        for value in values {
+                            metrics::counter!(name.clone(), label => value).absolute(0);
                         }
                     }
                 }

@@ -20,7 +20,7 @@ use tally_inventory::{ChannelRules, InventoryEvent, SkuState};
 use tally_server::App;
 use tally_server::app::Role;
 use tally_sim::{SimConfig, Simulator};
-use tally_store::InventoryStore;
+use tally_store::{InventoryStore, Journal, Ledger};
 
 async fn wait_for_offsets(app: &tally_server::RunningApp, partitions: u32, total: u64) {
     let e = &app.engine;
@@ -227,7 +227,7 @@ async fn poison_records_go_to_the_dead_letter_topic_with_the_reason() {
     let mut wrong = tally_cli_record(&wrong_key);
     wrong.key = Some("SKU-OTHER".into());
     e.bus.publish(&e.cfg.topics.events, vec![bad_json, wrong]).await.unwrap();
-    let mut consumer = e.bus.subscribe("dlq-reader", &format!("{}.dlq", e.cfg.topics.events)).await.unwrap();
+    let mut consumer = e.bus.subscribe("dlq-reader", &[format!("{}.dlq", e.cfg.topics.events)]).await.unwrap();
     let Assignment::Assigned(mut parts) = consumer.next_assignment().await.unwrap() else { panic!("assigned") };
     let mut reasons = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -245,11 +245,11 @@ async fn poison_records_go_to_the_dead_letter_topic_with_the_reason() {
     let good = Simulator::new(SimConfig { fixed_clock: true, ..SimConfig::default() }).next().unwrap();
     e.bus.publish(&e.cfg.topics.events, vec![tally_cli_record(&good)]).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tally_server::inventory::EngineStats::get(&e.stats.applied) < 1 {
+    while tally_inventory_engine::EngineStats::get(&e.stats.applied) < 1 {
         assert!(Instant::now() < deadline, "event after poison not applied");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(tally_server::inventory::EngineStats::get(&e.stats.dead_lettered), 2);
+    assert_eq!(tally_inventory_engine::EngineStats::get(&e.stats.dead_lettered), 2);
     app.shutdown().await;
 }
 
@@ -280,7 +280,8 @@ async fn a_burst_on_one_sku_is_coalesced_and_ends_with_the_true_state() {
         ));
     }
     e.bus.publish(&topic, burst).await.unwrap();
-    let mut consumer = e.bus.subscribe("availability-reader", &e.cfg.topics.availability).await.unwrap();
+    let mut consumer =
+        e.bus.subscribe("availability-reader", std::slice::from_ref(&e.cfg.topics.availability)).await.unwrap();
     let Assignment::Assigned(mut parts) = consumer.next_assignment().await.unwrap() else { panic!("assigned") };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut messages = Vec::new();
@@ -352,19 +353,19 @@ async fn applied_event_rows_past_the_committed_offset_do_not_suppress_their_even
             let a = state
                 .apply(&ev, EventMeta { source: &env.source, id: &env.id, time_ms: env.time_ms() }, &rules)
                 .unwrap();
-            applied.push(tally_store::AppliedEvent {
-                processed: tally_store::ProcessedEvent {
+            applied.push((
+                tally_store::ProcessedEvent {
                     key: env.key(),
                     topic: topic.clone(),
                     partition: 0,
                     offset: offset as u64,
-                    outcome: Some(a.outcome),
+                    outcome: Some(tally_store::RawOutcome::of(&a.outcome)),
                     digest: Some(ev.digest()),
                 },
-                audit: a.audit,
-            });
+                a.audit,
+            ));
         }
-        store.flush(&tally_store::FlushBatch { applied, ..Default::default() }).await.unwrap();
+        store.flush(&tally_store::conformance::flush(Vec::new(), applied, Vec::new())).await.unwrap();
     }
     let app = App::new(cfg.clone()).start(Role::Inventory).await.unwrap();
     wait_for_offsets(&app, 1, log.len() as u64).await;
@@ -405,7 +406,7 @@ async fn a_second_engine_in_the_same_process_consumes_all_of_its_topic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_owner_takes_the_idempotency_window_from_redis_and_from_postgres_when_redis_lost_it() {
     use tally_cache::Cache;
-    use tally_server::inventory::window::{self, WindowKeys};
+    use tally_runtime::window::{self, WindowKeys};
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::stack_config(Stack::PostgresRedis, dir.path(), AuthMode::Open).await;
@@ -432,7 +433,7 @@ async fn the_next_owner_takes_the_idempotency_window_from_redis_and_from_postgre
         let committed = store.committed_offset(&cfg.inventory.consumer_group, &topic, p).await.unwrap().unwrap();
         let end = committed - committed % window::SEGMENT;
         assert!(end > 0, "partition {p} has no complete segment");
-        let keys = WindowKeys::new(&cfg.inventory.consumer_group, &topic, p);
+        let keys = WindowKeys::new("inv", &cfg.inventory.consumer_group, &topic, p);
         let (from_cache, from_store) = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 // The last write is off the worker's path: wait for it.
@@ -469,8 +470,8 @@ async fn the_next_owner_takes_the_idempotency_window_from_redis_and_from_postgre
             assert!(Instant::now() < deadline, "{round}: the resent events were not handled");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let dropped = tally_server::inventory::EngineStats::get(&app.engine.stats.duplicates);
-        let dead = tally_server::inventory::EngineStats::get(&app.engine.stats.dead_lettered);
+        let dropped = tally_inventory_engine::EngineStats::get(&app.engine.stats.duplicates);
+        let dead = tally_inventory_engine::EngineStats::get(&app.engine.stats.dead_lettered);
         assert_eq!(dropped + dead, resent.len() as u64, "{round}: a resent event was applied again");
         app.shutdown().await;
         let stored = store.load_states(oracle.keys().cloned().collect()).await.unwrap();

@@ -4,9 +4,9 @@
 use tally_core::{EventKey, Sku};
 use tally_inventory::SkuState;
 
-use crate::AuditRecord;
-
-use crate::{FlushBatch, InventoryStore, PostgresStore, ProcessedEvent, SqliteStore, StoreError};
+use crate::inventory::{InventoryEffects, InventoryFlush};
+use crate::ledger::{Journal, Ledger};
+use crate::{AuditRecord, InventoryStore, PostgresStore, ProcessedEvent, SqliteStore, StoreError};
 
 /// Either store backend.
 #[derive(Clone)]
@@ -27,17 +27,9 @@ macro_rules! delegate {
     };
 }
 
-impl InventoryStore for AnyStore {
+impl Ledger for AnyStore {
     async fn migrate(&self) -> Result<Vec<String>, StoreError> {
         delegate!(self, s => s.migrate().await)
-    }
-
-    async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
-        delegate!(self, s => s.load_states(skus).await)
-    }
-
-    async fn flush(&self, batch: &FlushBatch) -> Result<(), StoreError> {
-        delegate!(self, s => s.flush(batch).await)
     }
 
     async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
@@ -62,15 +54,27 @@ impl InventoryStore for AnyStore {
         delegate!(self, s => s.processed_many(keys).await)
     }
 
-    async fn audit(&self, sku: Sku, limit: u32, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
-        delegate!(self, s => s.audit(sku, limit, before).await)
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.ping().await)
     }
 
     fn statements(&self) -> u64 {
         delegate!(self, s => s.statements())
+    }
+}
+
+impl Journal<InventoryEffects> for AnyStore {
+    async fn flush(&self, batch: &[InventoryFlush]) -> Result<(), StoreError> {
+        delegate!(self, s => s.flush(batch).await)
+    }
+}
+
+impl InventoryStore for AnyStore {
+    async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
+        delegate!(self, s => s.load_states(skus).await)
+    }
+
+    async fn audit(&self, sku: Sku, limit: u32, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
+        delegate!(self, s => s.audit(sku, limit, before).await)
     }
 }

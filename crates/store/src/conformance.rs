@@ -1,11 +1,29 @@
-//! The conformance suite every [`InventoryStore`] implementation must pass.
+//! The conformance suite every store implementation must pass (compiled for tests and with
+//! the `testing` feature, never into a release build).
 
 use tally_core::{ChannelId, EventKey, LocationId, Sku};
 use tally_inventory::aggregate::EventMeta;
 use tally_inventory::event::StockSnapshot;
 use tally_inventory::{ChannelRule, ChannelRules, InventoryEvent, Outcome, SkuState};
 
-use crate::{AppliedEvent, ConsumerOffset, FlushBatch, InventoryStore, ProcessedEvent, StateRow};
+use crate::{ConsumerOffset, InventoryFlush, InventoryStore, ProcessedEvent, RawOutcome, StateRow};
+
+/// An applied event: its idempotency record and its audit row.
+pub type AppliedEvent = (ProcessedEvent, tally_inventory::AuditEntry);
+
+/// An inventory flush of these rows (as the one-element slice a store writes).
+pub fn flush(states: Vec<StateRow>, applied: Vec<AppliedEvent>, offsets: Vec<ConsumerOffset>) -> Vec<InventoryFlush> {
+    let mut batch = InventoryFlush::default();
+    for row in states {
+        batch.effects.put(row);
+    }
+    for (processed, audit) in applied {
+        batch.processed.push(processed);
+        batch.effects.audit.push(audit);
+    }
+    batch.offsets = offsets;
+    vec![batch]
+}
 
 /// A state of `sku` with `on_hand` at wh-1, at aggregate version `version`.
 pub fn state(sku: &str, on_hand: i64, version: u64) -> StateRow {
@@ -28,16 +46,9 @@ pub fn state(sku: &str, on_hand: i64, version: u64) -> StateRow {
 /// The event `key`, an applied stock snapshot of SKU-A, consumed at `topic`/`partition`/`offset`.
 pub fn applied_event(key: EventKey, topic: &str, partition: u32, offset: u64) -> AppliedEvent {
     let (event_source, event_id) = (key.source.clone(), key.id.clone());
-    AppliedEvent {
-        processed: ProcessedEvent {
-            key,
-            topic: topic.into(),
-            partition,
-            offset,
-            outcome: None,
-            digest: Some(offset as i64),
-        },
-        audit: tally_inventory::AuditEntry {
+    (
+        ProcessedEvent { key, topic: topic.into(), partition, offset, outcome: None, digest: Some(offset as i64) },
+        tally_inventory::AuditEntry {
             sku: Sku::parse("SKU-A").expect("valid"),
             location: None,
             version: offset,
@@ -51,14 +62,14 @@ pub fn applied_event(key: EventKey, topic: &str, partition: u32, offset: u64) ->
             available: 0,
             event_time_ms: 0,
         },
-    }
+    )
 }
 
 /// A newer row wins; an older or equal one never overwrites it, in any flush order.
 pub async fn versioned_upsert_keeps_the_newest<S: InventoryStore>(store: S, versions: &[u64]) {
     store.migrate().await.expect("migrate");
     for &v in versions {
-        let batch = FlushBatch { states: vec![state("SKU-V", v as i64 * 10, v)], ..Default::default() };
+        let batch = flush(vec![state("SKU-V", v as i64 * 10, v)], Vec::new(), Vec::new());
         store.flush(&batch).await.expect("flush");
     }
     let newest = versions.iter().copied().max().expect("at least one version");
@@ -87,28 +98,27 @@ pub async fn flush_writes_effects_and_offsets_together<S: InventoryStore>(store:
         available: 7,
         event_time_ms: 5,
     };
-    let batch = FlushBatch {
-        states: vec![row],
-        applied: vec![AppliedEvent {
-            processed: ProcessedEvent {
-                key: key.clone(),
-                topic: "inv".into(),
-                partition: 2,
-                offset: 41,
-                outcome: Some(Outcome::CasMismatch { expected: 1, actual: 2 }),
-                digest: Some(-7_345_123_987_001),
-            },
-            audit: audit.clone(),
-        }],
-        offsets: vec![ConsumerOffset { group: "g".into(), topic: "inv".into(), partition: 2, next_offset: 42 }],
+    let processed = ProcessedEvent {
+        key: key.clone(),
+        topic: "inv".into(),
+        partition: 2,
+        offset: 41,
+        outcome: Some(RawOutcome::of(&Outcome::CasMismatch { expected: 1, actual: 2 })),
+        digest: Some(-7_345_123_987_001),
     };
+    let batch = flush(
+        vec![row],
+        vec![(processed, audit.clone())],
+        vec![ConsumerOffset { group: "g".into(), topic: "inv".into(), partition: 2, next_offset: 42 }],
+    );
     store.flush(&batch).await.expect("flush");
     // The same batch again (a retried flush) changes nothing and does not fail.
     store.flush(&batch).await.expect("replayed flush");
     assert_eq!(store.committed_offset("g", "inv", 2).await.expect("offset"), Some(42));
     assert_eq!(store.committed_offset("g", "inv", 3).await.expect("offset"), None);
     let p = store.processed(key.clone()).await.expect("processed").expect("recorded");
-    assert_eq!(p.outcome, Some(Outcome::CasMismatch { expected: 1, actual: 2 }));
+    let outcome: Option<Outcome> = p.outcome.as_ref().map(|o| o.decode().expect("an outcome"));
+    assert_eq!(outcome, Some(Outcome::CasMismatch { expected: 1, actual: 2 }));
     assert_eq!(p.digest, Some(-7_345_123_987_001), "the request's digest is kept with its key");
     let many = store.processed_many(vec![key.clone(), EventKey { source: "/t".into(), id: "other".into() }]).await;
     assert_eq!(many.expect("processed_many"), vec![p.clone()]);
@@ -130,4 +140,60 @@ pub async fn flush_writes_effects_and_offsets_together<S: InventoryStore>(store:
     let other = EventKey { source: "/t".into(), id: "never-applied".into() };
     assert!(store.processed(other).await.expect("processed").is_none());
     assert!(store.load_states(vec![Sku::parse("nope").expect("valid")]).await.expect("load").is_empty());
+}
+
+/// The ledger's own tables: idempotency records, offsets, latest documents and appended rows of
+/// one flush land together; a retried flush changes nothing; an older document never
+/// overwrites a newer one; records of another subsystem on the same topic are not this one's.
+pub async fn ledger_documents_round_trip<S: crate::ledger::DocumentStore>(store: S, other: S) {
+    use crate::ledger::{AppendedRow, Document, Documents, Flush};
+    store.migrate().await.expect("migrate");
+    let key = |i: u64| EventKey { source: "/pay".into(), id: format!("tx-{i}") };
+    let processed = |i: u64| ProcessedEvent {
+        key: key(i),
+        topic: "payments".into(),
+        partition: 3,
+        offset: i,
+        outcome: Some(RawOutcome::of(&serde_json::json!({"decision": "approve", "n": i}))),
+        digest: Some(i as i64 * 7),
+    };
+    let flush_of = |events: std::ops::Range<u64>, version: i64| {
+        let mut effects = Documents::default();
+        effects.put("acct-1".into(), Document { version, body: format!("{{\"seen\":{version}}}") });
+        for i in events.clone() {
+            effects.appended.push(AppendedRow {
+                id: format!("/pay/tx-{i}/0"),
+                key: "acct-1".into(),
+                body: format!("{{\"tx\":{i}}}"),
+            });
+        }
+        let offset =
+            ConsumerOffset { group: "fraud".into(), topic: "payments".into(), partition: 3, next_offset: events.end };
+        vec![Flush { effects, processed: events.map(processed).collect(), offsets: vec![offset] }]
+    };
+    store.flush(&flush_of(0..5, 5)).await.expect("flush");
+    store.flush(&flush_of(0..5, 5)).await.expect("a retried flush");
+    store.flush(&flush_of(5..8, 8)).await.expect("flush");
+    // A late flush of an older document (a replay) does not win.
+    store.flush(&flush_of(5..6, 6)).await.expect("a stale flush");
+    assert_eq!(store.committed_offset("fraud", "payments", 3).await.expect("offset"), Some(8));
+    let docs = store.documents(vec!["acct-1".into(), "acct-2".into()]).await.expect("documents");
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].1, 8, "the newest document is kept");
+    let body: serde_json::Value = serde_json::from_str(&docs[0].2).expect("json");
+    assert_eq!(body, serde_json::json!({"seen": 8}));
+    let rows = store.appended("acct-1".into()).await.expect("appended");
+    let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids, (0..8).map(|i| format!("/pay/tx-{i}/0")).collect::<Vec<_>>(), "each row once, in order");
+    let between = store.processed_between("payments", 3, 2, 6).await.expect("between");
+    assert_eq!(between.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+    assert_eq!(between[0], processed(2), "a record round-trips whole");
+    let found = store.processed(key(7)).await.expect("processed").expect("recorded");
+    let outcome: serde_json::Value = found.outcome.as_ref().expect("outcome").decode().expect("json");
+    assert_eq!(outcome, serde_json::json!({"decision": "approve", "n": 7}));
+    assert!(store.processed(key(99)).await.expect("processed").is_none());
+    // Another subsystem reading the same topic keeps its own records.
+    assert!(other.processed(key(7)).await.expect("processed").is_none());
+    assert!(other.processed_between("payments", 3, 0, 8).await.expect("between").is_empty());
+    assert!(other.documents(vec!["acct-1".into()]).await.expect("documents").is_empty());
 }

@@ -14,11 +14,14 @@ use sqlx::{Postgres, Row, Transaction};
 use tally_core::{EventKey, Sku};
 use tally_inventory::SkuState;
 
-use crate::AuditRecord;
+use crate::inventory::{InventoryEffects, InventoryFlush, all_empty, applied_rows};
+use crate::ledger::{Flush, Journal, Ledger, ProcessedEvent, RecordTable};
+use crate::{AuditRecord, InventoryStore, RetryHint, StoreError, decode_json, decode_processed};
 
-use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError, decode_json, decode_processed};
-
+mod documents;
 mod migrations;
+
+pub use documents::PostgresDocuments;
 
 /// How to reach PostgreSQL and how hard to lean on it.
 #[derive(Debug, Clone)]
@@ -41,8 +44,36 @@ pub struct PostgresStore {
     statements: Arc<AtomicU64>,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// Whether a retry can help with `e`: a lost or refused connection, a timeout (the pool's, or
+/// the server's `statement_timeout`), a serialization failure or deadlock, or a server short of
+/// resources or shutting down may clear; a constraint, a missing table or privilege, bad data
+/// or a row that does not decode repeats.
+pub(crate) fn retry_hint(e: &sqlx::Error) -> RetryHint {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            RetryHint::Transient
+        }
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => RetryHint::Transient,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // 08: connection exception; 40001 serialization failure; 40P01 deadlock; 53:
+            // insufficient resources; 57014 query canceled (statement timeout); 57P0x: the
+            // server is shutting down or restarting; 55P03 lock not available.
+            Some(code)
+                if code.starts_with("08")
+                    || code.starts_with("53")
+                    || code.starts_with("57P")
+                    || matches!(code, "40001" | "40P01" | "57014" | "55P03") =>
+            {
+                RetryHint::Transient
+            }
+            _ => RetryHint::Permanent,
+        },
+        _ => RetryHint::Permanent,
+    }
+}
+
+fn backend(during: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Backend { during, hint: retry_hint(&e), source: Box::new(e) }
 }
 
 impl PostgresStore {
@@ -50,7 +81,7 @@ impl PostgresStore {
     /// (readiness and the first flush report it).
     pub fn connect(opts: &PostgresStoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(&opts.url)
-            .map_err(backend)?
+            .map_err(backend("reading the database URL"))?
             .application_name("tally")
             .options([("statement_timeout", format!("{}ms", opts.statement_timeout.as_millis()))]);
         let pool = PgPoolOptions::new()
@@ -70,10 +101,11 @@ impl PostgresStore {
 
     /// One flush in one transaction. Unlike SQLite, PostgreSQL has no single writer to keep
     /// free, so one transaction holds everything: the stronger form of the trait's contract.
-    async fn flush_once(&self, batch: &FlushBatch, duplicates: Duplicates) -> Result<(), sqlx::Error> {
+    async fn flush_once(&self, batch: &[InventoryFlush], duplicates: Duplicates) -> Result<(), sqlx::Error> {
+        let applied = applied_rows(batch).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         let mut n = 2; // BEGIN + COMMIT
-        n += insert_applied(&mut tx, &batch.applied, duplicates).await?;
+        n += insert_applied(&mut tx, &applied, duplicates).await?;
         n += upsert_states(&mut tx, batch).await?;
         n += store_offsets(&mut tx, batch).await?;
         tx.commit().await?;
@@ -123,7 +155,7 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-async fn upsert_states(tx: &mut Transaction<'_, Postgres>, batch: &FlushBatch) -> Result<u64, sqlx::Error> {
+async fn upsert_states(tx: &mut Transaction<'_, Postgres>, batch: &[InventoryFlush]) -> Result<u64, sqlx::Error> {
     let mut c = Columns::default();
     let (
         mut l_sku,
@@ -137,7 +169,7 @@ async fn upsert_states(tx: &mut Transaction<'_, Postgres>, batch: &FlushBatch) -
         mut l_at,
     ) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut a_sku, mut a_channel, mut a_ats, mut a_ver, mut a_at) = (vec![], vec![], vec![], vec![], vec![]);
-    for row in &batch.states {
+    for row in batch.iter().flat_map(|f| f.effects.states.values()) {
         c.sku.push(row.sku.to_string());
         c.version.push(i64_of(row.version));
         c.applied_offset.push(row.applied_offset);
@@ -269,14 +301,14 @@ fn is_duplicate_audit_row(e: &sqlx::Error) -> bool {
 
 async fn insert_applied(
     tx: &mut Transaction<'_, Postgres>,
-    applied: &[AppliedEvent],
+    applied: &[(&ProcessedEvent, &tally_inventory::AuditEntry)],
     duplicates: Duplicates,
 ) -> Result<u64, sqlx::Error> {
     if applied.is_empty() {
         return Ok(0);
     }
     let mut c = AuditColumns::default();
-    for AppliedEvent { processed: p, audit: a } in applied {
+    for &(p, a) in applied {
         c.sku.push(a.sku.to_string());
         c.location.push(a.location.as_ref().map(ToString::to_string));
         c.version.push(i64_of(a.version));
@@ -284,7 +316,7 @@ async fn insert_applied(
         c.source.push(p.key.source.clone());
         c.id.push(p.key.id.clone());
         c.outcome.push(a.outcome.clone());
-        c.detail.push(p.outcome.as_ref().and_then(|o| serde_json::to_string(o).ok()));
+        c.detail.push(p.outcome.as_ref().map(|o| o.json().to_owned()));
         c.topic.push(p.topic.clone());
         c.partition.push(i32::try_from(p.partition).unwrap_or(i32::MAX));
         c.offset.push(i64_of(p.offset));
@@ -338,14 +370,15 @@ async fn insert_applied(
     Ok(1)
 }
 
-async fn store_offsets(tx: &mut Transaction<'_, Postgres>, batch: &FlushBatch) -> Result<u64, sqlx::Error> {
-    if batch.offsets.is_empty() {
+async fn store_offsets<E>(tx: &mut Transaction<'_, Postgres>, batch: &[Flush<E>]) -> Result<u64, sqlx::Error> {
+    let offsets: Vec<&crate::ConsumerOffset> = batch.iter().flat_map(|f| &f.offsets).collect();
+    if offsets.is_empty() {
         return Ok(0);
     }
-    let group: Vec<&str> = batch.offsets.iter().map(|o| o.group.as_str()).collect();
-    let topic: Vec<&str> = batch.offsets.iter().map(|o| o.topic.as_str()).collect();
-    let partition: Vec<i32> = batch.offsets.iter().map(|o| i32::try_from(o.partition).unwrap_or(i32::MAX)).collect();
-    let next: Vec<i64> = batch.offsets.iter().map(|o| i64_of(o.next_offset)).collect();
+    let group: Vec<&str> = offsets.iter().map(|o| o.group.as_str()).collect();
+    let topic: Vec<&str> = offsets.iter().map(|o| o.topic.as_str()).collect();
+    let partition: Vec<i32> = offsets.iter().map(|o| i32::try_from(o.partition).unwrap_or(i32::MAX)).collect();
+    let next: Vec<i64> = offsets.iter().map(|o| i64_of(o.next_offset)).collect();
     sqlx::query(
         "INSERT INTO consumer_offsets (grp, topic, partition, next_offset)
          SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])
@@ -382,43 +415,81 @@ fn processed_of(row: &sqlx::postgres::PgRow, key: Option<EventKey>) -> Result<Pr
     )
 }
 
-impl InventoryStore for PostgresStore {
+/// The inventory store's idempotency records are its audit rows.
+const INVENTORY_RECORDS: RecordTable = RecordTable { name: "inventory_audit", subsystem: None };
+
+impl PostgresStore {
+    /// Idempotency records of a partition in `from..to` from `table`.
+    async fn records_between(
+        &self,
+        table: RecordTable,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<ProcessedEvent>, StoreError> {
+        let during = "reading idempotency records by offset";
+        let mut tx = self.pool.begin().await.map_err(backend(during))?;
+        // The planner picks the BRIN index only once it has statistics on the offsets; on a
+        // table that grew since the last ANALYZE (any busy one) it scanned the whole table
+        // instead — 50 ms instead of 7 for a 700-row window in the benchmark's 490k rows.
+        // A window read is always a narrow offset range, so the index is always the way.
+        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.map_err(backend(during))?;
+        let rows = sqlx::query(&format!(
+            "SELECT event_source, event_id, topic, partition, \"offset\", outcome_detail::text AS outcome_detail,
+                    event_digest
+             FROM {}
+             WHERE topic = $1 AND partition = $2 AND \"offset\" >= $3 AND \"offset\" < $4{} ORDER BY \"offset\"",
+            table.name,
+            table.scope()
+        ))
+        .bind(topic)
+        .bind(i32::try_from(partition).unwrap_or(i32::MAX))
+        .bind(i64_of(from))
+        .bind(i64_of(to))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend(during))?;
+        tx.commit().await.map_err(backend(during))?;
+        self.count(4); // BEGIN, SET, SELECT, COMMIT
+        rows.iter().map(|r| processed_of(r, None)).collect()
+    }
+
+    /// The idempotency records of those of `keys` in `table`.
+    async fn records_of(&self, table: RecordTable, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.count(1);
+        let (sources, ids): (Vec<String>, Vec<String>) = keys.into_iter().map(|k| (k.source, k.id)).unzip();
+        let rows = sqlx::query(&format!(
+            "SELECT event_source, event_id, topic, partition, \"offset\", outcome_detail::text AS outcome_detail,
+                    event_digest
+             FROM {}
+             WHERE (event_source, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[])){}",
+            table.name,
+            table.scope()
+        ))
+        .bind(&sources)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend("reading idempotency records by key"))?;
+        rows.iter().map(|r| processed_of(r, None)).collect()
+    }
+}
+
+impl Ledger for PostgresStore {
     async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        migrations::apply(&mut conn).await.map_err(backend)
+        let during = "applying migrations";
+        let mut conn = self.pool.acquire().await.map_err(backend(during))?;
+        migrations::apply(&mut conn).await.map_err(backend(during))
     }
 
     async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        migrations::pending(&mut conn).await.map_err(backend)
-    }
-
-    async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
-        if skus.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<&str> = skus.iter().map(Sku::as_str).collect();
-        self.count(1);
-        let rows: Vec<String> = sqlx::query_scalar("SELECT state::text FROM inventory_sku WHERE sku = ANY($1)")
-            .bind(&keys)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
-        rows.iter().map(|s| decode_json("inventory state", s)).collect()
-    }
-
-    async fn flush(&self, batch: &FlushBatch) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        match self.flush_once(batch, Duplicates::Fail).await {
-            Err(e) if is_duplicate_audit_row(&e) => {
-                self.count(3); // BEGIN, the failed insert, ROLLBACK
-                tracing::debug!("a flush met an audit row already stored; redoing it skipping duplicates");
-                self.flush_once(batch, Duplicates::Skip).await.map_err(backend)
-            }
-            other => other.map_err(backend),
-        }
+        let during = "reading the schema version";
+        let mut conn = self.pool.acquire().await.map_err(backend(during))?;
+        migrations::pending(&mut conn).await.map_err(backend(during))
     }
 
     async fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
@@ -431,7 +502,7 @@ impl InventoryStore for PostgresStore {
         .bind(i32::try_from(partition).unwrap_or(i32::MAX))
         .fetch_optional(&self.pool)
         .await
-        .map_err(backend)?;
+        .map_err(backend("reading a committed offset"))?;
         Ok(next.map(|n| u64::try_from(n).unwrap_or_default()))
     }
 
@@ -442,48 +513,52 @@ impl InventoryStore for PostgresStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<ProcessedEvent>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // The planner picks the BRIN index only once it has statistics on the offsets; on a
-        // table that grew since the last ANALYZE (any busy one) it scanned the whole table
-        // instead — 50 ms instead of 7 for a 700-row window in the benchmark's 490k rows.
-        // A window read is always a narrow offset range, so the index is always the way.
-        sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.map_err(backend)?;
-        let rows = sqlx::query(
-            "SELECT event_source, event_id, topic, partition, \"offset\", outcome_detail::text AS outcome_detail,
-                    event_digest
-             FROM inventory_audit
-             WHERE topic = $1 AND partition = $2 AND \"offset\" >= $3 AND \"offset\" < $4 ORDER BY \"offset\"",
-        )
-        .bind(topic)
-        .bind(i32::try_from(partition).unwrap_or(i32::MAX))
-        .bind(i64_of(from))
-        .bind(i64_of(to))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        self.count(4); // BEGIN, SET, SELECT, COMMIT
-        rows.iter().map(|r| processed_of(r, None)).collect()
+        self.records_between(INVENTORY_RECORDS, topic, partition, from, to).await
     }
 
     async fn processed_many(&self, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
-        if keys.is_empty() {
+        self.records_of(INVENTORY_RECORDS, keys).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend("answering a ping")).map(drop)
+    }
+
+    fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
+
+impl Journal<InventoryEffects> for PostgresStore {
+    async fn flush(&self, batch: &[InventoryFlush]) -> Result<(), StoreError> {
+        if all_empty(batch) {
+            return Ok(());
+        }
+        let during = "flushing inventory states, audit rows and offsets";
+        match self.flush_once(batch, Duplicates::Fail).await {
+            Err(e) if is_duplicate_audit_row(&e) => {
+                self.count(3); // BEGIN, the failed insert, ROLLBACK
+                tracing::debug!("a flush met an audit row already stored; redoing it skipping duplicates");
+                self.flush_once(batch, Duplicates::Skip).await.map_err(backend(during))
+            }
+            other => other.map_err(backend(during)),
+        }
+    }
+}
+
+impl InventoryStore for PostgresStore {
+    async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
+        if skus.is_empty() {
             return Ok(Vec::new());
         }
+        let keys: Vec<&str> = skus.iter().map(Sku::as_str).collect();
         self.count(1);
-        let (sources, ids): (Vec<String>, Vec<String>) = keys.into_iter().map(|k| (k.source, k.id)).unzip();
-        let rows = sqlx::query(
-            "SELECT event_source, event_id, topic, partition, \"offset\", outcome_detail::text AS outcome_detail,
-                    event_digest
-             FROM inventory_audit
-             WHERE (event_source, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
-        )
-        .bind(&sources)
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
-        rows.iter().map(|r| processed_of(r, None)).collect()
+        let rows: Vec<String> = sqlx::query_scalar("SELECT state::text FROM inventory_sku WHERE sku = ANY($1)")
+            .bind(&keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend("loading SKU states"))?;
+        rows.iter().map(|s| decode_json("inventory state", s)).collect()
     }
 
     async fn audit(&self, sku: Sku, limit: u32, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
@@ -500,16 +575,8 @@ impl InventoryStore for PostgresStore {
         .bind(before.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
-        .map_err(backend)?;
+        .map_err(backend("reading the audit trail"))?;
         rows.iter().map(|s| decode_json("audit row", s)).collect()
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend).map(drop)
-    }
-
-    fn statements(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
     }
 }
 
@@ -526,10 +593,12 @@ pub async fn create_database(admin_url: &str, prefix: &str) -> Result<String, St
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
     );
-    let mut conn = sqlx::PgConnection::connect(admin_url).await.map_err(backend)?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(backend)?;
-    let (base, _) =
-        admin_url.rsplit_once('/').ok_or_else(|| StoreError::Backend("the PostgreSQL URL names no database".into()))?;
+    let during = "creating a database";
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.map_err(backend(during))?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.map_err(backend(during))?;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .ok_or_else(|| StoreError::Corrupt { what: "PostgreSQL URL", detail: "it names no database".into() })?;
     Ok(format!("{base}/{name}"))
 }
 
@@ -542,16 +611,21 @@ pub mod server_stats {
 
     /// Creates the extension in the database of `url` and zeroes its counters.
     pub async fn reset(url: &str) -> Result<(), StoreError> {
-        let mut conn = sqlx::PgConnection::connect(url).await.map_err(backend)?;
-        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&mut conn).await.map_err(backend)?;
-        sqlx::query("SELECT pg_stat_statements_reset()").execute(&mut conn).await.map_err(backend)?;
+        let during = "resetting pg_stat_statements";
+        let mut conn = sqlx::PgConnection::connect(url).await.map_err(backend(during))?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&mut conn)
+            .await
+            .map_err(backend(during))?;
+        sqlx::query("SELECT pg_stat_statements_reset()").execute(&mut conn).await.map_err(backend(during))?;
         Ok(())
     }
 
     /// Statements executed and rows they returned or wrote in the database of `url` since the
     /// last reset (this query and the reset excluded).
     pub async fn statements_and_rows(url: &str) -> Result<(u64, u64), StoreError> {
-        let mut conn = sqlx::PgConnection::connect(url).await.map_err(backend)?;
+        let during = "reading pg_stat_statements";
+        let mut conn = sqlx::PgConnection::connect(url).await.map_err(backend(during))?;
         let (calls, rows): (Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT sum(calls)::bigint, sum(rows)::bigint FROM pg_stat_statements
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -559,13 +633,14 @@ pub mod server_stats {
         )
         .fetch_one(&mut conn)
         .await
-        .map_err(backend)?;
+        .map_err(backend(during))?;
         let n = |v: Option<i64>| u64::try_from(v.unwrap_or(0)).unwrap_or(0);
         Ok((n(calls), n(rows)))
     }
 }
 
 /// Throwaway databases for tests: one per test, on the server `scripts/test.sh` starts.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     use super::*;
 

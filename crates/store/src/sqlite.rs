@@ -6,14 +6,18 @@ use std::sync::Arc;
 use tally_core::{EventKey, Sku};
 use tally_inventory::SkuState;
 
-use crate::AuditRecord;
 use tally_sqlite::rusqlite::types::Value as SqlValue;
 use tally_sqlite::rusqlite::{self, OptionalExtension, params};
 use tally_sqlite::{Durability, Pool, StatementCounter, Table, Writer};
 
-use crate::{AppliedEvent, FlushBatch, InventoryStore, ProcessedEvent, StoreError, decode_json, decode_processed};
+use crate::inventory::{InventoryEffects, InventoryFlush, all_empty, applied_rows};
+use crate::ledger::{Flush, Journal, Ledger, ProcessedEvent, RecordTable};
+use crate::{AuditRecord, InventoryStore, RetryHint, StoreError, decode_json, decode_processed};
 
+mod documents;
 mod migrations;
+
+pub use documents::SqliteDocuments;
 
 /// Settings of the SQLite store.
 #[derive(Debug, Clone)]
@@ -36,14 +40,30 @@ struct Inner {
     statements: StatementCounter,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// A SQLite error, classified: a busy or locked database, or I/O, may clear; anything else
+/// (a constraint, a missing table, a corrupt file) repeats.
+fn backend(during: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| {
+        use rusqlite::ErrorCode as C;
+        let hint = match e.sqlite_error_code() {
+            Some(C::DatabaseBusy | C::DatabaseLocked | C::SystemIoFailure | C::OutOfMemory | C::DiskFull) => {
+                RetryHint::Transient
+            }
+            _ => RetryHint::Permanent,
+        };
+        StoreError::Backend { during, hint, source: Box::new(e) }
+    }
+}
+
+/// The writer thread is gone (the store is shutting down): a retry may reach a new one.
+fn closed(during: &'static str) -> impl FnOnce(tally_sqlite::WriterClosed) -> StoreError {
+    move |e| StoreError::Backend { during, hint: RetryHint::Transient, source: Box::new(e) }
 }
 
 impl SqliteStore {
     /// Opens the file (migrations are applied by [`InventoryStore::migrate`]).
     pub fn open(opts: SqliteStoreOptions) -> Result<Self, StoreError> {
-        let writer = Writer::shared(&opts.path, opts.durability).map_err(backend)?;
+        let writer = Writer::shared(&opts.path, opts.durability).map_err(backend("opening the file"))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer,
@@ -55,14 +75,16 @@ impl SqliteStore {
 
     async fn write<T: Send + 'static>(
         &self,
+        during: &'static str,
         f: impl FnOnce(&mut rusqlite::Connection, &StatementCounter) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let statements = self.inner.statements.clone();
-        self.inner.writer.run(move |conn| f(conn, &statements)).await.map_err(backend)?.map_err(backend)
+        self.inner.writer.run(move |conn| f(conn, &statements)).await.map_err(closed(during))?.map_err(backend(during))
     }
 
     async fn read<T: Send + 'static>(
         &self,
+        during: &'static str,
         f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
@@ -71,8 +93,8 @@ impl SqliteStore {
             inner.readers.with(f)
         })
         .await
-        .map_err(backend)?
-        .map_err(backend)
+        .map_err(|e| StoreError::Backend { during, hint: RetryHint::Transient, source: Box::new(e) })?
+        .map_err(backend(during))
     }
 }
 
@@ -132,16 +154,13 @@ fn text(v: &str) -> SqlValue {
     SqlValue::Text(v.to_owned())
 }
 
-fn json_text<T: serde::Serialize>(v: &T) -> SqlValue {
-    SqlValue::Text(serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned()))
-}
-
 /// The rows of every table of a flush, as bound values.
-fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 5] {
-    let mut skus = Vec::with_capacity(batch.states.len());
-    let mut levels = Vec::with_capacity(batch.states.len() * 2);
-    let mut ats = Vec::with_capacity(batch.states.len() * 3);
-    for row in &batch.states {
+fn flush_rows(batch: &[InventoryFlush], now: i64) -> Result<[Vec<Vec<SqlValue>>; 5], StoreError> {
+    let states = batch.iter().map(|f| f.effects.states.len()).sum::<usize>();
+    let mut skus = Vec::with_capacity(states);
+    let mut levels = Vec::with_capacity(states * 2);
+    let mut ats = Vec::with_capacity(states * 3);
+    for row in batch.iter().flat_map(|f| f.effects.states.values()) {
         let sku = row.sku.as_str();
         skus.push(vec![
             text(sku),
@@ -173,10 +192,9 @@ fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 5] {
             ]);
         }
     }
-    let audit = batch
-        .applied
-        .iter()
-        .map(|AppliedEvent { processed: p, audit: a }| {
+    let audit = applied_rows(batch)?
+        .into_iter()
+        .map(|(p, a)| {
             vec![
                 text(a.sku.as_str()),
                 a.location.as_ref().map_or(SqlValue::Null, |l| text(l.as_str())),
@@ -185,7 +203,7 @@ fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 5] {
                 text(&p.key.source),
                 text(&p.key.id),
                 text(&a.outcome),
-                p.outcome.as_ref().map_or(SqlValue::Null, json_text),
+                p.outcome.as_ref().map_or(SqlValue::Null, |o| text(o.json())),
                 text(&p.topic),
                 int(p.partition),
                 int(p.offset),
@@ -199,92 +217,24 @@ fn flush_rows(batch: &FlushBatch, now: i64) -> [Vec<Vec<SqlValue>>; 5] {
             ]
         })
         .collect();
-    let offsets = batch
-        .offsets
-        .iter()
-        .map(|o| vec![text(&o.group), text(&o.topic), int(o.partition), int(o.next_offset)])
-        .collect();
-    [skus, levels, ats, audit, offsets]
+    let offsets = offset_rows(batch);
+    Ok([skus, levels, ats, audit, offsets])
 }
 
-impl InventoryStore for SqliteStore {
-    async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        self.write(|conn, _| migrations::apply(conn)).await
-    }
+/// Offsets of some flushes as bound rows.
+fn offset_rows<E>(batch: &[Flush<E>]) -> Vec<Vec<SqlValue>> {
+    batch
+        .iter()
+        .flat_map(|f| &f.offsets)
+        .map(|o| vec![text(&o.group), text(&o.topic), int(o.partition), int(o.next_offset)])
+        .collect()
+}
 
-    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
-        self.read(|c| migrations::pending(c)).await
-    }
-
-    async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
-        if skus.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys = serde_json::to_string(&skus).map_err(backend)?;
-        let raw = self
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT s.state FROM inventory_sku AS s JOIN json_each(?1) AS j ON s.sku = j.value",
-                )?;
-                let rows = stmt.query_map([keys], |r| r.get::<_, String>(0))?;
-                rows.collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
-        raw.iter().map(|s| decode_json("inventory state", s)).collect()
-    }
-
-    async fn flush(&self, batch: &FlushBatch) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let [skus, levels, ats, audit, offsets] = flush_rows(batch, tally_core::now_ms());
-        // Two transactions, so that appends to the embedded log (which share the file's one
-        // writer) wait behind half a flush at most. The applied events go first: their rows are
-        // idempotent, and rows past a partition's committed offset are ignored on resume (see
-        // `processed_between`), so a crash between the two leaves nothing half-applied. The
-        // states and the offsets that make them count commit together in the second.
-        // The rows come back out of each job so that they are freed here, not on the writer
-        // thread everything else is queued behind.
-        if !audit.is_empty() {
-            self.write(move |conn, counter| {
-                let tx = conn.transaction()?;
-                let n = 2 + AUDIT_TABLE.write(&tx, &audit)?; // + BEGIN, COMMIT
-                tx.commit()?;
-                counter.add(n);
-                Ok(audit)
-            })
-            .await?;
-        }
-        self.write(move |conn, counter| {
-            let tx = conn.transaction()?;
-            let mut n = 2; // BEGIN + COMMIT
-            let tables = [&SKU_TABLE, &LEVELS_TABLE, &AVAILABILITY_TABLE, &OFFSETS_TABLE];
-            for (table, rows) in tables.into_iter().zip([&skus, &levels, &ats, &offsets]) {
-                n += table.write(&tx, rows)?;
-            }
-            tx.commit()?;
-            counter.add(n);
-            Ok((skus, levels, ats, offsets))
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
-        let (group, topic) = (group.to_owned(), topic.to_owned());
-        self.read(move |c| {
-            c.query_row(
-                "SELECT next_offset FROM consumer_offsets WHERE grp = ?1 AND topic = ?2 AND partition = ?3",
-                params![group, topic, partition],
-                |r| r.get(0),
-            )
-            .optional()
-        })
-        .await
-    }
-
-    async fn processed_between(
+impl SqliteStore {
+    /// Idempotency records of a partition in `from..to` from `table`.
+    async fn records_between(
         &self,
+        table: RecordTable,
         topic: &str,
         partition: u32,
         from: u64,
@@ -292,12 +242,14 @@ impl InventoryStore for SqliteStore {
     ) -> Result<Vec<ProcessedEvent>, StoreError> {
         let owned = topic.to_owned();
         let rows = self
-            .read(move |c| {
+            .read("reading idempotency records by offset", move |c| {
                 let topic = owned;
-                let mut stmt = c.prepare_cached(
-                    "SELECT event_source, event_id, offset, outcome_detail, event_digest FROM inventory_audit \
-                     WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 AND offset < ?4 ORDER BY offset",
-                )?;
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT event_source, event_id, offset, outcome_detail, event_digest FROM {} \
+                     WHERE topic = ?1 AND partition = ?2 AND offset >= ?3 AND offset < ?4{} ORDER BY offset",
+                    table.name,
+                    table.scope()
+                ))?;
                 let rows = stmt.query_map(params![topic, partition, from, to], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
@@ -317,18 +269,21 @@ impl InventoryStore for SqliteStore {
             .collect()
     }
 
-    async fn processed_many(&self, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
+    /// The idempotency records of those of `keys` in `table`.
+    async fn records_of(&self, table: RecordTable, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let rows = self
-            .read(move |c| {
+            .read("reading idempotency records by key", move |c| {
                 // One prepared lookup per key on the unique index: for SQLite, in process, as
                 // cheap as any set-based form.
-                let mut stmt = c.prepare_cached(
-                    "SELECT topic, partition, offset, outcome_detail, event_digest FROM inventory_audit \
-                     WHERE event_source = ?1 AND event_id = ?2",
-                )?;
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT topic, partition, offset, outcome_detail, event_digest FROM {} \
+                     WHERE event_source = ?1 AND event_id = ?2{}",
+                    table.name,
+                    table.scope()
+                ))?;
                 let mut found = Vec::new();
                 for key in keys {
                     let row = stmt
@@ -353,10 +308,117 @@ impl InventoryStore for SqliteStore {
             })
             .collect()
     }
+}
+
+/// The inventory store's idempotency records are its audit rows.
+const INVENTORY_RECORDS: RecordTable = RecordTable { name: "inventory_audit", subsystem: None };
+
+impl Ledger for SqliteStore {
+    async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        self.write("applying migrations", |conn, _| migrations::apply(conn)).await
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        self.read("reading the schema version", |c| migrations::pending(c)).await
+    }
+
+    async fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        self.read("reading a committed offset", move |c| {
+            c.query_row(
+                "SELECT next_offset FROM consumer_offsets WHERE grp = ?1 AND topic = ?2 AND partition = ?3",
+                params![group, topic, partition],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn processed_between(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<ProcessedEvent>, StoreError> {
+        self.records_between(INVENTORY_RECORDS, topic, partition, from, to).await
+    }
+
+    async fn processed_many(&self, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
+        self.records_of(INVENTORY_RECORDS, keys).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read("answering a ping", |c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    fn statements(&self) -> u64 {
+        self.inner.statements.get()
+    }
+}
+
+impl Journal<InventoryEffects> for SqliteStore {
+    async fn flush(&self, batch: &[InventoryFlush]) -> Result<(), StoreError> {
+        if all_empty(batch) {
+            return Ok(());
+        }
+        let [skus, levels, ats, audit, offsets] = flush_rows(batch, tally_core::now_ms())?;
+        // Two transactions, so that appends to the embedded log (which share the file's one
+        // writer) wait behind half a flush at most. The applied events go first: their rows are
+        // idempotent, and rows past a partition's committed offset are ignored on resume (see
+        // `processed_between`), so a crash between the two leaves nothing half-applied. The
+        // states and the offsets that make them count commit together in the second.
+        // The rows come back out of each job so that they are freed here, not on the writer
+        // thread everything else is queued behind.
+        if !audit.is_empty() {
+            self.write("writing audit rows", move |conn, counter| {
+                let tx = conn.transaction()?;
+                let n = 2 + AUDIT_TABLE.write(&tx, &audit)?; // + BEGIN, COMMIT
+                tx.commit()?;
+                counter.add(n);
+                Ok(audit)
+            })
+            .await?;
+        }
+        self.write("writing states and offsets", move |conn, counter| {
+            let tx = conn.transaction()?;
+            let mut n = 2; // BEGIN + COMMIT
+            let tables = [&SKU_TABLE, &LEVELS_TABLE, &AVAILABILITY_TABLE, &OFFSETS_TABLE];
+            for (table, rows) in tables.into_iter().zip([&skus, &levels, &ats, &offsets]) {
+                n += table.write(&tx, rows)?;
+            }
+            tx.commit()?;
+            counter.add(n);
+            Ok((skus, levels, ats, offsets))
+        })
+        .await
+        .map(drop)
+    }
+}
+
+impl InventoryStore for SqliteStore {
+    async fn load_states(&self, skus: Vec<Sku>) -> Result<Vec<SkuState>, StoreError> {
+        if skus.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys =
+            serde_json::to_string(&skus).map_err(|e| StoreError::Corrupt { what: "sku", detail: e.to_string() })?;
+        let raw = self
+            .read("loading SKU states", move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT s.state FROM inventory_sku AS s JOIN json_each(?1) AS j ON s.sku = j.value",
+                )?;
+                let rows = stmt.query_map([keys], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        raw.iter().map(|s| decode_json("inventory state", s)).collect()
+    }
 
     async fn audit(&self, sku: Sku, limit: u32, before: Option<i64>) -> Result<Vec<AuditRecord>, StoreError> {
         let raw = self
-            .read(move |c| {
+            .read("reading the audit trail", move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT json_object('seq', id, 'sku', sku, 'location', location, 'version', version,
                         'event_type', event_type, 'event_source', event_source, 'event_id', event_id,
@@ -370,14 +432,6 @@ impl InventoryStore for SqliteStore {
             })
             .await?;
         raw.iter().map(|s| decode_json("audit row", s)).collect()
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
-    }
-
-    fn statements(&self) -> u64 {
-        self.inner.statements.get()
     }
 }
 

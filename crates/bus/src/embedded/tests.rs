@@ -46,7 +46,7 @@ async fn records_and_offsets_survive_reopening_the_file() {
     log.publish("t", vec![OutRecord { key: Some("k0".into()), headers: vec![], payload: vec![2] }])
         .await
         .expect("publish");
-    let mut consumer = log.subscribe("g", "t").await.expect("subscribe");
+    let mut consumer = log.subscribe("g", &["t".to_owned()]).await.expect("subscribe");
     let Assignment::Assigned(parts) = consumer.next_assignment().await.expect("assign") else { panic!("assigned") };
     let total: u64 = parts.iter().map(|p| p.end_offset()).sum();
     assert_eq!(total, 51, "offsets continue after reopen instead of restarting at 0");
@@ -57,10 +57,10 @@ async fn records_and_offsets_survive_reopening_the_file() {
 async fn a_second_member_of_the_same_group_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(&dir);
-    let first = log.subscribe("g", "t").await.expect("first member");
-    assert!(log.subscribe("g", "t").await.is_err());
+    let first = log.subscribe("g", &["t".to_owned()]).await.expect("first member");
+    assert!(log.subscribe("g", &["t".to_owned()]).await.is_err());
     drop(first);
-    assert!(log.subscribe("g", "t").await.is_ok(), "membership ends when the consumer is dropped");
+    assert!(log.subscribe("g", &["t".to_owned()]).await.is_ok(), "membership ends when the consumer is dropped");
 }
 
 #[tokio::test]
@@ -75,7 +75,7 @@ async fn retention_deletes_only_old_records_every_group_has_consumed() {
         log.create_topic("out", 1).await.expect("create");
         log.publish("in", recs(100)).await.expect("publish");
         log.publish("out", recs(10)).await.expect("publish");
-        let mut consumer = log.subscribe("g", "in").await.expect("subscribe");
+        let mut consumer = log.subscribe("g", &["in".to_owned()]).await.expect("subscribe");
         let Assignment::Assigned(mut parts) = consumer.next_assignment().await.expect("assign") else {
             panic!("assigned")
         };
@@ -88,7 +88,7 @@ async fn retention_deletes_only_old_records_every_group_has_consumed() {
     }
     let log = open(&dir);
     log.publish("in", recs(1)).await.expect("publish");
-    let mut consumer = log.subscribe("g", "in").await.expect("subscribe");
+    let mut consumer = log.subscribe("g", &["in".to_owned()]).await.expect("subscribe");
     let Assignment::Assigned(mut parts) = consumer.next_assignment().await.expect("assign") else { panic!("assigned") };
     assert_eq!(parts[0].end_offset(), 101, "offsets continue after retention and reopen");
     assert_eq!(parts[0].committed().await.expect("committed"), Some(60));
@@ -98,4 +98,10 @@ async fn retention_deletes_only_old_records_every_group_has_consumed() {
         offsets.extend(parts[0].poll(100).await.expect("poll").iter().map(|r| r.offset));
     }
     assert_eq!(offsets, (60..101).collect::<Vec<u64>>(), "unconsumed records are all kept");
+}
+
+#[tokio::test]
+async fn embedded_log_gives_one_member_every_partition_of_several_topics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::one_member_consumes_several_topics(open(&dir), ["sales", "returns"], "g").await;
 }

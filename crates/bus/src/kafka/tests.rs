@@ -83,7 +83,7 @@ async fn publishing_and_consuming_ride_out_a_broker_outage() {
     mock.broker_up(1).expect("broker up");
     publisher.await.expect("join").expect("the publish completes once the broker is back");
 
-    let mut consumer = bus.subscribe("outage-group", "outage").await.expect("subscribe");
+    let mut consumer = bus.subscribe("outage-group", &["outage".to_owned()]).await.expect("subscribe");
     let Assignment::Assigned(mut parts) = consumer.next_assignment().await.expect("assignment") else {
         panic!("assigned")
     };
@@ -102,4 +102,10 @@ async fn publishing_and_consuming_ride_out_a_broker_outage() {
     }
     seen.sort_unstable();
     assert_eq!(seen, (0..200).collect::<Vec<_>>(), "nothing lost, nothing twice (idempotent producer)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_bus_gives_one_member_every_partition_of_several_topics() {
+    let (a, b) = (unique("sales"), unique("returns"));
+    conformance::one_member_consumes_several_topics(bus(), [a.as_str(), b.as_str()], &unique("g")).await;
 }

@@ -94,7 +94,7 @@ fn reservation_that_would_make_available_negative_is_rejected() {
     let ok = s.apply_ok(&reserve("r1", "storefront", Some("wh-1"), 4, None), meta("2"), &r);
     assert_eq!(ok.outcome, Outcome::ReservationAccepted { location: loc("wh-1") });
     let no = s.apply_ok(&reserve("r2", "storefront", Some("wh-1"), 2, None), meta("3"), &r);
-    assert!(matches!(&no.outcome, Outcome::ReservationRejected { reason, .. } if reason == "insufficient_stock"));
+    assert!(matches!(&no.outcome, Outcome::ReservationRejected { reason: RejectionReason::InsufficientStock, .. }));
     assert_eq!(s.available_at(&loc("wh-1")), 1);
 }
 
@@ -142,7 +142,7 @@ fn snapshot_listing_the_order_confirms_the_committed_reservation() {
     // A late commit or duplicate request for the closed reservation does nothing.
     assert!(matches!(s.apply_ok(&commit("r1"), meta("5"), &r).outcome, Outcome::Ignored { .. }));
     let again = s.apply_ok(&reserve("r1", "storefront", Some("wh-1"), 3, Some("o-1")), meta("6"), &r);
-    assert!(matches!(again.outcome, Outcome::ReservationRejected { ref reason, .. } if reason == "reservation_closed"));
+    assert!(matches!(again.outcome, Outcome::ReservationRejected { reason: RejectionReason::ReservationClosed, .. }));
 }
 
 #[test]

@@ -22,7 +22,7 @@ use tally_store::InventoryStore;
 use super::problem::{ApiJson, ItemError};
 use super::stock::{StockView, parse_id};
 use super::{ApiError, AppState, Principal};
-use crate::inventory::Resolution;
+use tally_inventory_engine::Resolution;
 
 /// Most events one ingest request may carry.
 pub const MAX_INGEST_BATCH: usize = 1000;
@@ -149,7 +149,7 @@ pub async fn ingest_events<B: Bus, S: InventoryStore, C: Cache>(
     }
     if !errors.is_empty() {
         for e in &errors {
-            metrics::counter!(crate::metrics::api::EVENTS_REJECTED_TOTAL, "reason" => e.code.clone()).increment(1);
+            crate::metrics::event_rejected(&e.code);
         }
         let detail =
             format!("{} of {} events are invalid; none was accepted", errors.len(), errors.len() + valid.len());
@@ -217,7 +217,7 @@ async fn stored_outcome<B: Bus, S: InventoryStore, C: Cache>(
     if done.digest.is_some_and(|d| d != digest) {
         return Err(key_reused(key));
     }
-    Ok(done.outcome)
+    Ok(done.outcome.map(|o| o.decode()).transpose()?)
 }
 
 fn key_reused(key: &EventKey) -> ApiError {

@@ -15,7 +15,7 @@ use tally_cache::Cache;
 use tally_core::ChannelId;
 use tally_store::InventoryStore;
 
-use crate::inventory::InventoryEngine;
+use tally_inventory_engine::InventoryEngine;
 
 pub mod auth;
 pub mod ingest;
@@ -96,6 +96,19 @@ pub fn openapi_json() -> &'static str {
     DOCUMENT.get_or_init(|| serde_json::to_string_pretty(&openapi::document()).unwrap_or_default())
 }
 
+/// The operational endpoints alone (`/healthz`, `/readyz`, `/metrics`): what a consumer-only
+/// role (`--role inventory`) serves, so it can be probed and scraped.
+pub fn ops_router<B: Bus, S: InventoryStore, C: Cache>(state: AppState<B, S, C>) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz::<B, S, C>))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn(problem::problems_only))
+        .layer(axum::middleware::from_fn(track_requests))
+        .with_state(state)
+}
+
 /// Builds the router.
 pub fn router<B: Bus, S: InventoryStore, C: Cache>(state: AppState<B, S, C>) -> Router {
     Router::new()
@@ -124,10 +137,6 @@ async fn track_requests(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let started = Instant::now();
     let resp = next.run(req).await;
-    let class = format!("{}xx", resp.status().as_u16() / 100);
-    metrics::counter!(crate::metrics::api::REQUESTS_TOTAL, "route" => route.clone(), "method" => method, "status" => class)
-        .increment(1);
-    metrics::histogram!(crate::metrics::api::REQUEST_DURATION_SECONDS, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    crate::metrics::request_served(route, method, resp.status(), started.elapsed());
     resp
 }

@@ -17,16 +17,18 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: every backend answers.
+/// Readiness: every backend answers, every consumer engine this process runs is consuming,
+/// and no partition is stopped by a permanent error.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses(
-    (status = 200, description = "Every backend answers"),
-    (status = 503, description = "A backend does not answer; the body says which"),
+    (status = 200, description = "Every backend answers and every consumer runs"),
+    (status = 503, description = "A backend does not answer, a consumer engine is restarting, or a partition is stopped; the body says which and why"),
 ))]
 pub async fn readyz<B: Bus, S: InventoryStore, C: Cache>(State(st): State<AppState<B, S, C>>) -> impl IntoResponse {
     let e = &st.engine;
     let (bus, store, cache) = tokio::join!(e.bus.ping(), e.store.ping(), e.cache.ping());
     let status = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let all = bus.is_ok() && store.is_ok() && cache.is_ok();
+    let consumers = e.health.report();
+    let all = bus.is_ok() && store.is_ok() && cache.is_ok() && consumers.ready;
     for (name, err) in [
         ("bus", bus.as_ref().err().map(ToString::to_string)),
         ("store", store.as_ref().err().map(ToString::to_string)),
@@ -39,6 +41,11 @@ pub async fn readyz<B: Bus, S: InventoryStore, C: Cache>(State(st): State<AppSta
     let body = json!({
         "status": status(all),
         "checks": {"bus": status(bus.is_ok()), "store": status(store.is_ok()), "cache": status(cache.is_ok())},
+        "consumers": {
+            "status": status(consumers.ready),
+            "engines": consumers.engines,
+            "stopped_partitions": consumers.stopped_partitions,
+        },
     });
     (if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }

@@ -174,8 +174,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::inventory::EngineError> for ApiError {
-    fn from(e: crate::inventory::EngineError) -> Self {
+impl From<tally_inventory_engine::EngineError> for ApiError {
+    fn from(e: tally_inventory_engine::EngineError) -> Self {
         Self::Unavailable(e.into())
     }
 }
@@ -184,7 +184,7 @@ impl From<tally_store::StoreError> for ApiError {
     fn from(e: tally_store::StoreError) -> Self {
         match e {
             tally_store::StoreError::Corrupt { .. } => Self::Internal(e.into()),
-            tally_store::StoreError::Backend(_) => Self::Unavailable(e.into()),
+            tally_store::StoreError::Backend { .. } => Self::Unavailable(e.into()),
         }
     }
 }

@@ -205,7 +205,7 @@ pub fn ats(stock: &Value, channel: &str) -> Option<i64> {
 /// Reads `topic` from the start with a fresh group until `done` holds for what was read.
 pub async fn read_topic(app: &TestApp, topic: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
     let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = app.engine().bus.subscribe(&group, topic).await.unwrap();
+    let mut consumer = app.engine().bus.subscribe(&group, &[topic.to_owned()]).await.unwrap();
     let Assignment::Assigned(mut parts) = consumer.next_assignment().await.unwrap() else {
         panic!("no assignment for the reader of {topic}")
     };

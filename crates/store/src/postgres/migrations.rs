@@ -122,6 +122,46 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // only, no table rewrite, whatever the table's size.
         change: Change::Statements(&["ALTER TABLE inventory_audit ADD COLUMN event_digest BIGINT"]),
     },
+    Migration {
+        version: 4,
+        name: "the ledger's own idempotency records and keyed documents",
+        // For subsystems whose rows are not one per event (ledger::Documents). Inventory keeps
+        // its records in its audit rows (migration 1). New, empty tables: no lock on anything
+        // that exists.
+        change: Change::Statements(&[
+            "CREATE TABLE ledger_processed (
+            subsystem      TEXT NOT NULL,
+            event_source   TEXT NOT NULL,
+            event_id       TEXT NOT NULL,
+            topic          TEXT NOT NULL,
+            partition      INTEGER NOT NULL,
+            \"offset\"     BIGINT NOT NULL,
+            outcome_detail JSONB,
+            event_digest   BIGINT,
+            recorded_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (subsystem, event_source, event_id)
+        )",
+            "CREATE INDEX ledger_processed_by_offset ON ledger_processed (subsystem, topic, partition, \"offset\")",
+            "CREATE TABLE ledger_documents (
+            subsystem     TEXT NOT NULL,
+            key           TEXT NOT NULL,
+            version       BIGINT NOT NULL,
+            body          JSONB NOT NULL,
+            updated_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (subsystem, key)
+        )",
+            "CREATE TABLE ledger_appended (
+            seq            BIGINT GENERATED ALWAYS AS IDENTITY,
+            subsystem      TEXT NOT NULL,
+            row_id         TEXT NOT NULL,
+            key            TEXT NOT NULL,
+            body           JSONB NOT NULL,
+            recorded_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (subsystem, row_id)
+        )",
+            "CREATE INDEX ledger_appended_by_key ON ledger_appended (subsystem, key)",
+        ]),
+    },
 ];
 
 /// Any fixed number identifies tally's migration lock among the database's advisory locks.

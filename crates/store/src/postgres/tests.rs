@@ -23,7 +23,7 @@ async fn a_flush_is_one_statement_per_table_however_many_rows() {
     for n in [10, 5000] {
         let before = store.statements();
         let states = (0..n).map(|i| conformance::state(&format!("S{n}-{i}"), i, 1)).collect();
-        store.flush(&FlushBatch { states, ..Default::default() }).await.expect("flush");
+        store.flush(&conformance::flush(states, Vec::new(), Vec::new())).await.expect("flush");
         // BEGIN, sku upsert, levels upsert, availability upsert, COMMIT — for 10 rows or 5,000.
         assert_eq!(store.statements() - before, 5, "{n} rows");
     }
@@ -71,14 +71,14 @@ async fn the_resume_window_is_read_through_a_brin_index_not_an_offset_btree() {
 
     // Two partitions far apart in offsets, interleaved as workers flush them: each range
     // read returns exactly its own rows, in offset order.
-    let applied = |partition: u32, offsets: std::ops::Range<u64>| -> Vec<AppliedEvent> {
+    let applied = |partition: u32, offsets: std::ops::Range<u64>| -> Vec<conformance::AppliedEvent> {
         let key = |o: u64| EventKey { source: "/t".into(), id: format!("p{partition}-{o}") };
         offsets.map(|o| conformance::applied_event(key(o), "t", partition, o)).collect()
     };
     for chunk in 0..4u64 {
         let mut rows = applied(0, chunk * 250..(chunk + 1) * 250);
         rows.extend(applied(1, 1_000_000 + chunk * 250..1_000_000 + (chunk + 1) * 250));
-        store.flush(&FlushBatch { applied: rows, ..Default::default() }).await.expect("flush");
+        store.flush(&conformance::flush(Vec::new(), rows, Vec::new())).await.expect("flush");
     }
     let mut conn = store.pool.acquire().await.expect("connection");
     sqlx::query("SELECT brin_summarize_new_values('inventory_audit_by_offset_brin')")
@@ -138,7 +138,7 @@ async fn an_unreachable_database_is_an_error_on_use_not_at_startup() {
     .expect("a lazy pool is created while the database is down");
     assert!(store.ping().await.is_err());
     assert!(
-        store.flush(&FlushBatch { states: vec![conformance::state("S", 1, 1)], ..Default::default() }).await.is_err()
+        store.flush(&conformance::flush(vec![conformance::state("S", 1, 1)], Vec::new(), Vec::new())).await.is_err()
     );
 }
 
@@ -150,18 +150,21 @@ async fn a_flush_with_some_events_already_recorded_stores_the_rest_and_its_offse
     let events = |range: std::ops::Range<u64>| range.map(|i| conformance::applied_event(key(i), "t", 0, i)).collect();
     let offset =
         |next_offset| vec![crate::ConsumerOffset { group: "g".into(), topic: "t".into(), partition: 0, next_offset }];
-    store
-        .flush(&FlushBatch { applied: events(0..10), offsets: offset(10), ..Default::default() })
-        .await
-        .expect("flush");
+    store.flush(&conformance::flush(Vec::new(), events(0..10), offset(10))).await.expect("flush");
     // Events 5..10 again (applied again from beyond the window, say) with new ones 10..20.
     let before = store.statements();
     store
-        .flush(&FlushBatch { applied: events(5..20), offsets: offset(20), ..Default::default() })
+        .flush(&conformance::flush(Vec::new(), events(5..20), offset(20)))
         .await
         .expect("a duplicate audit row does not fail the flush");
     assert!(store.statements() - before > 4, "the flush was redone skipping the duplicates");
     let recorded = store.processed_between("t", 0, 0, 100).await.expect("read");
     assert_eq!(recorded.iter().map(|p| p.offset).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
     assert_eq!(store.committed_offset("g", "t", 0).await.expect("offset"), Some(20));
+}
+
+#[tokio::test]
+async fn postgres_ledger_documents_pass_the_ledger_conformance_suite() {
+    let store = testing::store().await;
+    conformance::ledger_documents_round_trip(store.documents("fraud"), store.documents("analytics")).await;
 }

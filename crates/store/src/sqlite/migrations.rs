@@ -79,6 +79,45 @@ CREATE TABLE consumer_offsets (
         // (InventoryEvent::digest). Nullable: rows from before it have none.
         "ALTER TABLE inventory_audit ADD COLUMN event_digest INTEGER;",
     ),
+    (
+        3,
+        "the ledger's own idempotency records and keyed documents",
+        // For subsystems whose rows are not one per event (ledger::Documents). Inventory keeps
+        // its records in its audit rows (migration 1).
+        "
+CREATE TABLE ledger_processed (
+    subsystem      TEXT NOT NULL,
+    event_source   TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    topic          TEXT NOT NULL,
+    partition      INTEGER NOT NULL,
+    offset         INTEGER NOT NULL,
+    outcome_detail TEXT,
+    event_digest   INTEGER,
+    recorded_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (subsystem, event_source, event_id)
+) WITHOUT ROWID;
+CREATE INDEX ledger_processed_by_offset ON ledger_processed (subsystem, topic, partition, offset);
+CREATE TABLE ledger_documents (
+    subsystem     TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    body          TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (subsystem, key)
+) WITHOUT ROWID;
+CREATE TABLE ledger_appended (
+    seq            INTEGER PRIMARY KEY,
+    subsystem      TEXT NOT NULL,
+    row_id         TEXT NOT NULL,
+    key            TEXT NOT NULL,
+    body           TEXT NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    UNIQUE (subsystem, row_id)
+);
+CREATE INDEX ledger_appended_by_key ON ledger_appended (subsystem, key);
+",
+    ),
 ];
 
 /// The migrations not applied yet (`<version> <name>`).

@@ -1,18 +1,18 @@
-//! Lets an HTTP request wait for the outcome of the event it published (reservations,
-//! compare-and-set adjustments) without polling, when the worker runs in the same process.
+//! Lets an HTTP request wait for the outcome of the event it published (a reservation, a
+//! compare-and-set adjustment, a synchronous score) without polling, when the partition's
+//! worker runs in the same process.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tally_core::EventKey;
-use tally_inventory::Outcome;
 use tokio::sync::oneshot;
 
 /// What became of a waited-on event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
+pub enum Resolution<O> {
     /// Applied (now or earlier, for a duplicate) with this outcome.
-    Applied(Outcome),
+    Applied(O),
     /// A duplicate whose original outcome is no longer in memory: read it from the store.
     DuplicateUnknown,
     /// Dead-lettered (not applied).
@@ -25,21 +25,26 @@ pub enum Resolution {
 }
 
 /// Registry of pending waits by event key.
-#[derive(Default)]
-pub struct Waiters {
-    pending: Mutex<HashMap<EventKey, Vec<oneshot::Sender<Resolution>>>>,
+pub struct Waiters<O> {
+    pending: Mutex<HashMap<EventKey, Vec<oneshot::Sender<Resolution<O>>>>>,
 }
 
-impl Waiters {
+impl<O> Default for Waiters<O> {
+    fn default() -> Self {
+        Self { pending: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<O: Clone> Waiters<O> {
     /// Registers interest before publishing, so a fast worker cannot resolve it unseen.
-    pub fn register(&self, key: EventKey) -> oneshot::Receiver<Resolution> {
+    pub fn register(&self, key: EventKey) -> oneshot::Receiver<Resolution<O>> {
         let (tx, rx) = oneshot::channel();
         self.lock().entry(key).or_default().push(tx);
         rx
     }
 
     /// Resolves every wait on `key`.
-    pub fn resolve(&self, key: &EventKey, resolution: Resolution) {
+    pub fn resolve(&self, key: &EventKey, resolution: Resolution<O>) {
         let waiting = self.lock().remove(key);
         for tx in waiting.into_iter().flatten() {
             let _ = tx.send(resolution.clone());
@@ -57,7 +62,8 @@ impl Waiters {
         self.lock().remove(key);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventKey, Vec<oneshot::Sender<Resolution>>>> {
+    #[allow(clippy::type_complexity)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EventKey, Vec<oneshot::Sender<Resolution<O>>>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

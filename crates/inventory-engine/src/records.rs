@@ -1,8 +1,9 @@
-//! The records the engine publishes: availability, reservation outcomes and dead letters.
+//! The records the inventory engine publishes: availability and reservation outcomes (the
+//! runtime publishes dead letters and forwarded records).
 
 use serde::Serialize;
-use tally_bus::{OutRecord, Record};
-use tally_core::{Envelope, EventKey, Sku, headers};
+use tally_bus::OutRecord;
+use tally_core::{Envelope, EventKey, Sku};
 use tally_inventory::{ChannelAvailability, Outcome, types};
 
 /// Source attribute of events the engine emits.
@@ -64,10 +65,6 @@ pub fn reservation_outcome(
     Some(to_record(sku.as_str(), &env))
 }
 
-fn origin(record: &Record) -> String {
-    format!("{}/{}/{}", record.topic, record.partition, record.offset)
-}
-
 /// The id of the outcome of `cause`: `<type>:<source>:<id>`, or, when that would pass the
 /// event id limit tally sets for its own input (long sources and ids), `<type>:sha256:<hex>` of
 /// the source and id — deterministic either way.
@@ -79,26 +76,6 @@ fn outcome_id(ty: &str, cause: &EventKey) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::new().chain_update(&cause.source).chain_update([0]).chain_update(&cause.id).finalize();
     format!("{ty}:sha256:{}", hex::encode(digest))
-}
-
-/// The original record (its key — none if it had none —, headers and payload) with the
-/// dead-letter reason added as headers.
-pub fn dead_letter(record: &Record, reason: &str, detail: &str) -> OutRecord {
-    let mut headers = record.headers.clone();
-    headers.push((headers::DLQ_REASON.to_owned(), reason.to_owned()));
-    headers.push((headers::DLQ_DETAIL.to_owned(), detail.chars().take(1000).collect()));
-    headers.push((headers::DLQ_ORIGIN.to_owned(), origin(record)));
-    OutRecord { key: record.key.clone(), headers, payload: record.payload.clone() }
-}
-
-/// A record produced to a partition other than its key's, to republish on the same topic:
-/// the bus puts it on the key's own partition, whose worker applies it (deduplicated there by
-/// `source` + `id` if it is forwarded twice after a crash). The header marks it, so a record
-/// that still arrives on a wrong partition is dead-lettered rather than forwarded in a loop.
-pub fn forward(record: &Record) -> OutRecord {
-    let mut headers = record.headers.clone();
-    headers.push((headers::FORWARDED_FROM.to_owned(), origin(record)));
-    OutRecord { key: record.key.clone(), headers, payload: record.payload.clone() }
 }
 
 #[cfg(test)]

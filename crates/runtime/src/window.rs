@@ -14,10 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tally_cache::Cache;
 use tally_core::EventKey;
-use tally_inventory::Outcome;
-use tally_store::{InventoryStore, ProcessedEvent};
-
-use super::EngineError;
+use tally_store::{Ledger, ProcessedEvent, RawOutcome, StoreError};
 
 /// Offsets per segment: small enough that rewriting the open segment after each flush is
 /// cheap, large enough that a 200k-event window is a few hundred keys.
@@ -30,7 +27,7 @@ struct Seen {
     source: String,
     id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    outcome: Option<Outcome>,
+    outcome: Option<RawOutcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     digest: Option<i64>,
 }
@@ -77,9 +74,10 @@ pub struct WindowKeys {
 }
 
 impl WindowKeys {
-    /// The keys of `group`'s window of `topic`/`partition`.
-    pub fn new(group: &str, topic: &str, partition: u32) -> Self {
-        Self { prefix: format!("inv:window:{group}:{topic}:{partition}:"), topic: topic.to_owned(), partition }
+    /// The keys of `group`'s window of `topic`/`partition`, under the subsystem's cache key
+    /// prefix (`inv` for inventory: `inv:window:<group>:<topic>:<partition>:<segment>`).
+    pub fn new(prefix: &str, group: &str, topic: &str, partition: u32) -> Self {
+        Self { prefix: format!("{prefix}:window:{group}:{topic}:{partition}:"), topic: topic.to_owned(), partition }
     }
 
     fn key(&self, segment: u64) -> String {
@@ -97,13 +95,13 @@ fn push_gap(gaps: &mut Vec<(u64, u64)>, lo: u64, hi: u64) {
 
 /// The events applied at offsets `[from, to)`: from the cache where its segments cover them,
 /// from the store for the rest. Also returns how many came from the store.
-pub async fn load<C: Cache, S: InventoryStore>(
+pub async fn load<C: Cache, S: Ledger>(
     cache: &C,
     store: &S,
     keys: &WindowKeys,
     from: u64,
     to: u64,
-) -> Result<(Vec<ProcessedEvent>, usize), EngineError> {
+) -> Result<(Vec<ProcessedEvent>, usize), StoreError> {
     if from >= to {
         return Ok((Vec::new(), 0));
     }
@@ -213,7 +211,9 @@ impl WindowWriter {
 #[cfg(test)]
 mod tests {
     use tally_cache::MemoryCache;
-    use tally_store::{SqliteStore, SqliteStoreOptions};
+    use tally_store::ledger::Documents;
+    use tally_store::sqlite::SqliteDocuments;
+    use tally_store::{Flush, Journal, SqliteStore, SqliteStoreOptions};
 
     use super::*;
 
@@ -232,11 +232,13 @@ mod tests {
         }
     }
 
-    async fn store() -> (tempfile::TempDir, SqliteStore) {
+    /// The ledger's own tables in a fresh SQLite file.
+    async fn store() -> (tempfile::TempDir, SqliteDocuments) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
         let store = SqliteStore::open(SqliteStoreOptions { path, durability: tally_sqlite::Durability::Normal })
-            .expect("store");
+            .expect("store")
+            .documents("test");
         store.migrate().await.expect("migrate");
         (dir, store)
     }
@@ -245,7 +247,7 @@ mod tests {
     async fn a_written_window_reads_back_from_the_cache_alone() {
         let (_dir, store) = store().await;
         let cache = MemoryCache::new(1 << 24, std::time::Duration::from_secs(60));
-        let keys = WindowKeys::new("g", "events", 0);
+        let keys = WindowKeys::new("inv", "g", "events", 0);
         let mut writer = WindowWriter::new(keys.clone(), 0, 0, &[]);
         // Every other offset applied (the rest duplicates or poison), over three segments.
         let applied: Vec<u64> = (0..3000).filter(|i| i % 2 == 0).collect();
@@ -262,18 +264,15 @@ mod tests {
     async fn what_the_cache_lost_or_never_got_is_read_from_the_store() {
         let (_dir, store) = store().await;
         let cache = MemoryCache::new(1 << 24, std::time::Duration::from_secs(60));
-        let keys = WindowKeys::new("g", "events", 0);
+        let keys = WindowKeys::new("inv", "g", "events", 0);
         let mut writer = WindowWriter::new(keys.clone(), 0, 0, &[]);
         writer.applied((0..3000).map(processed).collect::<Vec<_>>().iter());
         cache.set_many(writer.durable(2048)).await.expect("write");
-        // The store has the audit rows of everything up to 2,500; the cache got the two
+        // The store has the records of everything up to 2,500; the cache got the two
         // complete segments, then lost segment 0.
-        let batch = tally_store::FlushBatch {
-            states: Vec::new(),
-            applied: (0..2500).map(|i| tally_store::conformance::applied_event(key(i), "events", 0, i)).collect(),
-            offsets: Vec::new(),
-        };
-        store.flush(&batch).await.expect("flush");
+        let batch =
+            Flush { effects: Documents::default(), processed: (0..2500).map(processed).collect(), offsets: Vec::new() };
+        store.flush(&[batch]).await.expect("flush");
         cache.delete(&[keys.key(0)]).await.expect("delete");
         let (seen, from_store) = load(&cache, &store, &keys, 0, 2500).await.expect("load");
         assert_eq!(seen.iter().map(|p| p.offset).collect::<Vec<_>>(), (0..2500).collect::<Vec<_>>());
@@ -282,7 +281,7 @@ mod tests {
 
     #[test]
     fn a_resumed_writer_completes_the_segment_it_resumed_in() {
-        let keys = WindowKeys::new("g", "events", 0);
+        let keys = WindowKeys::new("inv", "g", "events", 0);
         let known: Vec<ProcessedEvent> = (900..1500).map(processed).collect();
         let mut writer = WindowWriter::new(keys, 500, 1500, &known);
         writer.applied((1500..2048).map(processed).collect::<Vec<_>>().iter());
