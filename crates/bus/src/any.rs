@@ -60,6 +60,13 @@ impl Bus for AnyBus {
         }
     }
 
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, BusError> {
+        match self {
+            Self::Embedded(b) => b.end_offsets(topic).await,
+            Self::Kafka(b) => b.end_offsets(topic).await,
+        }
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         delegate!(AnyBus, self, b => b.ping().await)
     }

@@ -53,6 +53,9 @@ pub async fn same_key_is_ordered_on_one_partition<B: Bus>(bus: B, topic: &str, g
         let batch = keys.iter().map(|k| rec(k, round)).collect();
         bus.publish(topic, batch).await.expect("publish");
     }
+    let ends = bus.end_offsets(topic).await.expect("end offsets");
+    assert_eq!(ends.len(), 4);
+    assert_eq!(ends.iter().sum::<u64>(), 100, "every record is counted in its partition's end offset");
     let (_c, mut parts) = assigned(&bus, group, topic).await;
     for p in parts.iter_mut() {
         p.seek(0);

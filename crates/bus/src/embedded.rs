@@ -67,8 +67,9 @@ enum WriteCmd {
     Commit { group: String, topic: String, partition: u32, next: u64, reply: oneshot::Sender<Result<(), BusError>> },
 }
 
+/// The embedded log's failures are I/O on its file: worth a retry.
 fn backend(e: impl std::fmt::Display) -> BusError {
-    BusError::Backend(e.to_string())
+    BusError::transient(e.to_string())
 }
 
 const SCHEMA: &str = "
@@ -332,6 +333,13 @@ impl Bus for EmbeddedLog {
         Ok(EmbeddedConsumer { log: self.clone(), keys, topics: states, assigned: false })
     }
 
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, BusError> {
+        let state = self
+            .topic(topic)
+            .ok_or_else(|| BusError::Topic { topic: topic.to_owned(), reason: "no such topic".into() })?;
+        Ok(state.ends.iter().map(|end| *end.borrow()).collect())
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.readers.with(|c| c.query_row("SELECT 1", [], |_| Ok(()))))
@@ -509,7 +517,7 @@ fn commit_group(conn: &mut rusqlite::Connection, cmds: Vec<WriteCmd>, statements
         let reply = match cmd {
             WriteCmd::Append { reply, .. } | WriteCmd::Commit { reply, .. } => reply,
         };
-        let _ = reply.send(outcome.clone().map_err(BusError::Backend));
+        let _ = reply.send(outcome.clone().map_err(BusError::transient));
     }
 }
 

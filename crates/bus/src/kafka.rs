@@ -30,7 +30,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList, TopicPartitionListElem};
 use tokio::sync::{Notify, mpsc};
 
-use crate::{Assignment, Bus, BusError, Consumer, OutRecord, PartitionReader, Record};
+use crate::{Assignment, Bus, BusError, Consumer, OutRecord, PartitionReader, Record, RetryHint};
 
 /// How to reach the brokers and what to ask of them.
 #[derive(Debug, Clone)]
@@ -62,7 +62,32 @@ struct Inner {
 }
 
 fn backend(e: impl std::fmt::Display) -> BusError {
-    BusError::Backend(e.to_string())
+    BusError::transient(e.to_string())
+}
+
+/// A failed produce, classified: what the broker refuses for the record itself or for this
+/// client (too large, invalid, not authorised, a bad topic name) repeats; the rest (timeouts,
+/// brokers down, leaders moving) may clear.
+fn produce_error(e: KafkaError) -> BusError {
+    use RDKafkaErrorCode as C;
+    let permanent = e.rdkafka_error_code().is_some_and(|code| {
+        matches!(
+            code,
+            C::MessageSizeTooLarge
+                | C::InvalidMessage
+                | C::InvalidMessageSize
+                | C::InvalidRecord
+                | C::InvalidTopic
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::SaslAuthenticationFailed
+                | C::PolicyViolation
+                | C::UnsupportedVersion
+                | C::Fatal
+        )
+    });
+    let hint = if permanent { RetryHint::Permanent } else { RetryHint::Transient };
+    BusError::Backend { hint, source: Box::new(e) }
 }
 
 /// Seeks to one position before a gap after it is believed (see `KafkaPartition::sought`).
@@ -190,14 +215,14 @@ impl Bus for KafkaBus {
                         message = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((e, _)) => return Err(backend(e)),
+                    Err((e, _)) => return Err(produce_error(e)),
                 }
             }
         }
         for delivery in deliveries {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(backend(e)),
+                Ok(Err((e, _))) => return Err(produce_error(e)),
                 Err(_) => return Err(BusError::Closed),
             }
         }
@@ -218,6 +243,28 @@ impl Bus for KafkaBus {
         consumer.partition_counts = counts;
         consumer.bus = Some(self.clone());
         Ok(consumer)
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, BusError> {
+        let partitions = self
+            .partitions(topic)
+            .await?
+            .ok_or_else(|| BusError::Topic { topic: topic.to_owned(), reason: "no such topic".into() })?;
+        let (inner, topic) = (self.inner.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            (0..partitions)
+                .map(|p| {
+                    let (_, high) = inner
+                        .producer
+                        .client()
+                        .fetch_watermarks(&topic, i32::try_from(p).unwrap_or(i32::MAX), METADATA_TIMEOUT)
+                        .map_err(backend)?;
+                    Ok(u64::try_from(high).unwrap_or(0))
+                })
+                .collect()
+        })
+        .await
+        .map_err(backend)?
     }
 
     async fn ping(&self) -> Result<(), BusError> {
@@ -396,7 +443,7 @@ impl Consumer for KafkaConsumer {
                     let Some(mut queue) =
                         self.consumer.split_partition_queue(topic, i32::try_from(partition).unwrap_or(i32::MAX))
                     else {
-                        return Err(BusError::Backend(format!("cannot split off partition {partition} of {topic}")));
+                        return Err(BusError::transient(format!("cannot split off partition {partition} of {topic}")));
                     };
                     if !topics.contains(&topic.as_str()) {
                         topics.push(topic);

@@ -18,6 +18,7 @@ pub mod kafka;
 pub use any::{AnyBus, AnyConsumer, AnyPartition};
 pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
 pub use kafka::{KafkaBus, KafkaBusOptions};
+pub use tally_core::RetryHint;
 
 /// A record to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +72,15 @@ impl Record {
 /// Errors a bus operation can end with.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    /// The backend failed (I/O, broker); the operation may be retried.
-    #[error("bus backend failed: {0}")]
-    Backend(String),
+    /// The backend failed (I/O, broker); [`BusError::retry_hint`] says whether a retry can help.
+    #[error("bus backend failed ({hint:?}): {source}")]
+    Backend {
+        /// Whether a retry can help.
+        hint: RetryHint,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The bus was shut down.
     #[error("bus is closed")]
     Closed,
@@ -85,6 +92,22 @@ pub enum BusError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl BusError {
+    /// A failure a retry may get past (I/O, a broker restarting, a timeout).
+    pub fn transient(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend { hint: RetryHint::Transient, source: source.into() }
+    }
+
+    /// Whether retrying can help.
+    pub fn retry_hint(&self) -> RetryHint {
+        match self {
+            Self::Backend { hint, .. } => *hint,
+            // Closed: the process is stopping; a topic defined otherwise stays so.
+            Self::Closed | Self::Topic { .. } => RetryHint::Permanent,
+        }
+    }
 }
 
 /// A change of the partitions assigned to a consumer.
@@ -115,6 +138,10 @@ pub trait Bus: Clone + Send + Sync + 'static {
         group: &str,
         topics: &[String],
     ) -> impl Future<Output = Result<Self::Consumer, BusError>> + Send;
+
+    /// Each partition's end: the offset the next record published to it will get (an empty
+    /// topic's are all 0). For lag tooling, and for tests that must show nothing was published.
+    fn end_offsets(&self, topic: &str) -> impl Future<Output = Result<Vec<u64>, BusError>> + Send;
 
     /// Checks the backend answers (for `/readyz`).
     fn ping(&self) -> impl Future<Output = Result<(), BusError>> + Send;

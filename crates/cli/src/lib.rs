@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod bench;
-pub mod bench_kafka;
 pub mod demo;
 pub mod driver;
 pub mod serve;

@@ -11,7 +11,7 @@ use common::Server;
 
 use tally_bus::{Bus, EmbeddedLog, EmbeddedLogOptions};
 use tally_core::{Envelope, Sku};
-use tally_inventory::{ChannelRules, InventoryEvent};
+use tally_inventory::InventoryEvent;
 use tally_sim::{SimConfig, Simulator};
 use tally_store::{InventoryStore, Ledger};
 
@@ -54,7 +54,7 @@ async fn crash_case(postgres_redis: bool) {
     }
     std::fs::write(&config, toml).unwrap();
     let cfg = tally_config::Config::load(Some(&config), Vec::new()).unwrap();
-    let rules = ChannelRules::new(tally_config::Config::default().inventory.channels);
+    let rules = tally_inventory_engine::channel_rules(&tally_config::Config::default().inventory);
     let sim_cfg = SimConfig {
         seed: 99,
         skus: 300,

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::{Server, env, kafka_bus};
 use tally_bus::{Bus, KafkaBus};
 use tally_core::Envelope;
-use tally_inventory::ChannelRules;
 use tally_sim::{SimConfig, Simulator};
 use tally_store::Ledger;
 
@@ -133,7 +132,7 @@ impl Stack {
 
     /// The store and the API agree with the oracle.
     async fn assert_exactly_once(&self, server: &Server) {
-        let rules = ChannelRules::new(self.cfg.inventory.channels.clone());
+        let rules = tally_inventory_engine::channel_rules(&self.cfg.inventory);
         let expected = common::assert_store_matches_oracle(&self.store, &self.log, &rules).await;
         let client = reqwest::Client::new();
         for sku in expected.keys().take(20) {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use common::{env, kafka_bus};
 use tally_bus::Bus;
 use tally_core::Envelope;
-use tally_inventory::ChannelRules;
 use tally_sim::{SimConfig, Simulator};
 use tally_store::{InventoryStore, Ledger};
 
@@ -81,7 +80,7 @@ async fn two_instances_share_partitions_and_the_survivor_of_a_kill_finishes_exac
     )
     .unwrap();
     let cfg = tally_config::Config::load(Some(&config), Vec::new()).unwrap();
-    let rules = ChannelRules::new(cfg.inventory.channels.clone());
+    let rules = tally_inventory_engine::channel_rules(&cfg.inventory);
     let store = tally_server::app::open_store(&cfg).unwrap();
     store.migrate().await.unwrap();
     let bus = kafka_bus(&brokers, "scale-test");

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
-use tally_inventory::ChannelRule;
 
 mod auth;
 mod secret;
@@ -341,7 +340,7 @@ pub struct InventoryConfig {
     /// How often held reservations are checked for expiry.
     pub expiry_check_interval_ms: u64,
     /// Sales channels and how each derives available-to-sell.
-    pub channels: Vec<ChannelRule>,
+    pub channels: Vec<ChannelConfig>,
 }
 
 impl Default for InventoryConfig {
@@ -359,11 +358,49 @@ impl Default for InventoryConfig {
             warehouse_channel: "wms".into(),
             expiry_check_interval_ms: 1000,
             channels: vec![
-                ChannelRule::everything(ch("wms")),
-                ChannelRule::everything(ch("storefront")),
-                ChannelRule { id: ch("partner:ozon"), locations: vec![], share_percent: 50, cap: Some(100), buffer: 2 },
+                ChannelConfig::everything(ch("wms")),
+                ChannelConfig::everything(ch("storefront")),
+                ChannelConfig {
+                    id: ch("partner:ozon"),
+                    locations: vec![],
+                    share_percent: 50,
+                    cap: Some(100),
+                    buffer: 2,
+                },
             ],
         }
+    }
+}
+
+/// How one sales channel derives its available-to-sell (`[[inventory.channels]]`); the
+/// inventory engine turns it into its domain's channel rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Channel id, e.g. `storefront` or `partner:ozon`.
+    pub id: tally_core::ChannelId,
+    /// Locations the channel sells from; empty means every location.
+    #[serde(default)]
+    pub locations: Vec<tally_core::LocationId>,
+    /// Percentage (0–100) of the pooled available stock offered on this channel.
+    #[serde(default = "full_share")]
+    pub share_percent: u8,
+    /// Upper bound on what the channel may show.
+    #[serde(default)]
+    pub cap: Option<i64>,
+    /// Units held back from this channel to absorb its sync delay.
+    #[serde(default)]
+    pub buffer: i64,
+}
+
+fn full_share() -> u8 {
+    100
+}
+
+impl ChannelConfig {
+    /// A channel that sells everything from every location.
+    pub fn everything(id: tally_core::ChannelId) -> Self {
+        Self { id, locations: Vec::new(), share_percent: 100, cap: None, buffer: 0 }
     }
 }
 
@@ -560,11 +597,11 @@ impl Config {
             if ch.share_percent > 100 {
                 return Err(invalid(format!("inventory.channels[{i}].share_percent"), "must be within 0..=100"));
             }
-            let bounded = |v: i64| (0..=tally_inventory::MAX_QUANTITY).contains(&v);
+            let bounded = |v: i64| (0..=tally_core::MAX_QUANTITY).contains(&v);
             if !bounded(ch.buffer) || ch.cap.is_some_and(|c| !bounded(c)) {
                 return Err(invalid(
                     format!("inventory.channels[{i}]"),
-                    format!("buffer and cap must be 0 to {}", tally_inventory::MAX_QUANTITY),
+                    format!("buffer and cap must be 0 to {}", tally_core::MAX_QUANTITY),
                 ));
             }
         }

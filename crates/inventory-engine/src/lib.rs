@@ -86,6 +86,17 @@ impl<B: Clone, S: Clone, C: Clone> Clone for InventoryEngine<B, S, C> {
     }
 }
 
+/// The channel rules of `cfg.channels` (configuration → the domain's rules).
+pub fn channel_rules(cfg: &InventoryConfig) -> ChannelRules {
+    ChannelRules::new(cfg.channels.iter().map(|c| tally_inventory::ChannelRule {
+        id: c.id.clone(),
+        locations: c.locations.clone(),
+        share_percent: c.share_percent,
+        cap: c.cap,
+        buffer: c.buffer,
+    }))
+}
+
 /// Cache key of a SKU's aggregate.
 pub fn cache_key(sku: &Sku) -> String {
     format!("inv:sku:{sku}")
@@ -119,7 +130,7 @@ impl<B: Bus, S: InventoryStore, C: Cache> InventoryEngine<B, S, C> {
     /// metric handles are taken here).
     pub fn new(bus: B, store: S, cache: C, cfg: InventoryConfig, health: Arc<Health>) -> Self {
         let cfg = Arc::new(cfg);
-        let rules = Arc::new(ChannelRules::new(cfg.channels.clone()));
+        let rules = Arc::new(channel_rules(&cfg));
         let stats = Arc::new(EngineStats::default());
         let metrics = Arc::new(InventoryMetrics::new(stats.clone()));
         let consumer_metrics = Arc::new(ConsumerMetrics::new("inventory", stats.consumer.clone()));

@@ -6,12 +6,7 @@ use time::OffsetDateTime;
 
 use crate::types;
 
-/// The largest quantity tally accepts or holds, in units, for every quantity field of an event
-/// (`on_hand`, `delta`, `safety_stock`, `quantity`, `shown`, `change_from_quantity`) and for
-/// every stored level. Far above any real stock, and far enough below `i64::MAX` that sums over
-/// locations and channel shares cannot overflow. An event that would take a stored level past
-/// it is dead-lettered (`quantity_out_of_range`).
-pub const MAX_QUANTITY: i64 = 1_000_000_000_000;
+pub use tally_core::MAX_QUANTITY;
 /// The largest source version accepted: versions are `int64` on the wire and in the store.
 pub const MAX_SOURCE_VERSION: u64 = i64::MAX as u64;
 /// Longest free-text field (order ids, references, release reasons), in characters.

@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod channel;
 pub mod event;
+#[cfg(any(test, feature = "testing"))]
 pub mod oracle;
 pub mod reservation;
 pub mod schema;

@@ -125,6 +125,8 @@ pub async fn run<S: Journal<E>, E: Effects>(
     let mut flushes = JoinSet::new();
     let mut open = true;
     let mut statements = store.statements();
+    // Workers one of whose polls could not be flushed (see below).
+    let mut dead: Vec<mpsc::UnboundedSender<Ack>> = Vec::new();
     loop {
         let busy: HashSet<&PartitionKey> = flushing.values().flatten().collect();
         let ready: Vec<PartitionKey> = pending.keys().filter(|k| !busy.contains(k)).cloned().collect();
@@ -165,6 +167,9 @@ pub async fn run<S: Journal<E>, E: Effects>(
         let full = pending.values().map(PartitionPending::size).sum::<usize>() >= 2 * settings.max_rows;
         tokio::select! {
             part = rx.recv(), if open && !full => match part {
+                Some(part) if dead.iter().any(|d| d.same_channel(&part.ack)) => {
+                    let _ = part.ack.send(Ack::Abandoned);
+                }
                 Some(part) => {
                     let key = (part.topic.clone(), part.partition);
                     pending.entry(key).or_insert_with(|| PartitionPending::new(&part)).add(part);
@@ -172,15 +177,23 @@ pub async fn run<S: Journal<E>, E: Effects>(
                 None => open = false,
             },
             Some(done) = flushes.join_next_with_id(), if !flushes.is_empty() => {
-                let id = match done {
-                    Ok((id, ())) => id,
+                let (id, failed) = match done {
+                    Ok((id, failed)) => (id, failed),
                     Err(e) => {
                         // Its partitions stay unacknowledged: their workers replay after a restart.
                         tracing::error!(error = %e, "a store flush task failed");
-                        e.id()
+                        (e.id(), Vec::new())
                     }
                 };
                 flushing.remove(&id);
+                // A poll that was not flushed must not be skipped over by a later one of the same
+                // worker (a later flush would commit an offset past it): what is pending from that
+                // worker, and all it still sends, is dropped. Its partition resumes from the
+                // committed offset when a new worker takes it.
+                if !failed.is_empty() {
+                    pending.retain(|_, p| !failed.iter().any(|f| f.same_channel(&p.ack)));
+                    dead.extend(failed);
+                }
                 let now = store.statements();
                 metrics.statements(now.saturating_sub(statements));
                 statements = now;
@@ -190,13 +203,15 @@ pub async fn run<S: Journal<E>, E: Effects>(
     }
 }
 
+/// Flushes some partitions; returns the ack channels of those it could not flush (a permanent
+/// error, or shutdown during a retry wait): nothing of theirs may be flushed after this.
 async fn flush<S: Journal<E>, E: Effects>(
     store: S,
     settings: Arc<FlushSettings>,
     metrics: Arc<ConsumerMetrics>,
     partitions: Vec<(PartitionKey, PartitionPending<E>)>,
     shutdown: CancellationToken,
-) {
+) -> Vec<mpsc::UnboundedSender<Ack>> {
     let (batch, acks): (Vec<Flush<E>>, Vec<mpsc::UnboundedSender<Ack>>) = partitions
         .into_iter()
         .map(|((topic, partition), pending)| {
@@ -205,21 +220,27 @@ async fn flush<S: Journal<E>, E: Effects>(
             (Flush { effects: pending.effects, processed: pending.processed, offsets: vec![offset] }, pending.ack)
         })
         .unzip();
+    let mut dead = Vec::new();
+    let mut give_up = |ack: &mpsc::UnboundedSender<Ack>, why: Ack| {
+        let _ = ack.send(why);
+        dead.push(ack.clone());
+    };
     match write(&store, &metrics, &batch, &shutdown).await {
         Written::Ok => acknowledge(&batch, &acks),
-        Written::Abandoned => acks.iter().for_each(|ack| drop(ack.send(Ack::Abandoned))),
+        Written::Abandoned => acks.iter().for_each(|ack| give_up(ack, Ack::Abandoned)),
         Written::Permanent(_) if batch.len() > 1 => {
             // One partition's rows may be the bad ones: find which, flushing each alone.
             for (one, ack) in batch.chunks(1).zip(&acks) {
                 match write(&store, &metrics, one, &shutdown).await {
                     Written::Ok => acknowledge(one, std::slice::from_ref(ack)),
-                    Written::Abandoned => drop(ack.send(Ack::Abandoned)),
-                    Written::Permanent(reason) => drop(ack.send(Ack::Failed(reason))),
+                    Written::Abandoned => give_up(ack, Ack::Abandoned),
+                    Written::Permanent(reason) => give_up(ack, Ack::Failed(reason)),
                 }
             }
         }
-        Written::Permanent(reason) => acks.iter().for_each(|ack| drop(ack.send(Ack::Failed(reason.clone())))),
+        Written::Permanent(reason) => acks.iter().for_each(|ack| give_up(ack, Ack::Failed(reason.clone()))),
     }
+    dead
 }
 
 fn acknowledge<E>(batch: &[Flush<E>], acks: &[mpsc::UnboundedSender<Ack>]) {

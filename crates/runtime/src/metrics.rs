@@ -140,6 +140,12 @@ pub fn families(subsystem: &str, dead_letter_reasons: &[&'static str]) -> Vec<Fa
             known: None,
         },
         Family {
+            name: n("bus_retries_total"),
+            kind: Counter,
+            help: "Publishes retried after a transient bus error (a broker restarting, a timeout).",
+            known: None,
+        },
+        Family {
             name: n("partitions_stopped"),
             kind: Gauge,
             help: "Partitions stopped by a permanent error until the role restarts.",
@@ -204,6 +210,7 @@ pub struct ConsumerMetrics {
     flush_rows: Histogram,
     statements: Counter,
     retries: Counter,
+    bus_retries: Counter,
     stopped: Gauge,
     restarts: Counter,
 }
@@ -225,6 +232,7 @@ impl ConsumerMetrics {
             flush_rows: metrics::histogram!(n("flush_rows")),
             statements: metrics::counter!(n("store_statements_total")),
             retries: metrics::counter!(n("store_retries_total")),
+            bus_retries: metrics::counter!(n("bus_retries_total")),
             stopped: metrics::gauge!(n("partitions_stopped")),
             restarts: metrics::counter!(n("engine_restarts_total")),
         }
@@ -301,6 +309,11 @@ impl ConsumerMetrics {
     pub fn store_retry(&self) {
         self.stats.store_retries.fetch_add(1, Ordering::Relaxed);
         self.retries.increment(1);
+    }
+
+    /// A publish is retried after a transient bus error.
+    pub fn bus_retry(&self) {
+        self.bus_retries.increment(1);
     }
 
     /// A partition stopped on a permanent error (`+1`) or resumed (`-1`).

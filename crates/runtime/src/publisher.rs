@@ -10,13 +10,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use tally_bus::{Bus, OutRecord};
-use tokio::sync::mpsc;
+use tally_bus::{Bus, OutRecord, RetryHint};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::batcher::FlushPart;
+use crate::batcher::{FlushPart, source_chain};
 use crate::handler::OutputTopic;
+use crate::metrics::ConsumerMetrics;
 
 /// Most polls merged into one publish: bounds a publish's size after a long stall.
 const MAX_MERGED: usize = 64;
@@ -97,20 +98,40 @@ fn latest_per_key(records: Vec<OutRecord>) -> Vec<OutRecord> {
     kept
 }
 
-/// Publishes with jittered retries until it succeeds (true) or `cancel` fires (false: the
-/// poll is then not flushed either, so a restart replays and republishes it).
-pub async fn publish<B: Bus>(bus: &B, topic: &str, records: Vec<OutRecord>, cancel: &CancellationToken) -> bool {
+/// Why records were not published. Either way the poll is not flushed, so its offset does not
+/// move and a restart replays and republishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unpublished {
+    /// Shutdown or revocation came while retrying.
+    Cancelled,
+    /// The bus refuses them for good (too large, not authorised …): the reason, with its cause.
+    Permanent(String),
+}
+
+/// Publishes with capped, jittered retries on transient errors (counted) until it succeeds, a
+/// permanent error comes, or `cancel` fires.
+pub async fn publish<B: Bus>(
+    bus: &B,
+    topic: &str,
+    records: Vec<OutRecord>,
+    cancel: &CancellationToken,
+    metrics: &ConsumerMetrics,
+) -> Result<(), Unpublished> {
     if records.is_empty() {
-        return true;
+        return Ok(());
     }
     let mut backoff = Backoff::new(std::time::Duration::from_millis(50), std::time::Duration::from_secs(5));
     loop {
         match bus.publish(topic, records.clone()).await {
-            Ok(()) => return true,
+            Ok(()) => return Ok(()),
+            Err(e) if e.retry_hint() == RetryHint::Permanent && !cancel.is_cancelled() => {
+                return Err(Unpublished::Permanent(format!("publishing to {topic}: {e}: {}", source_chain(&e))));
+            }
             Err(e) => {
-                tracing::warn!(error = %e, topic, "publish failed; retrying");
+                metrics.bus_retry();
+                tracing::warn!(error = %e, cause = source_chain(&e), topic, "publish failed; retrying");
                 tokio::select! {
-                    () = cancel.cancelled() => return false,
+                    () = cancel.cancelled() => return Err(Unpublished::Cancelled),
                     () = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
@@ -118,26 +139,40 @@ pub async fn publish<B: Bus>(bus: &B, topic: &str, records: Vec<OutRecord>, canc
     }
 }
 
+/// Where a publisher runs: its bus, the subsystem's output topics, and where its polls go next.
+pub struct PublisherSetup<B, E> {
+    /// The bus.
+    pub bus: B,
+    /// The subsystem's output topics.
+    pub outputs: Arc<[OutputTopic]>,
+    /// The flush batcher.
+    pub flush: mpsc::Sender<FlushPart<E>>,
+    /// The subsystem's publish hook.
+    pub hook: Option<PublishHook>,
+    /// Retries are counted here.
+    pub metrics: Arc<ConsumerMetrics>,
+    /// Told the reason when the bus refuses outputs for good.
+    pub failed: oneshot::Sender<String>,
+}
+
 /// Runs until the worker drops its sender. Stops forwarding at the first poll it could not
-/// publish, so no offset passes an unpublished output.
-pub async fn run<B: Bus, E>(
-    bus: B,
-    outputs: Arc<[OutputTopic]>,
-    flush: mpsc::Sender<FlushPart<E>>,
-    hook: Option<PublishHook>,
-    mut rx: mpsc::Receiver<Outbox<E>>,
-    cancel: CancellationToken,
-) {
+/// publish, so no offset passes an unpublished output; a permanent refusal is reported on
+/// `failed` (the worker then stops its partition).
+pub async fn run<B: Bus, E>(setup: PublisherSetup<B, E>, mut rx: mpsc::Receiver<Outbox<E>>, cancel: CancellationToken) {
+    let PublisherSetup { bus, outputs, flush, hook, metrics, failed } = setup;
     let mut items = Vec::new();
     while rx.recv_many(&mut items, MAX_MERGED).await > 0 {
         let merged = Merged::new(std::mem::take(&mut items), &outputs);
         let publishes = merged.by_topic.into_iter().map(|(topic, records)| {
-            let (bus, cancel) = (&bus, &cancel);
-            async move { publish(bus, &topic, records, cancel).await }
+            let (bus, cancel, metrics) = (&bus, &cancel, &metrics);
+            async move { publish(bus, &topic, records, cancel, metrics).await }
         });
         let all = futures_util::future::join_all(publishes).await;
-        if !all.into_iter().all(|ok| ok) {
+        if let Some(Err(why)) = all.into_iter().find(Result::is_err) {
             tracing::warn!("stopping with unpublished outputs; they are republished after restart");
+            if let Unpublished::Permanent(reason) = why {
+                let _ = failed.send(reason);
+            }
             return;
         }
         if let Some(hook) = &hook {

@@ -19,7 +19,7 @@ use tally_core::partition::partition_for_key;
 use tally_core::{Attributes, EventKey, headers};
 use tally_store::{Journal, ProcessedEvent, RawOutcome, RetryHint};
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::Engine;
@@ -147,14 +147,17 @@ where
 
         let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_DEPTH);
         self.outbox = Some(outbox_tx);
-        let publisher = tokio::spawn(publisher::run(
-            self.engine.bus.clone(),
-            self.engine.outputs.clone(),
-            self.flush.clone(),
-            self.engine.hook.clone(),
-            outbox_rx,
-            cancel.clone(),
-        ));
+        let (failed, mut publisher_failed) = oneshot::channel();
+        let setup = publisher::PublisherSetup {
+            bus: self.engine.bus.clone(),
+            outputs: self.engine.outputs.clone(),
+            flush: self.flush.clone(),
+            hook: self.engine.hook.clone(),
+            metrics: self.engine.metrics.clone(),
+            failed,
+        };
+        let publisher = tokio::spawn(publisher::run(setup, outbox_rx, cancel.clone()));
+        let mut publisher_running = true;
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
         let tick_every =
             self.handler.tick_interval().unwrap_or(Duration::from_secs(3600)).max(Duration::from_millis(10));
@@ -167,6 +170,13 @@ where
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
+                refused = &mut publisher_failed, if publisher_running => {
+                    publisher_running = false;
+                    if let Ok(reason) = refused {
+                        self.stopped = Some(Stop::Permanent(reason));
+                        break;
+                    }
+                }
                 Some(ack) = ack_rx.recv() => {
                     self.on_ack(&mut reader, ack).await;
                     if self.stopped.is_some() {
@@ -527,10 +537,15 @@ where
         self.handler.durable(self.acked);
     }
 
-    /// The handler's periodic work; its records are published with retries.
+    /// The handler's periodic work; its records are published with retries. A record the bus
+    /// refuses for good is logged and left: the next tick produces it again.
     async fn tick(&mut self, cancel: &CancellationToken) {
         for (topic, records) in self.handler.tick().await {
-            publisher::publish(&self.engine.bus, &topic, records, cancel).await;
+            if let Err(publisher::Unpublished::Permanent(reason)) =
+                publisher::publish(&self.engine.bus, &topic, records, cancel, &self.engine.metrics).await
+            {
+                tracing::error!(reason = %reason, "the bus refuses the records of a periodic task");
+            }
         }
     }
 

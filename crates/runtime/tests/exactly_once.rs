@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -354,31 +354,52 @@ async fn duplicates_and_redeliveries_apply_once_and_a_panicking_worker_is_restar
     assert_eq!(processed, distinct, "one idempotency record per distinct event");
 }
 
+/// Set in the child process of the kill test: the SQLite file it consumes.
+const CHILD_DB: &str = "TALLY_RUNTIME_TEST_CHILD_DB";
+
+/// The kill test's child: publishes the first events, consumes them and reports how many it
+/// applied, until it is killed.
+async fn run_child(path: std::path::PathBuf) -> ! {
+    let bus = EmbeddedLog::open(EmbeddedLogOptions {
+        path: path.clone(),
+        default_partitions: PARTITIONS,
+        durability: tally_sqlite::Durability::Normal,
+    })
+    .expect("log");
+    let (engine, stats) = counter_engine(bus.clone(), ledger_at(&path).await, None);
+    engine.create_topics(PARTITIONS).await.expect("topics");
+    tokio::spawn(engine.supervise(CancellationToken::new()));
+    bus.publish(TOPIC, records(&events(3000, 53, 0))).await.expect("publish");
+    loop {
+        println!("applied {}", stats.applied.load(Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 #[test]
 fn a_killed_process_resumes_where_its_effects_were_committed_and_applies_nothing_twice() {
+    if let Some(path) = std::env::var_os(CHILD_DB) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(run_child(path.into()));
+    }
+    // A process killed with SIGKILL mid-stream: no drain, no flush, nothing after the signal.
     let setup = Setup::new();
     let first = events(3000, 53, 0);
-    let counted = Arc::new(AtomicU64::new(0));
-    {
-        // A process killed mid-stream: its runtime is dropped without any drain, like kill -9.
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let (bus, counted) = (setup.bus(), counted.clone());
-        let first = first.clone();
-        let path = setup.path.clone();
-        rt.block_on(async move {
-            let store = ledger_at(&path).await;
-            let (engine, stats) = counter_engine(bus.clone(), store, None);
-            engine.create_topics(PARTITIONS).await.expect("topics");
-            tokio::spawn(engine.supervise(CancellationToken::new()));
-            bus.publish(TOPIC, records(&first)).await.expect("publish");
-            while stats.applied.load(Ordering::SeqCst) < 1000 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            counted.store(stats.applied.load(Ordering::SeqCst), Ordering::SeqCst);
-        });
-        rt.shutdown_background();
-    }
-    assert!(counted.load(Ordering::SeqCst) >= 1000);
+    let mut child = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", "a_killed_process_resumes_where_its_effects_were_committed_and_applies_nothing_twice"])
+        .args(["--nocapture", "--test-threads", "1"])
+        .env(CHILD_DB, &setup.path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().expect("stdout");
+    let applied = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .filter_map(|line| line.strip_prefix("applied ").and_then(|n| n.parse::<u64>().ok()))
+        .find(|&n| n >= 1000);
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    assert!(applied.is_some(), "the child stopped before applying 1,000 events");
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {

@@ -16,7 +16,7 @@ use tally_config::AuthMode;
 use tally_core::{Envelope, Sku};
 use tally_inventory::aggregate::EventMeta;
 use tally_inventory::oracle::{apply_each_once, effects};
-use tally_inventory::{ChannelRules, InventoryEvent, SkuState};
+use tally_inventory::{InventoryEvent, SkuState};
 use tally_server::App;
 use tally_server::app::Role;
 use tally_sim::{SimConfig, Simulator};
@@ -98,7 +98,7 @@ async fn run_case(stack: Stack, case: Case) {
     }
     cfg.inventory.flush_interval_ms = flush_ms;
     cfg.inventory.poll_max_records = poll;
-    let rules = ChannelRules::new(cfg.inventory.channels.clone());
+    let rules = tally_inventory_engine::channel_rules(&cfg.inventory);
     let sim_cfg = SimConfig {
         seed,
         skus: 40,
@@ -312,7 +312,7 @@ async fn applied_event_rows_past_the_committed_offset_do_not_suppress_their_even
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path(), AuthMode::Open);
     cfg.bus = tally_config::BusConfig::Embedded { partitions: 1 };
-    let rules = ChannelRules::new(cfg.inventory.channels.clone());
+    let rules = tally_inventory_engine::channel_rules(&cfg.inventory);
     let sim = SimConfig {
         seed: 5,
         skus: 20,
@@ -456,7 +456,7 @@ async fn the_next_owner_takes_the_idempotency_window_from_redis_and_from_postgre
         );
     }
 
-    let oracle = apply_each_once(&events, &ChannelRules::new(cfg.inventory.channels.clone()));
+    let oracle = apply_each_once(&events, &tally_inventory_engine::channel_rules(&cfg.inventory));
     for round in ["window from Redis", "window from PostgreSQL"] {
         if round == "window from PostgreSQL" {
             cache.delete(&segment_keys).await.unwrap();

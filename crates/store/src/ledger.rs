@@ -199,6 +199,66 @@ pub(crate) struct RecordTable {
     pub(crate) subsystem: Option<&'static str>,
 }
 
+/// Implements [`Ledger`] for a store handle whose database (`$db`, an expression of `$this`)
+/// has the backends' shared inherent methods (`apply_migrations`, `migrations_pending`,
+/// `offset_of`, `records_between`, `records_of`, `answer_ping`, `statement_count`), reading
+/// idempotency records from `$records`. Every backend and subsystem share reads the same way.
+macro_rules! impl_ledger {
+    ($ty:ty, |$this:ident| $db:expr, $records:expr) => {
+        impl $crate::ledger::Ledger for $ty {
+            async fn migrate(&self) -> Result<Vec<String>, $crate::StoreError> {
+                let $this = self;
+                $db.apply_migrations().await
+            }
+
+            async fn pending_migrations(&self) -> Result<Vec<String>, $crate::StoreError> {
+                let $this = self;
+                $db.migrations_pending().await
+            }
+
+            async fn committed_offset(
+                &self,
+                group: &str,
+                topic: &str,
+                partition: u32,
+            ) -> Result<Option<u64>, $crate::StoreError> {
+                let $this = self;
+                $db.offset_of(group, topic, partition).await
+            }
+
+            async fn processed_between(
+                &self,
+                topic: &str,
+                partition: u32,
+                from: u64,
+                to: u64,
+            ) -> Result<Vec<$crate::ProcessedEvent>, $crate::StoreError> {
+                let $this = self;
+                $db.records_between($records, topic, partition, from, to).await
+            }
+
+            async fn processed_many(
+                &self,
+                keys: Vec<tally_core::EventKey>,
+            ) -> Result<Vec<$crate::ProcessedEvent>, $crate::StoreError> {
+                let $this = self;
+                $db.records_of($records, keys).await
+            }
+
+            async fn ping(&self) -> Result<(), $crate::StoreError> {
+                let $this = self;
+                $db.answer_ping().await
+            }
+
+            fn statements(&self) -> u64 {
+                let $this = self;
+                $db.statement_count()
+            }
+        }
+    };
+}
+pub(crate) use impl_ledger;
+
 impl RecordTable {
     /// The condition that keeps a query to this table's subsystem (empty for a table of one
     /// subsystem's own). Subsystem names are identifiers fixed in code (`[a-z_]+`), never input.

@@ -11,30 +11,25 @@
 //! lands only if its version is newer than the stored one, so effects and offsets can never
 //! disagree after a crash.
 
+#[cfg(feature = "inventory")]
 mod any;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(feature = "inventory")]
 pub mod inventory;
 pub mod ledger;
 pub mod postgres;
 pub mod sqlite;
 
+#[cfg(feature = "inventory")]
 pub use any::AnyStore;
+#[cfg(feature = "inventory")]
 pub use inventory::{AuditRecord, InventoryEffects, InventoryFlush, InventoryStore, StateRow, serialize_state};
 pub use ledger::{ConsumerOffset, Effects, Flush, Journal, Ledger, ProcessedEvent, RawOutcome};
 pub use postgres::{PostgresStore, PostgresStoreOptions};
 pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
-/// Whether retrying a failed operation can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryHint {
-    /// The connection was lost, a timeout or lock wait expired, or the database chose this
-    /// transaction as a serialization or deadlock victim: the same operation may succeed later.
-    Transient,
-    /// The data can never be written as it is (a constraint the rows violate, a missing table
-    /// or privilege, a corrupt row): retrying repeats the failure.
-    Permanent,
-}
+pub use tally_core::RetryHint;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +71,7 @@ impl StoreError {
 }
 
 /// A stored JSON value; `what` names it in the error if it does not decode.
+#[cfg(feature = "inventory")]
 pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(what: &'static str, raw: &str) -> Result<T, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt { what, detail: e.to_string() })
 }

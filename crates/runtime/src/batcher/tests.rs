@@ -68,7 +68,10 @@ impl Ledger for Watched {
 impl Journal<Documents> for Watched {
     async fn flush(&self, batch: &[Flush<Documents>]) -> Result<(), StoreError> {
         let partitions: Vec<u32> = batch.iter().flat_map(|f| &f.offsets).map(|o| o.partition).collect();
-        if self.poisoned.is_some_and(|p| partitions.contains(&p)) {
+        // Like a constraint on a table: only a flush that writes the partition's rows fails.
+        let poisoned_rows =
+            batch.iter().any(|f| f.effects.rows() > 0 && f.offsets.iter().any(|o| Some(o.partition) == self.poisoned));
+        if poisoned_rows {
             return Err(failure(RetryHint::Permanent));
         }
         if self.transient_failures.load(Ordering::SeqCst) > 0 {
@@ -221,4 +224,26 @@ async fn shutdown_does_not_wait_for_a_store_that_keeps_failing() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(2), batcher).await.expect("the batcher stops at once").expect("batcher");
     assert_eq!(acks.try_recv().expect("an answer"), Ack::Abandoned);
+}
+
+#[tokio::test]
+async fn nothing_of_a_worker_whose_poll_was_not_flushed_is_flushed_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ledger(&dir).await;
+    let mut watched = Watched::new(store.clone());
+    watched.poisoned = Some(2);
+    let (tx, rx) = mpsc::channel(8);
+    let batcher = tokio::spawn(run(watched, settings(1000, 1), metrics(), rx, CancellationToken::new()));
+    let (ack, mut acks) = mpsc::unbounded_channel();
+    tx.send(part(2, 1, &ack)).await.expect("send");
+    let failed = tokio::time::timeout(Duration::from_secs(5), acks.recv()).await.expect("an answer");
+    assert!(matches!(failed, Some(Ack::Failed(_))), "{failed:?}");
+    // A later poll of the same worker that writes no rows would pass the constraint: flushing it
+    // would commit an offset past the poll that failed, losing its events.
+    let later = FlushPart { effects: Documents::default(), next_offset: 900, urgent: true, ..part(2, 8, &ack) };
+    tx.send(later).await.expect("send");
+    drop(tx);
+    batcher.await.expect("batcher");
+    assert_eq!(acks.try_recv().expect("an answer"), Ack::Abandoned);
+    assert_eq!(store.committed_offset("g", "events", 2).await.expect("offset"), None, "the offset did not move");
 }

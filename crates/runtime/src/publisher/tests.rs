@@ -43,6 +43,9 @@ impl Bus for SlowLog {
     async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Self::Consumer, tally_bus::BusError> {
         self.log.subscribe(group, topics).await
     }
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, tally_bus::BusError> {
+        self.log.end_offsets(topic).await
+    }
     async fn ping(&self) -> Result<(), tally_bus::BusError> {
         self.log.ping().await
     }
@@ -65,7 +68,10 @@ async fn a_slow_bus_gets_fewer_larger_publishes_that_end_with_each_keys_latest_s
     .into();
     let (flush_tx, mut flush_rx) = mpsc::channel(64);
     let (tx, rx) = mpsc::channel(64);
-    let publisher = tokio::spawn(run(bus.clone(), outputs, flush_tx, None, rx, CancellationToken::new()));
+    let (failed, _) = oneshot::channel();
+    let metrics = Arc::new(ConsumerMetrics::new("test", Arc::default()));
+    let setup = PublisherSetup { bus: bus.clone(), outputs, flush: flush_tx, hook: None, metrics, failed };
+    let publisher = tokio::spawn(run(setup, rx, CancellationToken::new()));
     let (ack, _acks) = mpsc::unbounded_channel();
     for i in 0..10u64 {
         let part = FlushPart {
@@ -107,4 +113,68 @@ async fn a_slow_bus_gets_fewer_larger_publishes_that_end_with_each_keys_latest_s
     assert_eq!(last, (Some("A9".into()), Some("B9".into())), "the last message of each key is its latest state");
     let outcomes: usize = published.iter().filter(|(t, _)| t == "outcomes").map(|(_, p)| p.len()).sum();
     assert_eq!(outcomes, 10, "records of an event topic are never coalesced");
+}
+
+/// A bus that refuses every record for good, as a broker refuses a record past its size limit.
+#[derive(Clone)]
+struct RefusingBus(EmbeddedLog);
+
+impl Bus for RefusingBus {
+    type Consumer = <EmbeddedLog as Bus>::Consumer;
+
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), tally_bus::BusError> {
+        self.0.create_topic(topic, partitions).await
+    }
+    async fn publish(&self, _topic: &str, _records: Vec<OutRecord>) -> Result<(), tally_bus::BusError> {
+        Err(tally_bus::BusError::Backend { hint: RetryHint::Permanent, source: "message size too large".into() })
+    }
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Self::Consumer, tally_bus::BusError> {
+        self.0.subscribe(group, topics).await
+    }
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, tally_bus::BusError> {
+        self.0.end_offsets(topic).await
+    }
+    async fn ping(&self) -> Result<(), tally_bus::BusError> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test]
+async fn outputs_the_bus_refuses_for_good_stop_the_publisher_and_nothing_is_flushed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = EmbeddedLog::open(EmbeddedLogOptions {
+        path: dir.path().join("t.db"),
+        default_partitions: 1,
+        durability: tally_sqlite::Durability::Normal,
+    })
+    .expect("log");
+    let outputs: Arc<[OutputTopic]> = vec![OutputTopic { name: "decisions".into(), latest_per_key: false }].into();
+    let (flush_tx, mut flush_rx) = mpsc::channel(8);
+    let (failed, reason) = oneshot::channel();
+    let metrics = Arc::new(ConsumerMetrics::new("test", Arc::default()));
+    let setup = PublisherSetup { bus: RefusingBus(log), outputs, flush: flush_tx, hook: None, metrics, failed };
+    let (tx, rx) = mpsc::channel(8);
+    let publisher = tokio::spawn(run(setup, rx, CancellationToken::new()));
+    let (ack, _acks) = mpsc::unbounded_channel();
+    let part = FlushPart {
+        topic: "events".into(),
+        partition: 0,
+        effects: Documents::default(),
+        processed: Vec::new(),
+        next_offset: 1,
+        urgent: false,
+        ack,
+    };
+    let outbox = Outbox {
+        outputs: vec![vec![record("A", "a decision")]],
+        dead_letters: Vec::new(),
+        forwarded: Vec::new(),
+        event_times_us: Vec::new(),
+        part,
+    };
+    tx.send(outbox).await.expect("send");
+    tokio::time::timeout(Duration::from_secs(5), publisher).await.expect("the publisher stops").expect("publisher");
+    let reason = reason.await.expect("a reason");
+    assert!(reason.contains("message size too large") && reason.contains("decisions"), "{reason}");
+    assert!(flush_rx.try_recv().is_err(), "the poll whose outputs were refused was not flushed");
 }

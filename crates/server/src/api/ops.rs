@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tally_bus::Bus;
 use tally_cache::Cache;
@@ -21,9 +21,9 @@ pub async fn healthz() -> impl IntoResponse {
 /// and no partition is stopped by a permanent error.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses(
     (status = 200, description = "Every backend answers and every consumer runs"),
-    (status = 503, description = "A backend does not answer, a consumer engine is restarting, or a partition is stopped; the body says which and why"),
+    (status = 503, description = "A backend does not answer, a consumer engine is restarting, or a partition is stopped: a problem document whose `detail` says which and why, with the same `checks` and `consumers` members", content_type = "application/problem+json"),
 ))]
-pub async fn readyz<B: Bus, S: InventoryStore, C: Cache>(State(st): State<AppState<B, S, C>>) -> impl IntoResponse {
+pub async fn readyz<B: Bus, S: InventoryStore, C: Cache>(State(st): State<AppState<B, S, C>>) -> Response {
     let e = &st.engine;
     let (bus, store, cache) = tokio::join!(e.bus.ping(), e.store.ping(), e.cache.ping());
     let status = |ok: bool| if ok { "ok" } else { "unavailable" };
@@ -38,7 +38,7 @@ pub async fn readyz<B: Bus, S: InventoryStore, C: Cache>(State(st): State<AppSta
             tracing::warn!(backend = name, error = %err, "readiness check failed");
         }
     }
-    let body = json!({
+    let mut body = json!({
         "status": status(all),
         "checks": {"bus": status(bus.is_ok()), "store": status(store.is_ok()), "cache": status(cache.is_ok())},
         "consumers": {
@@ -47,7 +47,33 @@ pub async fn readyz<B: Bus, S: InventoryStore, C: Cache>(State(st): State<AppSta
             "stopped_partitions": consumers.stopped_partitions,
         },
     });
-    (if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    if all {
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    // Not ready is an error like any other: a problem document (RFC 9457), its `detail` naming
+    // each reason, the readiness members beside it.
+    let mut reasons: Vec<String> = [("bus", bus.is_ok()), ("store", store.is_ok()), ("cache", cache.is_ok())]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| format!("the {name} does not answer"))
+        .collect();
+    for (subsystem, state) in &consumers.engines {
+        if let tally_runtime::EngineState::Restarting { reason } = state {
+            reasons.push(format!("the {subsystem} engine is restarting after: {reason}"));
+        }
+    }
+    for p in &consumers.stopped_partitions {
+        reasons.push(format!("{} partition {}/{} is stopped: {}", p.subsystem, p.topic, p.partition, p.reason));
+    }
+    if let Some(members) = body.as_object_mut() {
+        members.insert("type".into(), json!("https://tally.dev/problems/not-ready"));
+        members.insert("title".into(), json!("Service Unavailable"));
+        members.insert("detail".into(), json!(format!("not ready: {}", reasons.join("; "))));
+        members.insert("status".into(), json!(StatusCode::SERVICE_UNAVAILABLE.as_u16()));
+    }
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+    resp
 }
 
 /// Prometheus metrics.

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::conformance;
+use crate::{InventoryStore, Journal, Ledger};
+use tally_core::{EventKey, Sku};
 
 #[tokio::test]
 async fn postgres_flush_writes_effects_and_offsets_together() {

@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::conformance;
+use crate::{InventoryStore, Journal, Ledger};
 use tally_core::Sku;
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {

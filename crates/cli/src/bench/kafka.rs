@@ -22,7 +22,7 @@ use tally_store::Ledger;
 use tally_store::postgres::{create_database, server_stats};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{InventoryBenchArgs, sim_config};
+use super::args::{InventoryBenchArgs, sim_config};
 use crate::driver::{self, Sink};
 
 const PARTITIONS: u32 = 4;
@@ -102,6 +102,8 @@ fn config(base: &Config, args: &InventoryBenchArgs, brokers: &str, pg: &str, red
     c.inventory.topics.availability = format!("bench.availability.{run}");
     c.inventory.topics.outcomes = format!("bench.outcomes.{run}");
     c.log = LogConfig { format: LogFormat::Pretty, level: "error".into() };
+    // The role's health and metrics listener: any free port.
+    c.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     c
 }
 
@@ -197,7 +199,7 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     let pg_admin = env_or(&args.postgres_url, "TEST_TALLY_POSTGRES_URL")?;
     let redis = env_or(&args.redis_url, "TEST_TALLY_REDIS_URL")?;
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let rules = ChannelRules::new(base.inventory.channels.clone());
+    let rules = tally_inventory_engine::channel_rules(&base.inventory);
     tally_server::telemetry::init(&LogConfig { format: LogFormat::Pretty, level: "error".into() });
 
     // Phase 1: a backlog on Kafka; the ceiling, then the engine on the same records.

@@ -3,126 +3,22 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tally_bus::Bus;
 use tally_config::{Config, LogConfig, LogFormat};
 use tally_server::App;
 use tally_server::app::Role;
-use tally_sim::{SimConfig, Simulator};
+use tally_sim::Simulator;
 use tally_store::Ledger;
 use tokio_util::sync::CancellationToken;
 
+use super::args::{InventoryBenchArgs, InventoryBenchResult, peak_rss_mb, reset_peak_rss, sim_config};
 use crate::driver::{self, Sink};
-
-/// Arguments of `tally bench inventory`.
-#[derive(Debug, clap::Args)]
-pub struct InventoryBenchArgs {
-    /// Events for the throughput phase.
-    #[arg(long, default_value_t = 500_000)]
-    pub events: usize,
-    /// Rate of the latency phase (events/s).
-    #[arg(long, default_value_t = 10_000)]
-    pub rate: u64,
-    /// Seconds of the latency phase.
-    #[arg(long, default_value_t = 10)]
-    pub latency_seconds: u64,
-    /// SKUs (Zipf 1.1 popularity).
-    #[arg(long, default_value_t = 10_000)]
-    pub skus: usize,
-    /// Share of events delivered twice.
-    #[arg(long, default_value_t = 0.10)]
-    pub duplicates: f64,
-    /// Print one JSON object as the last line.
-    #[arg(long)]
-    pub json: bool,
-    /// Which backends: the embedded default, or Kafka + PostgreSQL + Redis.
-    #[arg(long, value_enum, default_value_t = BenchStack::Embedded)]
-    pub stack: BenchStack,
-    /// Kafka brokers for `--stack kafka` (default: $TEST_TALLY_KAFKA_BROKERS).
-    #[arg(long)]
-    pub brokers: Option<String>,
-    /// PostgreSQL URL for `--stack kafka`; a fresh database is created on that server
-    /// (default: $TEST_TALLY_POSTGRES_URL).
-    #[arg(long)]
-    pub postgres_url: Option<String>,
-    /// Redis URL for `--stack kafka` (default: $TEST_TALLY_REDIS_URL).
-    #[arg(long)]
-    pub redis_url: Option<String>,
-    /// Rate of the desync phase on `--stack kafka` (events/s).
-    #[arg(long, default_value_t = 5_000)]
-    pub kafka_rate: u64,
-    /// A librdkafka setting for every Kafka client of `--stack kafka` (repeatable), as in
-    /// `[bus.properties]`: `--kafka-property fetch.wait.max.ms=100`.
-    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
-    pub kafka_properties: Vec<(String, String)>,
-}
-
-fn parse_property(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
-}
-
-/// Backends a benchmark runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BenchStack {
-    /// SQLite log and store, in-process cache.
-    Embedded,
-    /// Kafka + PostgreSQL + Redis, on servers given by URL.
-    Kafka,
-}
-
-/// Results (the JSON line).
-#[derive(Debug, Serialize)]
-pub struct InventoryBenchResult {
-    /// Sustained engine rate: a backlog consumed, applied, flushed and committed.
-    pub events_per_s: f64,
-    /// Producer and engine running at once on the same machine.
-    pub end_to_end_events_per_s: f64,
-    /// Rate at which the embedded log alone appends (the producer side).
-    pub log_append_events_per_s: f64,
-    /// Event-to-visible latency p50 at the fixed rate.
-    pub latency_p50_ms: f64,
-    /// p99 of the same.
-    pub latency_p99_ms: f64,
-    /// Max of the same.
-    pub latency_max_ms: f64,
-    /// Event time → availability published on the output topic, p50, at the fixed rate.
-    pub desync_p50_ms: f64,
-    /// p99 of the same.
-    pub desync_p99_ms: f64,
-    /// Store statements per 1,000 events at the fixed rate.
-    pub store_statements_per_1k_events: f64,
-    /// Store statements per 1,000 events at full throughput.
-    pub store_statements_per_1k_events_max_rate: f64,
-    /// Peak resident memory while the engine drained the backlog.
-    pub peak_rss_mb: f64,
-    /// Events in the throughput phase.
-    pub throughput_events: usize,
-    /// Rate of the latency phase.
-    pub latency_rate: u64,
-    /// Events in the latency phase.
-    pub latency_events: u64,
-    /// Duplicates dropped in both phases.
-    pub duplicates_dropped: u64,
-}
-
-/// The simulator settings of a benchmark run.
-pub fn sim_config(args: &InventoryBenchArgs, seed: u64) -> SimConfig {
-    SimConfig {
-        seed,
-        skus: args.skus,
-        duplicate_rate: args.duplicates,
-        poison_rate: 0.0,
-        reservation_ttl_seconds: None,
-        ..SimConfig::default()
-    }
-}
 
 async fn start(base: &Config, dir: &std::path::Path) -> anyhow::Result<tally_server::RunningApp> {
     let mut config = base.clone();
     config.embedded.path = dir.join("bench.db");
+    // The role's health and metrics listener: any free port.
+    config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     config.log = LogConfig { format: LogFormat::Pretty, level: "error".into() };
     tally_server::telemetry::init(&config.log);
     App::new(config).start(Role::Inventory).await
@@ -137,29 +33,11 @@ async fn wait_handled(stats: &tally_inventory_engine::EngineStats, n: u64, limit
     Ok(())
 }
 
-/// Peak resident set size of this process in MiB (Linux), 0 elsewhere.
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// Resets the kernel's peak-RSS mark so the next phase is measured on its own (Linux).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 /// Runs the benchmark and prints the table (and the JSON line).
 ///
 /// `base` is the configuration to measure (engine settings, channels); the data file, the
 /// listen address and logging are the benchmark's own.
-pub async fn inventory(base: Config, args: InventoryBenchArgs) -> anyhow::Result<()> {
-    if args.stack == BenchStack::Kafka {
-        return crate::bench_kafka::run(base, &args).await;
-    }
+pub async fn run(base: Config, args: InventoryBenchArgs) -> anyhow::Result<()> {
     // Phase 1: the engine catching up on a backlog. The log is filled first (in chunks, so the
     // generator holds little memory), then the engine starts and is timed until it has
     // handled every event: its sustained consume → apply → flush → commit rate.
