@@ -193,8 +193,10 @@ where
     pub async fn supervise(self, shutdown: CancellationToken) {
         let subsystem = self.spec.subsystem;
         let mut backoff = Backoff::new(RESTART_FIRST, RESTART_MAX);
+        // Ready from the start (as the backends are); after a failure, not ready again until a
+        // restarted engine has joined its group (`run` says so).
+        self.health.set_engine(subsystem, EngineState::Running);
         loop {
-            self.health.set_engine(subsystem, EngineState::Running);
             let started = Instant::now();
             let result = AssertUnwindSafe(self.run(shutdown.clone())).catch_unwind().await;
             if shutdown.is_cancelled() {
@@ -236,6 +238,7 @@ where
         let mut batcher =
             tokio::spawn(batcher::run(self.store.clone(), settings, self.metrics.clone(), flush_rx, shutdown.clone()));
         let mut consumer = self.bus.subscribe(&spec.group, &spec.topics).await?;
+        self.health.set_engine(spec.subsystem, EngineState::Running);
         let (panic_tx, mut panic_rx) = mpsc::unbounded_channel::<RuntimeError>();
         type Running = (CancellationToken, tokio::task::JoinHandle<()>);
         let mut workers: std::collections::HashMap<(String, u32), Running> = std::collections::HashMap::new();

@@ -335,6 +335,18 @@ async fn duplicates_and_redeliveries_apply_once_and_a_panicking_worker_is_restar
     sent.extend(events(100, 37, 120));
     sent.extend(events(60, 37, 380));
     bus.publish(TOPIC, records(&sent)).await.expect("publish");
+    // While the engine waits to restart, readiness says why.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reason = loop {
+        let report = engine.health.report();
+        if let Some(tally_runtime::EngineState::Restarting { reason }) = report.engines.get("counter") {
+            assert!(!report.ready, "a restarting engine is not ready");
+            break reason.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the engine never reported its restart");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(reason.contains("a bug in the handler, at amount 150"), "the panic is the reason: {reason}");
     wait_committed(&store, &bus, "first run").await;
     assert!(panicked.load(Ordering::SeqCst), "the handler never reached the event it panics at");
     let restarts = engine.health.report();
