@@ -49,6 +49,20 @@ impl Entry {
     }
 }
 
+/// What a poll changed, gathered over its rounds and made visible once ([`Handler::finish`]).
+#[derive(Default)]
+struct PollChanges {
+    /// SKUs whose state changed (or must be re-published), in the order they first changed.
+    dirty: Vec<Sku>,
+    /// The trace context of the newest event that changed each dirty SKU: its availability
+    /// message continues that trace.
+    causes: HashMap<Sku, Option<String>>,
+    /// SKUs whose availability is re-published even if unchanged (to heal a channel's drift).
+    forced: HashSet<Sku>,
+    /// Event times (µs) of the events applied, for the event → visible latency.
+    event_times_us: Vec<i64>,
+}
+
 /// The inventory handler of one partition.
 pub struct InventoryHandler<S, C> {
     store: S,
@@ -58,6 +72,7 @@ pub struct InventoryHandler<S, C> {
     metrics: Arc<InventoryMetrics>,
     working: HashMap<Sku, Entry>,
     with_expiry: HashSet<Sku>,
+    poll: PollChanges,
 }
 
 impl<S: InventoryStore, C: Cache> InventoryHandler<S, C> {
@@ -69,7 +84,16 @@ impl<S: InventoryStore, C: Cache> InventoryHandler<S, C> {
         cfg: Arc<InventoryConfig>,
         metrics: Arc<InventoryMetrics>,
     ) -> Self {
-        Self { store, cache, rules, cfg, metrics, working: HashMap::new(), with_expiry: HashSet::new() }
+        Self {
+            store,
+            cache,
+            rules,
+            cfg,
+            metrics,
+            working: HashMap::new(),
+            with_expiry: HashSet::new(),
+            poll: PollChanges::default(),
+        }
     }
 
     fn track_expiry(&mut self, sku: &Sku) {
@@ -168,12 +192,6 @@ impl<S: InventoryStore, C: Cache> Handler for InventoryHandler<S, C> {
     ) -> Vec<Result<Outcome, Refusal>> {
         let rules = self.rules.clone();
         let mut answers = Vec::with_capacity(events.len());
-        let mut dirty: Vec<Sku> = Vec::new();
-        // The trace context of the newest event that changed each dirty SKU: its availability
-        // message continues that trace.
-        let mut causes: HashMap<Sku, Option<String>> = HashMap::new();
-        let mut forced: HashSet<Sku> = HashSet::new();
-        let mut event_times_us = Vec::with_capacity(events.len());
         for Fresh { event: ev, attributes: env, offset } in events {
             let sku = ev.sku().clone();
             let entry = self.working.entry(sku.clone()).or_insert_with(|| Entry::new(SkuState::new(sku.clone())));
@@ -186,7 +204,7 @@ impl<S: InventoryStore, C: Cache> Handler for InventoryHandler<S, C> {
                 }
             };
             entry.state.applied_offset = offset as i64;
-            event_times_us.push((env.time.unix_timestamp_nanos() / 1000) as i64);
+            self.poll.event_times_us.push((env.time.unix_timestamp_nanos() / 1000) as i64);
             self.metrics.applied(&applied.outcome);
             if let Outcome::Reconciled { delta } = &applied.outcome
                 && let InventoryEvent::ChannelReported(r) = &ev
@@ -194,7 +212,7 @@ impl<S: InventoryStore, C: Cache> Handler for InventoryHandler<S, C> {
                 self.metrics.channel_reported(&r.channel, *delta);
                 if *delta != 0 {
                     // Heal the drift: re-publish the truth even though it did not change.
-                    forced.insert(sku.clone());
+                    self.poll.forced.insert(sku.clone());
                 }
             }
             if let InventoryEvent::ReservationRequested(r) = &ev
@@ -208,18 +226,35 @@ impl<S: InventoryStore, C: Cache> Handler for InventoryHandler<S, C> {
             {
                 out.publish(OUTCOMES, record);
             }
-            if applied.changed || forced.contains(&sku) {
-                if causes.insert(sku.clone(), env.traceparent.clone()).is_none() {
-                    dirty.push(sku.clone());
+            if applied.changed || self.poll.forced.contains(&sku) {
+                if self.poll.causes.insert(sku.clone(), env.traceparent.clone()).is_none() {
+                    self.poll.dirty.push(sku.clone());
                 }
                 self.track_expiry(&sku);
             }
             out.effects.audit.push(applied.audit);
             answers.push(Ok(applied.outcome));
         }
+        answers
+    }
+
+    /// Makes the poll's changes visible: the cache, one availability message per SKU whose
+    /// per-channel values changed, the read-model rows.
+    async fn finish(&mut self, out: &mut Output<InventoryEffects>) {
+        let PollChanges { dirty, causes, forced, event_times_us } = std::mem::take(&mut self.poll);
+        if dirty.is_empty() && event_times_us.is_empty() {
+            return;
+        }
         let visible_us = self.make_visible(&dirty, &forced, &causes, out).await;
         self.metrics.visible(&event_times_us, visible_us);
-        answers
+    }
+
+    fn key_name(&self) -> &'static str {
+        "sku"
+    }
+
+    fn outcome_code(&self, outcome: &Outcome) -> &'static str {
+        outcome.code()
     }
 
     fn tick_interval(&self) -> Option<Duration> {

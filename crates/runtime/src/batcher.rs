@@ -121,14 +121,16 @@ pub async fn run<S: Journal<E>, E: Effects>(
 ) {
     let interval = settings.interval;
     let mut pending: HashMap<PartitionKey, PartitionPending<E>> = HashMap::new();
-    let mut flushing: HashMap<tokio::task::Id, Vec<PartitionKey>> = HashMap::new();
+    // The partitions of each flush in flight, with their workers' ack channels (told if the
+    // flush task dies).
+    let mut flushing: HashMap<tokio::task::Id, Vec<(PartitionKey, mpsc::UnboundedSender<Ack>)>> = HashMap::new();
     let mut flushes = JoinSet::new();
     let mut open = true;
     let mut statements = store.statements();
     // Workers one of whose polls could not be flushed (see below).
     let mut dead: Vec<mpsc::UnboundedSender<Ack>> = Vec::new();
     loop {
-        let busy: HashSet<&PartitionKey> = flushing.values().flatten().collect();
+        let busy: HashSet<&PartitionKey> = flushing.values().flatten().map(|(key, _)| key).collect();
         let ready: Vec<PartitionKey> = pending.keys().filter(|k| !busy.contains(k)).cloned().collect();
         let size: usize = ready.iter().map(|k| pending[k].size()).sum();
         let oldest = ready.iter().map(|k| pending[k].since).min();
@@ -147,7 +149,7 @@ pub async fn run<S: Journal<E>, E: Effects>(
                 }
             }
             for partitions in groups {
-                let keys = partitions.iter().map(|(k, _)| k.clone()).collect();
+                let keys = partitions.iter().map(|(k, p)| (k.clone(), p.ack.clone())).collect();
                 let task = flushes.spawn(flush(
                     store.clone(),
                     settings.clone(),
@@ -180,9 +182,17 @@ pub async fn run<S: Journal<E>, E: Effects>(
                 let (id, failed) = match done {
                     Ok((id, failed)) => (id, failed),
                     Err(e) => {
-                        // Its partitions stay unacknowledged: their workers replay after a restart.
+                        // A panicking flush (a bug): whether its rows landed is unknown, so its
+                        // workers stop as on a permanent error and replay after a restart.
                         tracing::error!(error = %e, "a store flush task failed");
-                        (e.id(), Vec::new())
+                        let id = e.id();
+                        let reason = format!("the flush task failed: {e}");
+                        let lanes = flushing.get(&id).map(|lanes| lanes.iter().map(|(_, ack)| ack.clone()).collect());
+                        let lanes: Vec<mpsc::UnboundedSender<Ack>> = lanes.unwrap_or_default();
+                        for ack in &lanes {
+                            let _ = ack.send(Ack::Failed(reason.clone()));
+                        }
+                        (id, lanes)
                     }
                 };
                 flushing.remove(&id);

@@ -14,9 +14,12 @@
 //! - It alone handles its partition: no other task, in this process or another, applies
 //!   events of the keys it owns while it lives. Its in-memory state needs no locks.
 //! - Events arrive in offset order; each fresh event reaches [`Handler::apply`] at most once
-//!   per handler. After a crash or a rebalance a new handler starts from the committed offset:
-//!   events after it are delivered again, and the state it loads (from the store, never a
-//!   cache that may be ahead) reflects exactly the events before it.
+//!   per handler. A poll is usually one call; when an idempotency key repeats within a poll,
+//!   the poll is split into contiguous rounds (one call each, in order) so the repeat is judged
+//!   after the first event's fate. [`Handler::finish`] follows the last round of every poll.
+//!   After a crash or a rebalance a new handler starts from the committed offset: events after
+//!   it are delivered again, and the state it loads (from the store, never a cache that may be
+//!   ahead) reflects exactly the events before it.
 //! - [`Handler::apply`] is awaited on the partition's own task: a slow call there (a model
 //!   service) delays this partition only, never the others.
 //!
@@ -158,13 +161,33 @@ pub trait Handler: Send + 'static {
     /// watermark): a redelivery after a crash, skipped without consulting the window.
     fn already_applied(&self, event: &Self::Event, offset: u64) -> bool;
 
-    /// Applies fresh events in order, records their effects and outputs in `out`, and makes the
-    /// changes visible (cache) before returning. One answer per event, in order.
+    /// Applies fresh events in order and records their effects and outputs in `out`. One answer
+    /// per event, in order. May be called more than once per poll (see the module
+    /// documentation); `out` is the poll's.
     fn apply(
         &mut self,
         events: Vec<Fresh<Self::Event>>,
         out: &mut Output<Self::Effects>,
     ) -> impl Future<Output = Vec<Result<Self::Outcome, Refusal>>> + Send;
+
+    /// After the last round of a poll: makes the poll's changes visible (the cache) and adds
+    /// what depends on all of them to `out` (one coalesced state message per key). Waiting
+    /// callers are answered after it.
+    fn finish(&mut self, out: &mut Output<Self::Effects>) -> impl Future<Output = ()> + Send {
+        let _ = out;
+        async {}
+    }
+
+    /// The noun for the partition key in messages (`sku` for inventory).
+    fn key_name(&self) -> &'static str {
+        "key"
+    }
+
+    /// A short code for an outcome, in messages (`reservation_accepted`).
+    fn outcome_code(&self, outcome: &Self::Outcome) -> &'static str {
+        let _ = outcome;
+        "earlier"
+    }
 
     /// How often [`Handler::tick`] runs (`None`: never).
     fn tick_interval(&self) -> Option<Duration> {

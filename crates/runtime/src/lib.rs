@@ -233,10 +233,15 @@ where
     /// an error (after draining the others) when a worker panics or the batcher stops.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RuntimeError> {
         let spec = &self.spec;
+        // This run's own token: whatever ends the run — even a panic unwinding out of it —
+        // cancels its workers (they drain on their own), so a restarted run never finds the
+        // previous one's workers still consuming.
+        let run = shutdown.child_token();
+        let _cancel_on_exit = run.clone().drop_guard();
         let (flush_tx, flush_rx) = mpsc::channel(8);
         let settings = Arc::new(spec.flush.clone());
         let mut batcher =
-            tokio::spawn(batcher::run(self.store.clone(), settings, self.metrics.clone(), flush_rx, shutdown.clone()));
+            tokio::spawn(batcher::run(self.store.clone(), settings, self.metrics.clone(), flush_rx, run.clone()));
         let mut consumer = self.bus.subscribe(&spec.group, &spec.topics).await?;
         self.health.set_engine(spec.subsystem, EngineState::Running);
         let (panic_tx, mut panic_rx) = mpsc::unbounded_channel::<RuntimeError>();
@@ -262,7 +267,7 @@ where
                     Ok(Assignment::Assigned(parts)) => {
                         for reader in parts {
                             let (topic, partition) = (reader.topic().to_owned(), reader.partition());
-                            let cancel = shutdown.child_token();
+                            let cancel = run.child_token();
                             let handler = (self.factory)(&topic, partition);
                             let worker =
                                 worker::PartitionWorker::new(self.clone(), handler, topic.clone(), partition, flush_tx.clone());
@@ -287,6 +292,7 @@ where
                                 let _ = handle.await;
                                 tracing::info!(topic = %key.0, partition = key.1, "partition revoked; worker drained");
                             }
+                            self.release(&key);
                         }
                     }
                     Err(e) => {
@@ -296,9 +302,19 @@ where
                 },
             }
         }
-        for (_, (cancel, handle)) in workers.drain() {
+        if let Some(e) = &failure {
+            // Not ready from now on, not only once the others have drained.
+            self.health.set_engine(spec.subsystem, EngineState::Restarting { reason: e.to_string() });
+        }
+        // Every worker drains at once (a store that is slow costs one drain wait, not one per
+        // partition), and only then is the group left: the next owner starts from what they
+        // committed.
+        for (cancel, _) in workers.values() {
             cancel.cancel();
+        }
+        for (key, (_, handle)) in workers.drain() {
             let _ = handle.await;
+            self.release(&key);
         }
         drop(flush_tx);
         if failure.is_none() {
@@ -306,8 +322,6 @@ where
         } else {
             batcher.abort();
         }
-        // Leave the group only once every worker drained: the next owner starts from what
-        // they committed.
         drop(consumer);
         match failure {
             Some(e) => Err(e),
@@ -315,6 +329,13 @@ where
                 tracing::info!(subsystem = spec.subsystem, "consumer engine stopped after draining every partition");
                 Ok(())
             }
+        }
+    }
+
+    /// This member no longer owns `key`: a stop recorded for it is the next owner's to report.
+    fn release(&self, key: &(String, u32)) {
+        if self.health.partition_started(&key.0, key.1) {
+            self.metrics.partitions_stopped(-1.0);
         }
     }
 }

@@ -69,6 +69,14 @@ struct Candidate<E> {
     record: usize,
 }
 
+/// Sleeps `delay` unless `cancel` fires first; false if it did.
+async fn sleep_unless_cancelled(delay: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
 /// What the shell keeps of an event while the handler applies it.
 struct Answering {
     key: EventKey,
@@ -156,8 +164,10 @@ where
             metrics: self.engine.metrics.clone(),
             failed,
         };
-        let publisher = tokio::spawn(publisher::run(setup, outbox_rx, cancel.clone()));
-        let mut publisher_running = true;
+        // Its own token: a worker that stops on a permanent error stops its publisher's retries
+        // too, instead of waiting on them.
+        let publishing = cancel.child_token();
+        let publisher = tokio::spawn(publisher::run(setup, outbox_rx, publishing.clone()));
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel();
         let tick_every =
             self.handler.tick_interval().unwrap_or(Duration::from_secs(3600)).max(Duration::from_millis(10));
@@ -169,14 +179,17 @@ where
         loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => break,
-                refused = &mut publisher_failed, if publisher_running => {
-                    publisher_running = false;
-                    if let Ok(reason) = refused {
-                        self.stopped = Some(Stop::Permanent(reason));
-                        break;
+                // Before cancellation: a publisher that stopped on a permanent refusal has said
+                // why before its outbox closed, and the partition must be reported stopped.
+                refused = &mut publisher_failed => {
+                    match refused {
+                        Ok(reason) => self.stopped = Some(Stop::Permanent(reason)),
+                        Err(_) if cancel.is_cancelled() => {}
+                        Err(_) => tracing::error!("the partition's publisher stopped; stopping consumption of this partition"),
                     }
+                    break;
                 }
+                () = cancel.cancelled() => break,
                 Some(ack) = ack_rx.recv() => {
                     self.on_ack(&mut reader, ack).await;
                     if self.stopped.is_some() {
@@ -188,14 +201,16 @@ where
                     Ok(batch) => {
                         let first = batch[0].offset;
                         let partitions = reader.partition_count();
-                        match self.process(partitions, batch, &ack_tx, &cancel).await {
+                        match self.process(partitions, batch, &ack_tx).await {
                             Ok(()) => retry.reset(Duration::from_millis(200)),
                             Err(e) if e.hint == RetryHint::Transient => {
                                 let delay = retry.next_delay();
                                 tracing::warn!(error = %e, cause = source_chain(&e), offset = first, "poll failed before any effect; retrying it");
                                 self.engine.metrics.store_retry();
                                 reader.seek(first);
-                                tokio::time::sleep(delay).await;
+                                if !sleep_unless_cancelled(delay, &cancel).await {
+                                    break;
+                                }
                             }
                             Err(e) => {
                                 self.stopped = Some(Stop::Permanent(format!("{e}: {}", source_chain(&e))));
@@ -206,7 +221,9 @@ where
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "poll failed; retrying");
-                        tokio::time::sleep(retry.next_delay()).await;
+                        if !sleep_unless_cancelled(retry.next_delay(), &cancel).await {
+                            break;
+                        }
                     }
                 },
                 _ = ticks.tick(), if ticking => self.tick(&cancel).await,
@@ -214,6 +231,9 @@ where
         }
         if self.stopped.is_none() {
             self.drain(&mut reader, ack_tx, &mut ack_rx).await;
+        }
+        if self.stopped.is_some() {
+            publishing.cancel();
         }
         drop(self.outbox.take()); // the publisher ends once it has forwarded everything
         let _ = publisher.await;
@@ -321,12 +341,13 @@ where
             Err(Refusal { reason, detail }) => return Decoded::Poison { reason, detail, key: Some(attributes.key()) },
         };
         let mismatch = ContractViolation::KeyMismatch.code();
+        let noun = self.handler.key_name();
         let Some(key) = rec.key.as_deref() else {
-            let detail = format!("the record has no key; it must be the event's key {:?}", parsed.partition_key);
+            let detail = format!("the record has no key; it must be the event's {noun} {:?}", parsed.partition_key);
             return Decoded::Poison { reason: mismatch, detail, key: Some(attributes.key()) };
         };
         if key != parsed.partition_key {
-            let detail = format!("record key {key:?} is not the event's key {:?}", parsed.partition_key);
+            let detail = format!("record key {key:?} is not the event's {noun} {:?}", parsed.partition_key);
             return Decoded::Poison { reason: mismatch, detail, key: Some(attributes.key()) };
         }
         // An unknown count (0: the bus could not read it) cannot tell a misplaced record; the
@@ -353,7 +374,6 @@ where
         partition_count: u32,
         batch: Vec<Record>,
         ack: &mpsc::UnboundedSender<Ack>,
-        cancel: &CancellationToken,
     ) -> Result<(), HandlerError> {
         let decoded: Vec<Decoded<H::Event>> = batch.iter().map(|rec| self.decode(rec, partition_count)).collect();
         let events: Vec<&H::Event> = decoded
@@ -398,27 +418,28 @@ where
             }
         }
 
-        // Rounds: each applies the first remaining event of each key; later events of a key
-        // wait for the next round, where the window knows the first one's fate.
+        // Rounds: contiguous stretches of the poll in which no idempotency key repeats. A
+        // round ends where a key of it comes again; that event starts the next round, judged
+        // against the window once the first one's fate is known (a duplicate if it was applied,
+        // applied itself if the first was refused). Contiguous, so every event is applied after
+        // every earlier one of the poll: per-key order holds across rounds.
         let mut out = Output::new(self.engine.outputs.len());
         let mut processed = Vec::new();
-        while !candidates.is_empty() {
+        let mut candidates = candidates.into_iter().peekable();
+        while candidates.peek().is_some() {
             let mut round: Vec<Candidate<H::Event>> = Vec::new();
-            let mut later: Vec<Candidate<H::Event>> = Vec::new();
             let mut in_round: HashSet<EventKey> = HashSet::new();
-            for c in candidates {
-                if in_round.contains(&c.key) {
-                    later.push(c);
-                    continue;
-                }
+            while let Some(c) = candidates.next_if(|c| !in_round.contains(&c.key)) {
                 let rec = &batch[c.record];
                 if let Some(previous) = self.dedupe.get(&c.key) {
                     if previous.digest.is_some_and(|d| d != c.digest) {
                         // The same source + id for a different request: applying it would lose
                         // it, answering it with the first request's outcome would lie.
                         let detail = format!(
-                            "event {} from {} was already used for a different request",
-                            c.key.id, c.key.source
+                            "event {} from {} was already used for a different {} request",
+                            c.key.id,
+                            c.key.source,
+                            previous.outcome.map_or("earlier", |o| self.handler.outcome_code(o))
                         );
                         let reason = ContractViolation::IdempotencyKeyReused.code();
                         resolutions.extend(refuse(rec, reason, detail, Some(c.key)));
@@ -433,7 +454,6 @@ where
                 in_round.insert(c.key.clone());
                 round.push(c);
             }
-            candidates = later;
             if round.is_empty() {
                 continue;
             }
@@ -473,6 +493,9 @@ where
                 }
             }
         }
+        // Once per poll, whatever the rounds: the changes become visible (and are coalesced)
+        // before any waiting caller hears of them.
+        self.handler.finish(&mut out).await;
 
         if let Some(shared) = &mut self.shared_window {
             shared.applied(processed.iter());
@@ -499,10 +522,9 @@ where
             Some(outbox) => outbox.send(item).await.is_ok(),
             None => false,
         };
-        if !sent {
-            tracing::error!("the partition's publisher stopped; stopping consumption of this partition");
-            cancel.cancel();
-        }
+        // A publisher that stopped has said why (or shutdown stopped it): the worker's loop hears
+        // of it next and stops the partition.
+        let _ = sent;
         Ok(())
     }
 

@@ -28,7 +28,14 @@ const PARTITIONS: u32 = 4;
 struct Add {
     key: String,
     amount: i64,
+    /// Sets the total instead of adding to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    set: Option<i64>,
 }
+
+/// No total may pass this: an addition that would is refused (`over_cap`), so whether an event
+/// is refused depends on the events before it.
+const CAP: i64 = 1_000_000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct Total {
@@ -55,7 +62,7 @@ impl<S: DocumentStore> Handler for CounterHandler<S> {
         }
         let add: Add = serde_json::from_slice(&record.payload)
             .map_err(|e| Refusal { reason: "invalid_payload", detail: e.to_string() })?;
-        let digest = add.amount.wrapping_mul(31).wrapping_add(add.key.len() as i64);
+        let digest = add.amount.wrapping_mul(31).wrapping_add(add.key.len() as i64).wrapping_add(add.set.unwrap_or(-1));
         Ok(Parsed { partition_key: add.key.clone(), digest, event: add })
     }
 
@@ -91,12 +98,12 @@ impl<S: DocumentStore> Handler for CounterHandler<S> {
             {
                 panic!("a bug in the handler, at amount {amount}");
             }
-            if event.amount < 0 {
-                answers.push(Err(Refusal { reason: "negative_amount", detail: "amounts only add".into() }));
+            let total = self.totals.entry(event.key.clone()).or_default();
+            if event.set.is_none() && total.total + event.amount > CAP {
+                answers.push(Err(Refusal { reason: "over_cap", detail: format!("the total may not pass {CAP}") }));
                 continue;
             }
-            let total = self.totals.entry(event.key.clone()).or_default();
-            total.total += event.amount;
+            total.total = event.set.unwrap_or(total.total + event.amount);
             total.applied_offset = offset as i64;
             let body = serde_json::to_string(&*total).expect("json");
             out.effects.put(event.key.clone(), Document { version: offset as i64, body: body.clone() });
@@ -198,13 +205,13 @@ async fn ledger_at(path: &std::path::Path) -> SqliteDocuments {
     store
 }
 
-type TestEngine<S> = Engine<EmbeddedLog, S, MemoryCache, CounterHandler<S>>;
+type TestEngine<B, S> = Engine<B, S, MemoryCache, CounterHandler<S>>;
 
-fn counter_engine<S: DocumentStore>(
-    bus: EmbeddedLog,
+fn counter_engine<B: Bus, S: DocumentStore>(
+    bus: B,
     store: S,
     panic_at: Option<(i64, Arc<AtomicBool>)>,
-) -> (TestEngine<S>, Arc<ConsumerStats>) {
+) -> (TestEngine<B, S>, Arc<ConsumerStats>) {
     let spec = ConsumerSpec {
         subsystem: "counter",
         group: "counters".into(),
@@ -250,7 +257,7 @@ fn events(n: i64, keys: i64, first_id: i64) -> Vec<(String, Envelope)> {
     (0..n)
         .map(|i| {
             let key = format!("k{}", (first_id + i) % keys);
-            let add = Add { key: key.clone(), amount: first_id + i + 1 };
+            let add = Add { key: key.clone(), amount: first_id + i + 1, set: None };
             let mut env = Envelope::new("/test", "counter.add", serde_json::to_value(&add).expect("json"));
             env.id = format!("e{}", first_id + i);
             (key, env)
@@ -278,7 +285,7 @@ fn oracle(events: &[(String, Envelope)]) -> BTreeMap<String, (i64, Vec<String>)>
         }
         let add: Add = serde_json::from_value(env.data.clone()).expect("json");
         let entry = want.entry(key.clone()).or_default();
-        entry.0 += add.amount;
+        entry.0 = add.set.unwrap_or(entry.0 + add.amount);
         entry.1.push(format!("/test/{}", env.id));
     }
     for (_, ids) in want.values_mut() {
@@ -478,6 +485,7 @@ async fn a_permanent_store_error_stops_only_its_partition_and_loses_nothing() {
     assert!(stats.store_retries.load(Ordering::SeqCst) == 0, "a permanent error is not retried");
     shutdown.cancel();
     running.await.expect("supervisor");
+    assert!(engine.health.report().stopped_partitions.is_empty(), "a member that no longer runs reports none");
 
     // The cause fixed, a restart resumes partition 2 from its committed offset: nothing lost.
     let (engine, _) = counter_engine(bus.clone(), ledger.clone(), None);
@@ -489,4 +497,101 @@ async fn a_permanent_store_error_stops_only_its_partition_and_loses_nothing() {
     running.await.expect("supervisor");
     let want = oracle(&sent);
     assert_eq!(stored(&ledger, want.keys().cloned()).await, want);
+}
+
+fn event(id: &str, add: &Add) -> (String, Envelope) {
+    let mut env = Envelope::new("/test", "counter.add", serde_json::to_value(add).expect("json"));
+    env.id = id.to_owned();
+    (add.key.clone(), env)
+}
+
+/// A retry of a refused event, in the same poll as an event after it that would change its
+/// fate, is judged in offset order: refused again, not applied after the later event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_refused_event_in_the_same_poll_is_judged_in_offset_order() {
+    let setup = Setup::new();
+    let (bus, store) = (setup.bus(), setup.ledger().await);
+    let add = |amount: i64, set: Option<i64>| Add { key: "x".into(), amount, set };
+    let sent = vec![
+        event("start", &add(0, Some(500_000))),
+        event("big", &add(600_000, None)), // refused: 1,100,000 > CAP
+        event("big", &add(600_000, None)), // its retry: refused again at this point
+        event("reset", &add(0, Some(0))),  // would let it through if it were applied later
+    ];
+    let (engine, _) = counter_engine(bus.clone(), store.clone(), None);
+    engine.create_topics(PARTITIONS).await.expect("topics");
+    // Published before the engine starts: one poll holds all four.
+    bus.publish(TOPIC, records(&sent)).await.expect("publish");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(engine.supervise(shutdown.clone()));
+    wait_committed(&store, &bus, "the poll").await;
+    shutdown.cancel();
+    running.await.expect("supervisor");
+    let docs = store.documents(vec!["x".into()]).await.expect("documents");
+    let total: Total = serde_json::from_str(&docs[0].2).expect("json");
+    assert_eq!(total.total, 0, "the retry was applied after the reset");
+    let dead: u64 = bus.end_offsets(&format!("{TOPIC}.dlq")).await.expect("ends").iter().sum();
+    assert_eq!(dead, 2, "the refused event and its retry are both dead-lettered");
+}
+
+/// A bus that refuses the output topic's records for good (as a broker refuses a record past
+/// its size limit), and passes everything else to the embedded log.
+#[derive(Clone)]
+struct RefusingOutputs(EmbeddedLog);
+
+impl Bus for RefusingOutputs {
+    type Consumer = <EmbeddedLog as Bus>::Consumer;
+
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), tally_bus::BusError> {
+        self.0.create_topic(topic, partitions).await
+    }
+    async fn publish(&self, topic: &str, records: Vec<OutRecord>) -> Result<(), tally_bus::BusError> {
+        if topic == "totals" {
+            return Err(tally_bus::BusError::Backend {
+                hint: RetryHint::Permanent,
+                source: "message size too large".into(),
+            });
+        }
+        self.0.publish(topic, records).await
+    }
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<Self::Consumer, tally_bus::BusError> {
+        self.0.subscribe(group, topics).await
+    }
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<u64>, tally_bus::BusError> {
+        self.0.end_offsets(topic).await
+    }
+    async fn ping(&self) -> Result<(), tally_bus::BusError> {
+        self.0.ping().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_the_bus_refuses_for_good_stop_the_partition_and_readiness_says_why() {
+    let setup = Setup::new();
+    let (log, store) = (setup.bus(), setup.ledger().await);
+    let (engine, _) = counter_engine(RefusingOutputs(log.clone()), store.clone(), None);
+    engine.create_topics(PARTITIONS).await.expect("topics");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(engine.clone().supervise(shutdown.clone()));
+    log.publish(TOPIC, records(&events(40, 7, 0))).await.expect("publish");
+    let with_records = log.end_offsets(TOPIC).await.expect("ends").iter().filter(|&&end| end > 0).count();
+    assert!(with_records > 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let report = engine.health.report();
+        if report.stopped_partitions.len() == with_records {
+            break report;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the partitions with records were not all stopped: {report:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(!report.ready);
+    assert!(report.stopped_partitions.iter().all(|p| p.reason.contains("totals")), "{report:?}");
+    for p in 0..PARTITIONS {
+        let committed = store.committed_offset("counters", TOPIC, p).await.expect("offset");
+        assert_eq!(committed, None, "no offset moves past outputs that were not published");
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running).await.expect("shutdown is not held").expect("supervisor");
+    assert!(engine.health.report().stopped_partitions.is_empty(), "a member that no longer runs reports none");
 }

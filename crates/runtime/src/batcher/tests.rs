@@ -21,6 +21,8 @@ struct Watched {
     flushes_at_once: Arc<AtomicUsize>,
     poisoned: Option<u32>,
     transient_failures: Arc<AtomicUsize>,
+    /// Panics in the next flush (a bug in a store).
+    panics: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Watched {
@@ -33,6 +35,7 @@ impl Watched {
             flushes_at_once: Arc::default(),
             poisoned: None,
             transient_failures: Arc::default(),
+            panics: Arc::default(),
         }
     }
 }
@@ -67,6 +70,7 @@ impl Ledger for Watched {
 
 impl Journal<Documents> for Watched {
     async fn flush(&self, batch: &[Flush<Documents>]) -> Result<(), StoreError> {
+        assert!(!self.panics.swap(false, Ordering::SeqCst), "a bug in the store");
         let partitions: Vec<u32> = batch.iter().flat_map(|f| &f.offsets).map(|o| o.partition).collect();
         // Like a constraint on a table: only a flush that writes the partition's rows fails.
         let poisoned_rows =
@@ -246,4 +250,24 @@ async fn nothing_of_a_worker_whose_poll_was_not_flushed_is_flushed_after_it() {
     batcher.await.expect("batcher");
     assert_eq!(acks.try_recv().expect("an answer"), Ack::Abandoned);
     assert_eq!(store.committed_offset("g", "events", 2).await.expect("offset"), None, "the offset did not move");
+}
+
+#[tokio::test]
+async fn a_flush_that_panics_stops_its_partitions_and_nothing_of_theirs_is_flushed_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ledger(&dir).await;
+    let watched = Watched::new(store.clone());
+    watched.panics.store(true, Ordering::SeqCst);
+    let (tx, rx) = mpsc::channel(8);
+    let batcher = tokio::spawn(run(watched, settings(1000, 1), metrics(), rx, CancellationToken::new()));
+    let (ack, mut acks) = mpsc::unbounded_channel();
+    tx.send(part(1, 1, &ack)).await.expect("send");
+    let failed = tokio::time::timeout(Duration::from_secs(5), acks.recv()).await.expect("an answer");
+    assert!(matches!(&failed, Some(Ack::Failed(reason)) if reason.contains("flush task")), "{failed:?}");
+    let later = FlushPart { effects: Documents::default(), next_offset: 900, urgent: true, ..part(1, 8, &ack) };
+    tx.send(later).await.expect("send");
+    drop(tx);
+    batcher.await.expect("batcher");
+    assert_eq!(acks.try_recv().expect("an answer"), Ack::Abandoned);
+    assert_eq!(store.committed_offset("g", "events", 1).await.expect("offset"), None, "the offset did not move");
 }

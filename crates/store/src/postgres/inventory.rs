@@ -18,11 +18,15 @@ use crate::{AuditRecord, InventoryStore, StoreError, decode_json};
 impl PostgresStore {
     /// One flush in one transaction. Unlike SQLite, PostgreSQL has no single writer to keep
     /// free, so one transaction holds everything: the stronger form of the trait's contract.
-    async fn flush_once(&self, batch: &[InventoryFlush], duplicates: Duplicates) -> Result<(), sqlx::Error> {
-        let applied = applied_rows(batch).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    async fn flush_once(
+        &self,
+        batch: &[InventoryFlush],
+        applied: &[(&ProcessedEvent, &tally_inventory::AuditEntry)],
+        duplicates: Duplicates,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let mut n = 2; // BEGIN + COMMIT
-        n += insert_applied(&mut tx, &applied, duplicates).await?;
+        n += insert_applied(&mut tx, applied, duplicates).await?;
         n += upsert_states(&mut tx, batch).await?;
         n += store_offsets(&mut tx, batch).await?;
         tx.commit().await?;
@@ -294,11 +298,13 @@ impl Journal<InventoryEffects> for PostgresStore {
             return Ok(());
         }
         let during = "flushing inventory states, audit rows and offsets";
-        match self.flush_once(batch, Duplicates::Fail).await {
+        // A flush whose records and audit rows do not pair up is a bug no retry can fix.
+        let applied = applied_rows(batch)?;
+        match self.flush_once(batch, &applied, Duplicates::Fail).await {
             Err(e) if is_duplicate_audit_row(&e) => {
                 self.count(3); // BEGIN, the failed insert, ROLLBACK
                 tracing::debug!("a flush met an audit row already stored; redoing it skipping duplicates");
-                self.flush_once(batch, Duplicates::Skip).await.map_err(backend(during))
+                self.flush_once(batch, &applied, Duplicates::Skip).await.map_err(backend(during))
             }
             other => other.map_err(backend(during)),
         }
