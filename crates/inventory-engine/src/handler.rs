@@ -205,7 +205,7 @@ impl<S: InventoryStore, C: Cache> Handler for InventoryHandler<S, C> {
             };
             entry.state.applied_offset = offset as i64;
             self.poll.event_times_us.push((env.time.unix_timestamp_nanos() / 1000) as i64);
-            self.metrics.applied(&applied.outcome);
+            self.metrics.outcome(&applied.outcome);
             if let Outcome::Reconciled { delta } = &applied.outcome
                 && let InventoryEvent::ChannelReported(r) = &ev
             {

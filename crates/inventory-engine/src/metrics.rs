@@ -16,8 +16,6 @@ use tally_runtime::metrics::{Family, Kind};
 
 /// Metric names.
 pub mod names {
-    /// Events applied, by outcome code.
-    pub const EVENTS_APPLIED_TOTAL: &str = "tally_inventory_events_applied_total";
     /// Snapshots ignored because a newer source version is stored.
     pub const STALE_VERSIONS_IGNORED_TOTAL: &str = "tally_inventory_stale_versions_ignored_total";
     /// Reservations rejected, by reason.
@@ -44,15 +42,8 @@ pub const DEAD_LETTER_REASONS: &[&str] =
 pub fn families() -> Vec<Family> {
     use Kind::*;
     use names::*;
-    let outcomes = Outcome::CODES.to_vec();
     let reasons = RejectionReason::ALL.iter().map(|r| r.code()).collect();
     let mut all = vec![
-        Family {
-            name: EVENTS_APPLIED_TOTAL.into(),
-            kind: Counter,
-            help: "Events applied, by outcome.",
-            known: Some(("outcome", outcomes)),
-        },
         Family {
             name: STALE_VERSIONS_IGNORED_TOTAL.into(),
             kind: Counter,
@@ -102,7 +93,8 @@ pub fn families() -> Vec<Family> {
             known: None,
         },
     ];
-    all.extend(tally_runtime::metrics::families("inventory", DEAD_LETTER_REASONS));
+    // The consumer's, with `tally_inventory_events_applied_total{outcome}` among them.
+    all.extend(tally_runtime::metrics::families("inventory", &Outcome::CODES, DEAD_LETTER_REASONS));
     all
 }
 
@@ -199,9 +191,9 @@ impl InventoryMetrics {
         &self.stats
     }
 
-    /// An event was applied with `outcome`.
-    pub fn applied(&self, outcome: &Outcome) {
-        metrics::counter!(names::EVENTS_APPLIED_TOTAL, "outcome" => outcome.code()).increment(1);
+    /// What an applied event's `outcome` says beyond "applied" (the runtime counts that): a
+    /// stale snapshot, a covered adjustment, a reservation's fate, a refused compare-and-set.
+    pub fn outcome(&self, outcome: &Outcome) {
         let s = &self.stats;
         let counter = match outcome {
             Outcome::StaleSnapshot { .. } => {

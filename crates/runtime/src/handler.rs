@@ -183,10 +183,12 @@ pub trait Handler: Send + 'static {
         "key"
     }
 
-    /// A short code for an outcome, in messages (`reservation_accepted`).
+    /// A short code for an outcome, from a bounded set: the `outcome` label of
+    /// `tally_<subsystem>_events_applied_total`, and words for messages
+    /// (`reservation_accepted`).
     fn outcome_code(&self, outcome: &Self::Outcome) -> &'static str {
         let _ = outcome;
-        "earlier"
+        "applied"
     }
 
     /// How often [`Handler::tick`] runs (`None`: never).

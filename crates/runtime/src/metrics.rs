@@ -77,9 +77,10 @@ pub enum Kind {
     Histogram,
 }
 
-/// The runtime's metric families for `subsystem`; `dead_letter_reasons` are the handler's
-/// own refusal codes (the runtime adds its contract violations).
-pub fn families(subsystem: &str, dead_letter_reasons: &[&'static str]) -> Vec<Family> {
+/// The runtime's metric families for `subsystem`; `outcomes` are the handler's outcome codes
+/// ([`crate::Handler::outcome_code`]), `dead_letter_reasons` its own refusal codes (the runtime
+/// adds its contract violations).
+pub fn families(subsystem: &str, outcomes: &[&'static str], dead_letter_reasons: &[&'static str]) -> Vec<Family> {
     let n = |name: &str| format!("tally_{subsystem}_{name}");
     let mut reasons: Vec<&'static str> = ContractViolation::ALL.iter().map(|v| v.code()).collect();
     for reason in dead_letter_reasons {
@@ -89,6 +90,12 @@ pub fn families(subsystem: &str, dead_letter_reasons: &[&'static str]) -> Vec<Fa
     }
     use Kind::*;
     vec![
+        Family {
+            name: n("events_applied_total"),
+            kind: Counter,
+            help: "Events applied, by outcome.",
+            known: Some(("outcome", outcomes.to_vec())),
+        },
         Family {
             name: n("dead_lettered_total"),
             kind: Counter,
@@ -200,6 +207,7 @@ impl ConsumerStats {
 pub struct ConsumerMetrics {
     subsystem: &'static str,
     stats: std::sync::Arc<ConsumerStats>,
+    applied: Mutex<HashMap<&'static str, Counter>>,
     dead_lettered: Mutex<HashMap<&'static str, Counter>>,
     forwarded: Counter,
     duplicates: Counter,
@@ -222,6 +230,7 @@ impl ConsumerMetrics {
         Self {
             subsystem,
             stats,
+            applied: Mutex::new(HashMap::new()),
             dead_lettered: Mutex::new(HashMap::new()),
             forwarded: metrics::counter!(n("records_forwarded_total")),
             duplicates: metrics::counter!(n("duplicates_dropped_total")),
@@ -243,9 +252,17 @@ impl ConsumerMetrics {
         &self.stats
     }
 
-    /// An event was applied.
-    pub fn applied(&self) {
+    /// An event was applied with the outcome `outcome` (the handler's code for it).
+    pub fn applied(&self, outcome: &'static str) {
         self.stats.applied.fetch_add(1, Ordering::Relaxed);
+        let mut counters = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        let subsystem = self.subsystem;
+        counters
+            .entry(outcome)
+            .or_insert_with(
+                || metrics::counter!(format!("tally_{subsystem}_events_applied_total"), "outcome" => outcome),
+            )
+            .increment(1);
     }
 
     /// A record went to the dead-letter topic with `reason`.

@@ -474,7 +474,7 @@ where
                 let rec = &batch[record];
                 match answer {
                     Ok(outcome) => {
-                        self.engine.metrics.applied();
+                        self.engine.metrics.applied(self.handler.outcome_code(&outcome));
                         out.event_times_us.push(time_us);
                         if self.engine.waiters.is_waiting(&key) {
                             resolutions.push((key.clone(), Resolution::Applied(outcome.clone())));
