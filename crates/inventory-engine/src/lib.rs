@@ -133,7 +133,8 @@ impl<B: Bus, S: InventoryStore, C: Cache> InventoryEngine<B, S, C> {
         let rules = Arc::new(channel_rules(&cfg));
         let stats = Arc::new(EngineStats::default());
         let metrics = Arc::new(InventoryMetrics::new(stats.clone()));
-        let consumer_metrics = Arc::new(ConsumerMetrics::new("inventory", stats.consumer.clone()));
+        let consumer_metrics =
+            Arc::new(ConsumerMetrics::new("inventory", stats.consumer.clone()).with_outcomes(&Outcome::CODES));
         Self {
             bus,
             store,

@@ -207,6 +207,9 @@ impl ConsumerStats {
 pub struct ConsumerMetrics {
     subsystem: &'static str,
     stats: std::sync::Arc<ConsumerStats>,
+    /// The applied counter of each outcome code known up front (read without a lock: it is
+    /// booked for every event).
+    applied_known: HashMap<&'static str, Counter>,
     applied: Mutex<HashMap<&'static str, Counter>>,
     dead_lettered: Mutex<HashMap<&'static str, Counter>>,
     forwarded: Counter,
@@ -230,6 +233,7 @@ impl ConsumerMetrics {
         Self {
             subsystem,
             stats,
+            applied_known: HashMap::new(),
             applied: Mutex::new(HashMap::new()),
             dead_lettered: Mutex::new(HashMap::new()),
             forwarded: metrics::counter!(n("records_forwarded_total")),
@@ -247,6 +251,19 @@ impl ConsumerMetrics {
         }
     }
 
+    /// Takes the applied counter of each of the handler's outcome codes now, so that booking an
+    /// applied event takes no lock.
+    pub fn with_outcomes(mut self, outcomes: &[&'static str]) -> Self {
+        let subsystem = self.subsystem;
+        self.applied_known = outcomes
+            .iter()
+            .map(|&code| {
+                (code, metrics::counter!(format!("tally_{subsystem}_events_applied_total"), "outcome" => code))
+            })
+            .collect();
+        self
+    }
+
     /// The in-process counters.
     pub fn stats(&self) -> &std::sync::Arc<ConsumerStats> {
         &self.stats
@@ -255,6 +272,10 @@ impl ConsumerMetrics {
     /// An event was applied with the outcome `outcome` (the handler's code for it).
     pub fn applied(&self, outcome: &'static str) {
         self.stats.applied.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = self.applied_known.get(outcome) {
+            counter.increment(1);
+            return;
+        }
         let mut counters = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         let subsystem = self.subsystem;
         counters
