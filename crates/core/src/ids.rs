@@ -132,6 +132,16 @@ id_type!(
     ChannelId,
     "channel"
 );
+id_type!(
+    /// A customer account: the partition key of payments, profiles, labels and decisions.
+    AccountId,
+    "account"
+);
+id_type!(
+    /// A payment transaction.
+    TransactionId,
+    "transaction"
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ pub mod partition;
 pub mod whole;
 
 pub use envelope::{Attributes, Envelope, EnvelopeError, EventKey, headers};
-pub use ids::{ChannelId, IdError, LocationId, Sku};
+pub use ids::{AccountId, ChannelId, IdError, LocationId, Sku, TransactionId};
 
 /// Whether retrying a failed backend operation can help: every backend error says which, so
 /// a retry loop never spins on a failure that repeats.
