@@ -3,10 +3,14 @@
 //! on the consumer runtime, the model client and the model server are other crates
 //! (`docs/fraud.md`).
 
+pub mod decision;
 pub mod features;
 pub mod history;
+pub mod rules;
 pub mod transaction;
 
+pub use decision::{DecidedBy, Decision, Reason, Thresholds, Verdict, top_features};
 pub use features::{FeatureSchema, Profile};
 pub use history::{History, Observed, Windows};
+pub use rules::{HardRules, rule_score};
 pub use transaction::{Channel, Country, Currency, Transaction, TransactionError};
