@@ -6,11 +6,13 @@
 pub mod decision;
 pub mod features;
 pub mod history;
+pub mod quality;
 pub mod rules;
 pub mod transaction;
 
 pub use decision::{DecidedBy, Decision, Reason, Thresholds, Verdict, top_features};
 pub use features::{FeatureSchema, Profile};
 pub use history::{History, Observed, Windows};
+pub use quality::{Labelled, QualityReport, QualityWindow, psi, roc_auc};
 pub use rules::{HardRules, rule_score};
 pub use transaction::{Channel, Country, Currency, Transaction, TransactionError};
