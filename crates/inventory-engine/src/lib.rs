@@ -22,7 +22,6 @@ pub mod records;
 
 pub use handler::InventoryHandler;
 pub use metrics::{EngineStats, InventoryMetrics};
-pub use tally_runtime::Resolution as RuntimeResolution;
 
 /// What became of an event an HTTP caller waits on.
 pub type Resolution = tally_runtime::Resolution<Outcome>;

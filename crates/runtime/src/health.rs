@@ -64,9 +64,9 @@ impl Health {
         self.stopped.lock().unwrap_or_else(|p| p.into_inner()).insert(key, stopped);
     }
 
-    /// A worker (re)started on a partition: whatever stopped it before is history. Returns
-    /// whether it had been stopped.
-    pub fn partition_started(&self, topic: &str, partition: u32) -> bool {
+    /// Forgets the stop of a partition (a worker starts on it again, or it moved to another
+    /// member). Returns whether it had been stopped.
+    pub fn clear_stopped(&self, topic: &str, partition: u32) -> bool {
         self.stopped.lock().unwrap_or_else(|p| p.into_inner()).remove(&(topic.to_owned(), partition)).is_some()
     }
 

@@ -332,9 +332,10 @@ where
         }
     }
 
-    /// This member no longer owns `key`: a stop recorded for it is the next owner's to report.
-    fn release(&self, key: &(String, u32)) {
-        if self.health.partition_started(&key.0, key.1) {
+    /// Forgets a stop recorded for `key`: a worker starts on it again, or this member no longer
+    /// owns it (then the stop is the next owner's to report).
+    pub(crate) fn release(&self, key: &(String, u32)) {
+        if self.health.clear_stopped(&key.0, key.1) {
             self.metrics.partitions_stopped(-1.0);
         }
     }

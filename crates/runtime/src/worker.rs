@@ -141,9 +141,8 @@ where
     /// engine's health.
     #[tracing::instrument(skip_all, fields(subsystem = self.engine.spec.subsystem, topic = %self.topic, partition = self.partition))]
     pub(crate) async fn run<P: PartitionReader>(mut self, mut reader: P, cancel: CancellationToken) {
-        if self.engine.health.partition_started(&self.topic, self.partition) {
-            self.engine.metrics.partitions_stopped(-1.0);
-        }
+        // A stop recorded for this partition before is history now.
+        self.engine.release(&(self.topic.clone(), self.partition));
         let start = match self.resume(&cancel).await {
             Ok(Some(start)) => start,
             Ok(None) => return,
@@ -518,13 +517,11 @@ where
         let item = Outbox { outputs, dead_letters: dead, forwarded, event_times_us, part };
         // Awaiting a full outbox is the back-pressure: a slow bus or store slows consumption,
         // never drops work.
-        let sent = match &self.outbox {
-            Some(outbox) => outbox.send(item).await.is_ok(),
-            None => false,
-        };
-        // A publisher that stopped has said why (or shutdown stopped it): the worker's loop hears
-        // of it next and stops the partition.
-        let _ = sent;
+        // A send fails only when the publisher stopped; it has said why (or shutdown stopped it),
+        // and the worker's loop hears of it next and stops the partition.
+        if let Some(outbox) = &self.outbox {
+            let _ = outbox.send(item).await;
+        }
         Ok(())
     }
 

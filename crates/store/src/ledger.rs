@@ -104,14 +104,6 @@ pub trait Effects: Default + Send + Sync + 'static {
     fn rows(&self) -> usize;
 }
 
-/// Effects of a subsystem that keeps nothing but its idempotency records.
-impl Effects for () {
-    fn merge(&mut self, _later: Self) {}
-    fn rows(&self) -> usize {
-        0
-    }
-}
-
 /// What one partition (or, in tests, several) flushes: its effects, the idempotency records
 /// of its events and the position they bring it to. A store writes a slice of them — one per
 /// partition, disjoint in keys — in one transaction.

@@ -477,3 +477,21 @@ proptest! {
         }
     }
 }
+
+/// `Outcome::CODES` (a metric's label values, created at 0 up front) lists exactly the codes
+/// `Outcome::code` gives, in variant order.
+#[test]
+fn the_listed_outcome_codes_are_exactly_the_codes_of_the_outcomes() {
+    let all = [
+        Outcome::Applied,
+        Outcome::StaleSnapshot { stored_version: 1 },
+        Outcome::CoveredBySnapshot { stored_version: 1 },
+        Outcome::CasMismatch { expected: 1, actual: 2 },
+        Outcome::ReservationAccepted { location: loc("wh-1") },
+        Outcome::ReservationRejected { reason: RejectionReason::InsufficientStock, detail: String::new() },
+        Outcome::Ignored { reason: "unknown_reservation".into() },
+        Outcome::Reconciled { delta: 0 },
+    ];
+    assert_eq!(all.map(|o| o.code()), Outcome::CODES);
+    assert_eq!(RejectionReason::ALL.map(|r| r.to_string()), RejectionReason::ALL.map(|r| r.code().to_owned()));
+}
