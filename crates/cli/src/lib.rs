@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub mod bench;
 pub mod demo;
 pub mod driver;
+pub mod fraud;
 pub mod serve;
 
 /// tally — event-driven commerce backends: inventory sync, fraud scoring, demand forecasting.
@@ -57,6 +58,19 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Fraud service tools.
+    Fraud {
+        /// Action.
+        #[command(subcommand)]
+        action: FraudAction,
+    },
+}
+
+/// `tally fraud …`
+#[derive(Debug, Subcommand)]
+pub enum FraudAction {
+    /// Write a labelled dataset (simulated payments → the engine's features) as CSV.
+    Dataset(fraud::DatasetArgs),
 }
 
 /// Process roles.
@@ -126,6 +140,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(serve::serve(config, role))
         }
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::Fraud { action: FraudAction::Dataset(args) } => {
+            let (rows, frauds) = fraud::dataset(&args)?;
+            eprintln!("wrote {rows} transactions ({frauds} fraud) to {}", args.out.display());
+            Ok(())
+        }
         Command::Simulate(args) => {
             let config = load_config(config_path)?;
             runtime()?.block_on(driver::simulate(config, args))

@@ -5,20 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::history::Observed;
-use crate::transaction::{Channel, Country, Transaction};
-
-/// What tally knows of a customer (from `customers.profiles` or the HTTP API).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Profile {
-    /// When the account was opened (Unix ms).
-    pub opened_at_ms: i64,
-    /// The customer's home country.
-    pub home_country: Country,
-    /// Customer segment (`retail`, `business` …), for rules and reports.
-    pub segment: String,
-    /// The customer's typical amount, in major units, if known.
-    pub typical_amount: Option<f64>,
-}
+use crate::profile::Profile;
+use crate::transaction::{Channel, Transaction};
 
 /// A versioned, ordered list of feature names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +88,7 @@ impl FeatureSchema {
 mod tests {
     use super::*;
     use crate::history::History;
+    use crate::transaction::Country;
 
     fn tx(payload: serde_json::Value) -> Transaction {
         Transaction::from_payload(payload.to_string().as_bytes()).expect("valid")

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::decision::{Reason, Verdict};
-use crate::features::Profile;
 use crate::history::Observed;
+use crate::profile::Profile;
 use crate::transaction::Transaction;
 
 /// Hard rules, configured per deployment.

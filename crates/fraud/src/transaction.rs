@@ -20,7 +20,7 @@ pub struct TransactionError {
 }
 
 impl TransactionError {
-    fn field(detail: impl Into<String>) -> Self {
+    pub(crate) fn field(detail: impl Into<String>) -> Self {
         Self { code: "invalid_field", detail: detail.into() }
     }
 }

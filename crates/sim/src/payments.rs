@@ -38,6 +38,9 @@ pub enum Pattern {
     VelocityBurst,
     /// Payments from several countries within hours.
     GeoMismatch,
+    /// An ordinary-looking payment charged back anyway (the customer disputes their own
+    /// purchase): labelled fraud, invisible to any model — the noise floor of the labels.
+    FriendlyFraud,
 }
 
 impl Pattern {
@@ -49,6 +52,7 @@ impl Pattern {
             Self::CardTesting => "card_testing",
             Self::VelocityBurst => "velocity_burst",
             Self::GeoMismatch => "geo_mismatch",
+            Self::FriendlyFraud => "friendly_fraud",
         }
     }
 }
@@ -180,21 +184,49 @@ impl Payments {
                 return Generated { event: tx, pattern: Some(pattern) };
             }
         }
-        let (tx, _) = self.legitimate(who);
-        Generated { event: tx, pattern: Some(Pattern::Legitimate) }
+        let (tx, pattern) = self.legitimate(who);
+        Generated { event: tx, pattern: Some(pattern) }
     }
 
+    /// An ordinary payment — with the noise real customers make: some travel, buy on a new
+    /// phone, make a large purchase or a quick run of purchases; and a small share of ordinary
+    /// looking payments are charged back anyway (friendly fraud), which no model can see.
     fn legitimate(&mut self, who: usize) -> (Envelope, Pattern) {
-        let (home, typical, device) = {
-            let a = &self.accounts[who];
-            (a.home, a.typical_minor, a.devices[self.rng.random_range(0..a.devices.len())].clone())
+        let (home, typical) = (self.accounts[who].home, self.accounts[who].typical_minor);
+        let device = if self.rng.random_bool(0.02) {
+            let fresh = format!("dev-{who:06}-n{}", self.rng.random::<u32>());
+            self.accounts[who].devices.push(fresh.clone());
+            fresh
+        } else {
+            let devices = &self.accounts[who].devices;
+            devices[self.rng.random_range(0..devices.len())].clone()
         };
-        let amount = ((typical as f64) * self.rng.random_range(0.3..2.0)) as i64;
-        let merchant = format!("m-{home}-{:04}", self.rng.random_range(0..400));
+        let country =
+            if self.rng.random_bool(0.03) { COUNTRIES[self.rng.random_range(0..COUNTRIES.len())] } else { home };
+        let scale =
+            if self.rng.random_bool(0.02) { self.rng.random_range(4.0..15.0) } else { self.rng.random_range(0.3..2.0) };
+        let amount = ((typical as f64) * scale) as i64;
+        let merchant = format!("m-{country}-{:04}", self.rng.random_range(0..400));
         let channel = if self.rng.random_bool(0.6) { "ecom" } else { "pos" };
-        let tx = self.transaction(who, amount.max(100), &merchant, home, channel, &device, self.now_ms);
+        let tx = self.transaction(who, amount.max(100), &merchant, country, channel, &device, self.now_ms);
+        let friendly_fraud = self.rng.random_bool(0.002);
+        if friendly_fraud {
+            self.label(&tx, true, Pattern::FriendlyFraud);
+            return (tx, Pattern::FriendlyFraud);
+        }
         if self.rng.random_bool(self.cfg.confirm_rate.clamp(0.0, 1.0)) {
             self.label(&tx, false, Pattern::Legitimate);
+        }
+        // A shopping spree: a few more payments within the hour, same device and country.
+        if self.rng.random_bool(0.01) {
+            let mut at = self.now_ms;
+            for _ in 0..self.rng.random_range(2..8) {
+                at += self.rng.random_range(60..600) * 1000;
+                let amount = ((typical as f64) * self.rng.random_range(0.2..1.5)) as i64;
+                let merchant = format!("m-{country}-{:04}", self.rng.random_range(0..400));
+                let next = self.transaction(who, amount.max(100), &merchant, country, channel, &device, at);
+                self.episode.push_back((next, Pattern::Legitimate));
+            }
         }
         (tx, Pattern::Legitimate)
     }
@@ -215,25 +247,28 @@ impl Payments {
             }
         };
         let stolen_device = format!("dev-x-{:08}", self.rng.random::<u32>());
+        let known_device = self.accounts[who].devices[0].clone();
         let steps: Vec<(i64, String, &'static str, String, i64)> = match pattern {
             Pattern::AccountTakeover => {
                 let country = foreign(&mut self.rng);
+                // A hijacked session keeps the victim's own device a third of the time.
+                let device = if self.rng.random_bool(0.33) { known_device.clone() } else { stolen_device.clone() };
                 (0..self.rng.random_range(1..4))
                     .map(|_| {
-                        let amount = typical * self.rng.random_range(5..25);
+                        let amount = typical * self.rng.random_range(2..25);
                         (
                             amount,
                             format!("m-{country}-{:04}", self.rng.random_range(0..400)),
                             country,
-                            stolen_device.clone(),
+                            device.clone(),
                             60,
                         )
                     })
                     .collect()
             }
-            Pattern::CardTesting => (0..self.rng.random_range(6..20))
+            Pattern::CardTesting => (0..self.rng.random_range(4..20))
                 .map(|_| {
-                    let country = foreign(&mut self.rng);
+                    let country = if self.rng.random_bool(0.5) { home } else { foreign(&mut self.rng) };
                     (
                         self.rng.random_range(50..400),
                         format!("m-test-{:05}", self.rng.random_range(0..50_000)),
@@ -243,13 +278,13 @@ impl Payments {
                     )
                 })
                 .collect(),
-            Pattern::VelocityBurst => (0..self.rng.random_range(10..25))
+            Pattern::VelocityBurst => (0..self.rng.random_range(5..25))
                 .map(|_| {
                     (
-                        typical * self.rng.random_range(1..4),
+                        (typical as f64 * self.rng.random_range(0.5..3.0)) as i64,
                         format!("m-{home}-{:04}", self.rng.random_range(0..400)),
                         home,
-                        stolen_device.clone(),
+                        if self.rng.random_bool(0.5) { known_device.clone() } else { stolen_device.clone() },
                         90,
                     )
                 })
@@ -261,12 +296,12 @@ impl Payments {
                         typical * self.rng.random_range(1..6),
                         format!("m-{country}-{:04}", self.rng.random_range(0..400)),
                         country,
-                        stolen_device.clone(),
+                        if self.rng.random_bool(0.3) { known_device.clone() } else { stolen_device.clone() },
                         900,
                     )
                 })
                 .collect(),
-            Pattern::Legitimate => Vec::new(),
+            Pattern::Legitimate | Pattern::FriendlyFraud => Vec::new(),
         };
         for (amount, merchant, country, device, gap_s) in steps {
             at += self.rng.random_range(1..=gap_s) * 1000;
