@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
+scripts/gen-grpc.sh --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

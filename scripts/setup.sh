@@ -7,11 +7,12 @@
 # (built with its own configure script); OpenSSL and zlib headers so librdkafka, the PostgreSQL
 # and the Redis clients can speak TLS (and librdkafka SASL and compression); pkg-config to find
 # them; the openssl tool for the TLS test's throwaway certificates; promtool (from the
-# prometheus package) for the test that lints /metrics; Python's venv for schemathesis.
+# prometheus package) for the test that lints /metrics; Python's venv for the test tools;
+# protoc (protobuf-compiler) for the lint that checks the committed gRPC code against its .proto.
 set -euo pipefail
 
 need=()
-for pkg in build-essential pkg-config libssl-dev zlib1g-dev openssl; do
+for pkg in build-essential pkg-config libssl-dev zlib1g-dev openssl protobuf-compiler; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod demo;
 pub mod driver;
 pub mod fraud;
+pub mod model_server;
 pub mod serve;
 
 /// tally — event-driven commerce backends: inventory sync, fraud scoring, demand forecasting.
@@ -58,6 +59,8 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Serve models over the Open Inference Protocol v2 (REST and gRPC).
+    ModelServer(model_server::ModelServerArgs),
     /// Fraud service tools.
     Fraud {
         /// Action.
@@ -140,6 +143,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(serve::serve(config, role))
         }
         Command::Demo(args) => runtime()?.block_on(demo::run(args)),
+        Command::ModelServer(args) => {
+            let config = load_config(config_path)?;
+            tally_server::telemetry::init(&config.log);
+            runtime()?.block_on(model_server::run(args))
+        }
         Command::Fraud { action: FraudAction::Dataset(args) } => {
             let (rows, frauds) = fraud::dataset(&args)?;
             eprintln!("wrote {rows} transactions ({frauds} fraud) to {}", args.out.display());

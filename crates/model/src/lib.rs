@@ -3,11 +3,14 @@
 //! Triton's binary tensor extension ([`rest`]). What the clients in the field send and expect
 //! is in `docs/notes/oip-v2.md`; the gRPC definition is `proto/inference/grpc_predict_v2.proto`.
 
+pub mod grpc;
 pub mod rest;
 pub mod tensor;
+pub mod values;
 
 pub use rest::{InferRequest, InferResponse, RequestedOutput, Tensor};
 pub use tensor::DataType;
+pub use values::{Named, Values};
 
 /// A request or response that breaks the protocol (answered 400 with `{"error": …}`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,0 +1,176 @@
+//! The model server over real sockets: the official OIP v2 clients (tritonclient http/grpc,
+//! the KServe SDK REST/gRPC, from the test venv `scripts/venv.sh` builds) get correct answers
+//! and parse its errors; the repository loads and unloads versions without a restart; fault
+//! injection changes what clients see at runtime.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tally_model_server::faults::FaultSettings;
+use tally_model_server::{Bound, ServeOptions, serve};
+use tokio_util::sync::CancellationToken;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root")
+}
+
+/// A copy of the reference model as `<dir>/fraud/<version>`.
+fn install(dir: &Path, version: &str) {
+    let to = dir.join("fraud").join(version);
+    std::fs::create_dir_all(&to).expect("mkdir");
+    for f in ["config.toml", "model.onnx"] {
+        std::fs::copy(root().join("models/fraud/1").join(f), to.join(f)).expect("copy");
+    }
+}
+
+async fn start(repository: &Path, poll: Duration) -> (Bound, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let opts = ServeOptions {
+        repository: repository.to_path_buf(),
+        rest: "127.0.0.1:0".parse().expect("addr"),
+        grpc: "127.0.0.1:0".parse().expect("addr"),
+        batch_window: Duration::from_micros(200),
+        poll,
+        faults: FaultSettings::default(),
+    };
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        serve(opts, None, c, move |b| {
+            let _ = tx.send(b);
+        })
+        .await
+        .expect("serves")
+    });
+    (rx.await.expect("bound"), cancel)
+}
+
+fn venv_python() -> String {
+    let out = std::process::Command::new(root().join("scripts/venv.sh")).output().expect("scripts/venv.sh runs");
+    assert!(out.status.success(), "the test venv: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_and_the_kserve_sdk_get_correct_answers_and_errors() {
+    let (bound, cancel) = start(&root().join("models"), Duration::from_secs(1)).await;
+    let python = venv_python();
+    let script = root().join("crates/model-server/tests/oip_clients.py");
+    let check = root().join("models/fraud/1/check.csv");
+    for client in ["triton-http", "triton-grpc", "kserve-rest", "kserve-grpc"] {
+        let out = tokio::process::Command::new(&python)
+            .arg(&script)
+            .args([bound.rest.to_string(), bound.grpc.to_string()])
+            .arg(&check)
+            .arg(client)
+            .output()
+            .await
+            .expect("python runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{client} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("ok "), "{client} checked nothing: {stdout}");
+    }
+    cancel.cancel();
+}
+
+async fn infer(http: &reqwest::Client, rest: &str, path: &str) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({"inputs": [{"name": "features", "shape": [1, 17], "datatype": "FP32",
+        "data": [[50.0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 604800, 1.0, 0, 0, 1, 400, 12]]}]});
+    let r = http.post(format!("http://{rest}{path}")).json(&body).send().await.expect("answers");
+    let status = r.status().as_u16();
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(ct, "application/json", "errors and JSON answers say so exactly");
+    (status, r.json().await.expect("json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_load_and_unload_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    install(dir.path(), "1");
+    let (bound, cancel) = start(dir.path(), Duration::from_millis(50)).await;
+    let http = reqwest::Client::new();
+    let rest = bound.rest.to_string();
+    assert_eq!(infer(&http, &rest, "/v2/models/fraud/infer").await.1["model_version"], "1");
+
+    install(dir.path(), "2");
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..100 {
+        seen = infer(&http, &rest, "/v2/models/fraud/infer").await.1["model_version"].clone();
+        if seen == "2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, "2", "the new version became the default");
+    assert_eq!(infer(&http, &rest, "/v2/models/fraud/versions/1/infer").await.0, 200, "version 1 still served");
+
+    std::fs::remove_dir_all(dir.path().join("fraud/1")).expect("rm");
+    let mut status = 200;
+    for _ in 0..100 {
+        status = infer(&http, &rest, "/v2/models/fraud/versions/1/infer").await.0;
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 404, "version 1 unloaded");
+    // A broken file in a new version is reported and not served; the others keep serving.
+    let broken = dir.path().join("fraud/3");
+    std::fs::create_dir_all(&broken).expect("mkdir");
+    std::fs::copy(dir.path().join("fraud/2/config.toml"), broken.join("config.toml")).expect("copy");
+    std::fs::write(broken.join("model.onnx"), b"garbage").expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = infer(&http, &rest, "/v2/models/fraud/infer").await;
+    assert_eq!((status, body["model_version"].as_str()), (200, Some("2")));
+    let meta: serde_json::Value =
+        http.get(format!("http://{rest}/v2/models/fraud")).send().await.expect("meta").json().await.expect("json");
+    assert_eq!(meta["versions"], serde_json::json!(["2"]));
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_set_at_runtime_change_what_clients_see() {
+    let (bound, cancel) = start(&root().join("models"), Duration::from_secs(1)).await;
+    let http = reqwest::Client::new();
+    let rest = bound.rest.to_string();
+    let set = |f: serde_json::Value| {
+        let http = http.clone();
+        let url = format!("http://{rest}/v2/faults");
+        async move { http.put(url).json(&f).send().await.expect("put").status().as_u16() }
+    };
+    assert_eq!(set(serde_json::json!({"down": true})).await, 200);
+    assert_eq!(infer(&http, &rest, "/v2/models/fraud/infer").await.0, 503);
+    let ready = http.get(format!("http://{rest}/v2/health/ready")).send().await.expect("ready");
+    assert_eq!(ready.status().as_u16(), 503);
+    assert_eq!(set(serde_json::json!({"error_rate": 1.0})).await, 200);
+    let (status, body) = infer(&http, &rest, "/v2/models/fraud/infer").await;
+    assert_eq!(status, 500);
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("injected")), "{body}");
+    assert_eq!(set(serde_json::json!({"latency_ms": 150})).await, 200);
+    let started = std::time::Instant::now();
+    assert_eq!(infer(&http, &rest, "/v2/models/fraud/infer").await.0, 200);
+    assert!(started.elapsed() >= Duration::from_millis(150), "the latency was added");
+    assert_eq!(set(serde_json::json!({"error_rate": 3})).await, 400, "bad settings are refused");
+    assert_eq!(set(serde_json::json!({})).await, 200);
+    assert_eq!(infer(&http, &rest, "/v2/models/fraud/infer").await.0, 200, "back to normal");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_own_rows_back() {
+    let (bound, cancel) = start(&root().join("models"), Duration::from_secs(1)).await;
+    let http = reqwest::Client::new();
+    let rest = bound.rest.to_string();
+    // 64 concurrent single-row requests (batched together: see batching's own test) each answer
+    // the same as one alone.
+    let alone = infer(&http, &rest, "/v2/models/fraud/infer").await.1;
+    let many = futures_util::future::join_all((0..64).map(|_| {
+        let (http, rest) = (http.clone(), rest.clone());
+        async move { infer(&http, &rest, "/v2/models/fraud/infer").await.1 }
+    }))
+    .await;
+    for answer in many {
+        assert_eq!(answer["outputs"], alone["outputs"]);
+    }
+    cancel.cancel();
+}
