@@ -139,7 +139,7 @@ impl ModelServer {
             Injected::Error => return Err(ServeError::Internal("injected error (fault injection)".into())),
             Injected::Down => return Err(ServeError::Unavailable("the model server is down (fault injection)".into())),
         }
-        let computed = loaded.batcher.infer(rows, data.clone()).await.map_err(ServeError::Internal)?;
+        let computed = loaded.batcher.call(rows, data.clone()).await.map_err(ServeError::Internal)?;
         let outputs = wanted
             .into_iter()
             .map(|i| {
@@ -220,5 +220,28 @@ impl ModelServer {
     pub fn model_ready(&self, model: &str, version: Option<&str>) -> Result<bool, ServeError> {
         self.repository.get(model, version).map_err(|e| ServeError::NotFound(e.0))?;
         Ok(!self.faults.get().down)
+    }
+}
+
+impl tally_model::client::Local for ModelServer {
+    fn infer(
+        &self,
+        request: tally_model::client::Request,
+    ) -> tally_model::client::BoxFuture<'_, Result<Vec<Named>, tally_model::client::CallError>> {
+        Box::pin(async move {
+            let call = Call {
+                model: request.model,
+                version: request.version,
+                inputs: vec![request.input],
+                outputs: Some(request.outputs),
+            };
+            match ModelServer::infer(self, call, "in_process").await {
+                Ok(answer) => Ok(answer.outputs),
+                Err(e @ (ServeError::Unavailable(_) | ServeError::Internal(_))) => {
+                    Err(tally_model::client::CallError::Transient(e.to_string()))
+                }
+                Err(e) => Err(tally_model::client::CallError::Refused(e.to_string())),
+            }
+        })
     }
 }

@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use tally_trees::Model;
 
-use crate::batching::{Batcher, OnBatch};
+use tally_model::batch::Batcher;
+use tally_trees::Tensor;
+
+use crate::batching::{self, OnBatch};
 use crate::config::VersionConfig;
 
 /// A loaded model version.
@@ -26,7 +29,7 @@ pub struct Loaded {
     /// The evaluator.
     pub model: Arc<Model>,
     /// Its dynamic-batching queue.
-    pub batcher: Batcher,
+    pub batcher: Batcher<Vec<Tensor>>,
     /// Values per row.
     pub width: usize,
     /// Newest modification time of its files when loaded (a newer one reloads it).
@@ -167,7 +170,7 @@ impl Repository {
         let version = number.to_string();
         let model = Arc::new(model);
         let batcher =
-            Batcher::start(Arc::clone(&model), config.max_batch_size, self.window, (self.on_batch)(name, &version));
+            batching::start(Arc::clone(&model), config.max_batch_size, self.window, (self.on_batch)(name, &version));
         Ok(Loaded { name: name.to_owned(), version, config, model, batcher, width, stamp })
     }
 

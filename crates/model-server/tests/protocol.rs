@@ -3,16 +3,11 @@
 //! and parse its errors; the repository loads and unloads versions without a restart; fault
 //! injection changes what clients see at runtime.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use tally_model_server::faults::FaultSettings;
-use tally_model_server::{Bound, ServeOptions, serve};
-use tokio_util::sync::CancellationToken;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root")
-}
+mod common;
+use common::{root, start, venv_python};
 
 /// A copy of the reference model as `<dir>/fraud/<version>`.
 fn install(dir: &Path, version: &str) {
@@ -21,34 +16,6 @@ fn install(dir: &Path, version: &str) {
     for f in ["config.toml", "model.onnx"] {
         std::fs::copy(root().join("models/fraud/1").join(f), to.join(f)).expect("copy");
     }
-}
-
-async fn start(repository: &Path, poll: Duration) -> (Bound, CancellationToken) {
-    let cancel = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let opts = ServeOptions {
-        repository: repository.to_path_buf(),
-        rest: "127.0.0.1:0".parse().expect("addr"),
-        grpc: "127.0.0.1:0".parse().expect("addr"),
-        batch_window: Duration::from_micros(200),
-        poll,
-        faults: FaultSettings::default(),
-    };
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        serve(opts, None, c, move |b| {
-            let _ = tx.send(b);
-        })
-        .await
-        .expect("serves")
-    });
-    (rx.await.expect("bound"), cancel)
-}
-
-fn venv_python() -> String {
-    let out = std::process::Command::new(root().join("scripts/venv.sh")).output().expect("scripts/venv.sh runs");
-    assert!(out.status.success(), "the test venv: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,11 +3,15 @@
 //! Triton's binary tensor extension ([`rest`]). What the clients in the field send and expect
 //! is in `docs/notes/oip-v2.md`; the gRPC definition is `proto/inference/grpc_predict_v2.proto`.
 
+pub mod batch;
+pub mod breaker;
+pub mod client;
 pub mod grpc;
 pub mod rest;
 pub mod tensor;
 pub mod values;
 
+pub use client::{ModelClient, ScoreConfig, ScoreError, Transport};
 pub use rest::{InferRequest, InferResponse, RequestedOutput, Tensor};
 pub use tensor::DataType;
 pub use values::{Named, Values};
