@@ -121,8 +121,9 @@ def reference_bins(x, names, bins=10):
     for j, name in enumerate(names):
         col = x[:, j].astype(np.float64)
         edges = np.unique(np.quantile(col, np.linspace(0, 1, bins + 1)[1:-1]))
-        # Bin i holds values <= edges[i] (the last bin the rest), as tally's bin_of counts them.
-        idx = np.searchsorted(edges, col, side="left")
+        # Bin i holds edges[i-1] <= value < edges[i] (the last bin the rest), as tally's
+        # bin_of counts them.
+        idx = np.searchsorted(edges, col, side="right")
         share = np.bincount(idx, minlength=len(edges) + 1) / len(col)
         out.append({"feature": name, "edges": [float(e) for e in edges], "share": [float(s) for s in share]})
     return out

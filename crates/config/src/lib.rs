@@ -12,9 +12,11 @@ use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod fraud;
 mod secret;
 
 pub use auth::{ApiKeyConfig, Scope, hash_api_key};
+pub use fraud::{FraudConfig, FraudRules, FraudTopics, ModelConfig, ModelTransport};
 pub use secret::Secret;
 
 /// Why a configuration cannot be used.
@@ -71,6 +73,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Inventory sync engine.
     pub inventory: InventoryConfig,
+    /// Fraud scoring service.
+    pub fraud: FraudConfig,
+    /// The model client.
+    pub model: ModelConfig,
     /// HTTP API access control.
     pub api: ApiConfig,
     /// Logging.
@@ -86,6 +92,8 @@ impl Default for Config {
             store: StoreConfig::Sqlite,
             cache: CacheConfig::Memory { max_bytes: 256 << 20, ttl_seconds: 3600 },
             inventory: InventoryConfig::default(),
+            fraud: FraudConfig::default(),
+            model: ModelConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
         }
@@ -541,6 +549,25 @@ impl Config {
             if *timeout_ms == 0 {
                 return Err(invalid("cache.timeout_ms", "must be > 0"));
             }
+        }
+        let fraud = &self.fraud;
+        for (key, v) in [
+            ("fraud.flags_poll_ms", fraud.flags_poll_ms),
+            ("fraud.flush_interval_ms", fraud.flush_interval_ms),
+            ("fraud.poll_max_records", fraud.poll_max_records as u64),
+            ("fraud.flush_max_rows", fraud.flush_max_rows as u64),
+            ("fraud.quality_window", fraud.quality_window as u64),
+            ("model.deadline_ms", self.model.deadline_ms),
+            ("model.batch_max_rows", self.model.batch_max_rows as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be > 0"));
+            }
+        }
+        if self.model.transport != ModelTransport::InProcess
+            && !(self.model.url.starts_with("http://") || self.model.url.starts_with("https://"))
+        {
+            return Err(invalid("model.url", "must start with http:// or https://"));
         }
         if self.embedded.log_retention_hours == 0 {
             return Err(invalid("embedded.log_retention_hours", "must be > 0"));

@@ -34,12 +34,19 @@ pub struct Breaker {
     state: Mutex<State>,
     failures: u32,
     cooldown: Duration,
+    /// Wakes the callers that wait on a probe's outcome.
+    probed: tokio::sync::Notify,
 }
 
 impl Breaker {
     /// Opens after `failures` consecutive failures, for `cooldown`.
     pub fn new(failures: u32, cooldown: Duration) -> Self {
-        Self { state: Mutex::new(State::Closed { failures: 0 }), failures: failures.max(1), cooldown }
+        Self {
+            state: Mutex::new(State::Closed { failures: 0 }),
+            failures: failures.max(1),
+            cooldown,
+            probed: tokio::sync::Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -67,6 +74,26 @@ impl Breaker {
     /// A call succeeded.
     pub fn success(&self) {
         *self.lock() = State::Closed { failures: 0 };
+        self.probed.notify_waiters();
+    }
+
+    /// While a probe is out (half-open), waits for its outcome, at most `within`; then says
+    /// whether a call may be made. Callers arriving during the probe thus get the model as soon
+    /// as it answers instead of the rules for the whole first round after an outage.
+    pub async fn allow_after_probe(&self, within: Duration) -> bool {
+        if self.allow() {
+            return true;
+        }
+        if self.position() != Position::HalfOpen {
+            return false;
+        }
+        let woken = self.probed.notified();
+        // The probe may have finished between the check and the registration.
+        if self.position() != Position::HalfOpen {
+            return self.allow();
+        }
+        let _ = tokio::time::timeout(within, woken).await;
+        self.allow()
     }
 
     /// A call failed; returns whether this opened the breaker.
@@ -77,6 +104,7 @@ impl Breaker {
             State::HalfOpen { .. } => true,
             State::Open { .. } => false,
         };
+        let was_probe = matches!(*s, State::HalfOpen { .. });
         *s = if open {
             State::Open { until: Instant::now() + self.cooldown }
         } else if let State::Closed { failures } = *s {
@@ -84,6 +112,10 @@ impl Breaker {
         } else {
             *s
         };
+        drop(s);
+        if was_probe {
+            self.probed.notify_waiters();
+        }
         open
     }
 

@@ -414,7 +414,7 @@ impl ModelClient {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        if !self.breaker.allow() {
+        if !self.breaker.allow_after_probe(self.cfg.deadline).await {
             return Err(ScoreError::Open);
         }
         match self.batcher(version).call(rows, data).await {
