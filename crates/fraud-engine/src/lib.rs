@@ -35,21 +35,17 @@ pub use records::{DecisionRecord, FraudOutcome};
 /// The consumer engine type of fraud.
 pub type Consumer<B, S, C> = tally_runtime::Engine<B, S, C, FraudHandler<S, C>>;
 
-/// Errors of the engine's reads and writes outside the consumer.
+pub use tally_runtime::EngineError;
+
+/// Why flags were not set.
 #[derive(Debug, thiserror::Error)]
-pub enum FraudError {
-    /// The store failed.
-    #[error("store: {0}")]
-    Store(#[from] tally_store::StoreError),
-    /// The bus failed.
-    #[error("bus: {0}")]
-    Bus(#[from] tally_bus::BusError),
-    /// The consumer runtime failed.
-    #[error("consumer: {0}")]
-    Runtime(#[from] tally_runtime::RuntimeError),
-    /// Bad flags.
+pub enum FlagsError {
+    /// The flags are not valid (an unknown version, a bad percentage).
     #[error("{0}")]
-    InvalidFlags(String),
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// Everything the fraud consumer's tasks and the HTTP API share.
@@ -197,12 +193,12 @@ impl<B: Bus, S: DocumentStore, C: Cache> FraudEngine<B, S, C> {
     }
 
     /// Creates the engine's topics.
-    pub async fn create_topics(&self, partitions: u32) -> Result<(), FraudError> {
+    pub async fn create_topics(&self, partitions: u32) -> Result<(), EngineError> {
         Ok(self.consumer().create_topics(partitions).await?)
     }
 
     /// Reads the flags from the store now; whether they changed.
-    pub async fn refresh_flags(&self) -> Result<bool, FraudError> {
+    pub async fn refresh_flags(&self) -> Result<bool, EngineError> {
         let stored = self.store.documents(vec![records::FLAGS_DOC.to_owned()]).await?;
         Ok(match stored.into_iter().next().and_then(|(_, _, body)| serde_json::from_str::<Flags>(&body).ok()) {
             Some(flags) => self.flags.offer(flags),
@@ -212,10 +208,10 @@ impl<B: Bus, S: DocumentStore, C: Cache> FraudEngine<B, S, C> {
 
     /// Stores new flags (a revision above the one in force); every instance applies them
     /// within `flags_poll_ms`.
-    pub async fn set_flags(&self, mut flags: Flags) -> Result<Flags, FraudError> {
-        flags.validate().map_err(FraudError::InvalidFlags)?;
+    pub async fn set_flags(&self, mut flags: Flags) -> Result<Flags, FlagsError> {
+        flags.validate().map_err(FlagsError::Invalid)?;
         for version in [Some(&flags.active), flags.shadow.as_ref(), flags.canary.as_ref()].into_iter().flatten() {
-            self.shared.cards.get(version).map_err(|e| FraudError::InvalidFlags(e.to_string()))?;
+            self.shared.cards.get(version).map_err(|e| FlagsError::Invalid(e.to_string()))?;
         }
         self.refresh_flags().await?;
         flags.revision = self.flags.get().revision + 1;
@@ -224,13 +220,16 @@ impl<B: Bus, S: DocumentStore, C: Cache> FraudEngine<B, S, C> {
             records::FLAGS_DOC.to_owned(),
             Document { version: flags.revision, body: serde_json::to_string(&flags).unwrap_or_default() },
         );
-        self.store.flush(&[Flush { effects, processed: Vec::new(), offsets: Vec::new() }]).await?;
+        self.store
+            .flush(&[Flush { effects, processed: Vec::new(), offsets: Vec::new() }])
+            .await
+            .map_err(EngineError::from)?;
         self.flags.offer(flags.clone());
         Ok(flags)
     }
 
     /// A transaction's decision: the cache, then the store.
-    pub async fn decision(&self, transaction: &str) -> Result<Option<DecisionRecord>, FraudError> {
+    pub async fn decision(&self, transaction: &str) -> Result<Option<DecisionRecord>, EngineError> {
         if let Ok(mut v) = self.cache.get_many(&[records::decision_key(transaction)]).await
             && let Some(Some(bytes)) = v.pop()
             && let Ok(record) = serde_json::from_slice(&bytes)

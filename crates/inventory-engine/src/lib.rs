@@ -26,19 +26,7 @@ pub use metrics::{EngineStats, InventoryMetrics};
 /// What became of an event an HTTP caller waits on.
 pub type Resolution = tally_runtime::Resolution<Outcome>;
 
-/// Errors of the engine's reads and setup.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// The bus failed in a way that was not retried.
-    #[error("bus: {0}")]
-    Bus(#[from] tally_bus::BusError),
-    /// The store failed in a way that was not retried.
-    #[error("store: {0}")]
-    Store(#[from] tally_store::StoreError),
-    /// The consumer runtime failed.
-    #[error("consumer: {0}")]
-    Runtime(#[from] tally_runtime::RuntimeError),
-}
+pub use tally_runtime::EngineError;
 
 /// The consumer engine type of inventory.
 pub type Consumer<B, S, C> = tally_runtime::Engine<B, S, C, InventoryHandler<S, C>>;

@@ -69,6 +69,20 @@ pub enum RuntimeError {
     BatcherStopped(String),
 }
 
+/// Errors of a subsystem engine's own reads and setup, outside its consumer.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The bus failed in a way that was not retried.
+    #[error("bus: {0}")]
+    Bus(#[from] tally_bus::BusError),
+    /// The store failed in a way that was not retried.
+    #[error("store: {0}")]
+    Store(#[from] tally_store::StoreError),
+    /// The consumer runtime failed.
+    #[error("consumer: {0}")]
+    Runtime(#[from] RuntimeError),
+}
+
 /// What a subsystem's consumer reads, writes and how.
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {
