@@ -52,6 +52,17 @@ def precision_at_recall(y, score, recall=0.8):
     return float(p[r >= recall].max())
 
 
+def flagged_stats(y, score, threshold):
+    flagged = score >= threshold
+    caught = int((flagged & (y == 1)).sum())
+    return {
+        "threshold": float(threshold),
+        "flagged_share": float(flagged.mean()),
+        "precision": float(caught / max(int(flagged.sum()), 1)),
+        "recall": float(caught / max(int((y == 1).sum()), 1)),
+    }
+
+
 def threshold_at_recall(y, score, recall):
     """The highest threshold whose recall is at least `recall`."""
     order = np.sort(score[y == 1])[::-1]
@@ -210,6 +221,10 @@ def main():
             "precision_at_80_recall": precision_at_recall(yt, rules),
         },
         "thresholds": {"review": review, "decline": decline},
+        # What each actually flags at its own review threshold (the rules' is fixed in the
+        # engine: 0.5 review, 0.9 decline).
+        "model_at_review": flagged_stats(yt, model_score, review),
+        "rules_at_review": flagged_stats(yt, rules, 0.5),
         "by_pattern_recall_at_review": {
             p: float((model_score[(test["pattern"] == p).to_numpy()] >= review).mean())
             for p in sorted(test["pattern"].unique())

@@ -83,6 +83,8 @@ pub enum RoleArg {
     All,
     /// Inventory consumers only.
     Inventory,
+    /// Fraud consumers only.
+    Fraud,
     /// HTTP API only.
     Api,
 }

@@ -11,6 +11,7 @@ pub async fn serve(config: Config, role: RoleArg) -> anyhow::Result<()> {
     let role = match role {
         RoleArg::All => Role::All,
         RoleArg::Inventory => Role::Inventory,
+        RoleArg::Fraud => Role::Fraud,
         RoleArg::Api => Role::Api,
     };
     let app = App::new(config).start(role).await?;

@@ -11,8 +11,10 @@ pub enum Scope {
     StockRead,
     /// Write events acting for one channel.
     StockWrite(ChannelId),
-    /// Score transactions.
+    /// Score transactions (and upsert the profiles scoring reads).
     FraudScore,
+    /// Read decisions, flags and the model quality report.
+    FraudRead,
     /// Read forecasts.
     ForecastRead,
     /// Everything.
@@ -20,17 +22,19 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Parses `stock:read`, `stock:write:<channel>`, `fraud:score`, `forecast:read`, `admin`.
+    /// Parses `stock:read`, `stock:write:<channel>`, `fraud:score`, `fraud:read`, `forecast:read`,
+    /// `admin`.
     pub fn parse(raw: &str) -> Result<Self, String> {
         match raw {
             "stock:read" => Ok(Self::StockRead),
             "fraud:score" => Ok(Self::FraudScore),
+            "fraud:read" => Ok(Self::FraudRead),
             "forecast:read" => Ok(Self::ForecastRead),
             "admin" => Ok(Self::Admin),
             other => match other.strip_prefix("stock:write:") {
                 Some(ch) => ChannelId::parse(ch).map(Self::StockWrite).map_err(|e| format!("scope {raw:?}: {e}")),
                 None => Err(format!(
-                    "unknown scope {raw:?}; expected stock:read, stock:write:<channel>, fraud:score, forecast:read or admin"
+                    "unknown scope {raw:?}; expected stock:read, stock:write:<channel>, fraud:score, fraud:read, forecast:read or admin"
                 )),
             },
         }

@@ -32,6 +32,9 @@ pub use metrics::{FraudMetrics, FraudStats};
 pub use quality::{Quality, VersionQuality};
 pub use records::{DecisionRecord, FraudOutcome};
 
+/// How often the quality report is exported as gauges (it costs a sort per version).
+const QUALITY_EXPORT_EVERY: Duration = Duration::from_secs(5);
+
 /// The consumer engine type of fraud.
 pub type Consumer<B, S, C> = tally_runtime::Engine<B, S, C, FraudHandler<S, C>>;
 
@@ -243,25 +246,39 @@ impl<B: Bus, S: DocumentStore, C: Cache> FraudEngine<B, S, C> {
             .and_then(|(_, body)| serde_json::from_str(&body).ok()))
     }
 
-    /// Runs the consumer and the flag watcher until `shutdown`.
+    /// Re-reads the flags every `flags_poll_ms` until `shutdown`.
+    pub async fn watch_flags(self, shutdown: CancellationToken) {
+        let every = Duration::from_millis(self.cfg.flags_poll_ms);
+        loop {
+            match self.refresh_flags().await {
+                Ok(true) => tracing::info!(flags = ?self.flags.get(), "fraud flags changed"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the fraud flags failed; keeping the ones in force"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Exports the quality report as gauges every few seconds until `shutdown`.
+    async fn export_quality(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(QUALITY_EXPORT_EVERY) => {}
+            }
+            self.shared.metrics.quality(&self.quality.report());
+        }
+    }
+
+    /// Runs the consumer, the flag watcher and the quality export until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let watcher = {
-            let engine = self.clone();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let every = Duration::from_millis(engine.cfg.flags_poll_ms);
-                loop {
-                    if let Err(e) = engine.refresh_flags().await {
-                        tracing::warn!(error = %e, "reading the fraud flags failed; keeping the ones in force");
-                    }
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(every) => {}
-                    }
-                }
-            })
-        };
+        let watcher = tokio::spawn(self.clone().watch_flags(shutdown.clone()));
+        let quality = tokio::spawn(self.clone().export_quality(shutdown.clone()));
         self.consumer().supervise(shutdown).await;
         let _ = watcher.await;
+        let _ = quality.await;
     }
 }

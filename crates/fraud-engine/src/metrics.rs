@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use tally_fraud::{DecidedBy, Decision, Verdict};
 use tally_model::ScoreError;
+use tally_runtime::metrics::{Family, Kind};
+
+use crate::handler::REFUSALS;
+use crate::quality::VersionQuality;
+use crate::records::FraudOutcome;
 
 /// Metric names.
 pub mod names {
@@ -21,6 +26,88 @@ pub mod names {
     pub const MODEL_CALL_SECONDS: &str = "tally_fraud_model_call_seconds";
     /// Transaction time → decision published.
     pub const DECISION_LATENCY_SECONDS: &str = "tally_fraud_decision_latency_seconds";
+    /// ROC-AUC over the quality window, by model version.
+    pub const MODEL_ROC_AUC: &str = "tally_fraud_model_roc_auc";
+    /// Precision at the review threshold over the window, by model version.
+    pub const MODEL_PRECISION: &str = "tally_fraud_model_precision";
+    /// Recall at the review threshold over the window, by model version.
+    pub const MODEL_RECALL: &str = "tally_fraud_model_recall";
+    /// Labelled decisions in the window, by model version.
+    pub const MODEL_LABELLED: &str = "tally_fraud_model_labelled";
+    /// Population stability index of a feature against the training reference, by model
+    /// version and feature (a feature of the version's schema: a bounded set).
+    pub const FEATURE_PSI: &str = "tally_fraud_feature_psi";
+}
+
+/// Fraud's metric families (help texts; zero series where the labels are known), its own and
+/// its consumer runtime's.
+pub fn families() -> Vec<Family> {
+    use Kind::*;
+    use names::*;
+    let mut all = vec![
+        Family {
+            name: DECISIONS_TOTAL.into(),
+            kind: Counter,
+            help: "Fraud decisions, by verdict and who decided.",
+            known: Some(("verdict", Vec::new())),
+        },
+        Family {
+            name: DUPLICATE_TRANSACTIONS_TOTAL.into(),
+            kind: Counter,
+            help: "Transactions seen again under another event id (their decision reused).",
+            known: None,
+        },
+        Family {
+            name: MODEL_UNAVAILABLE_TOTAL.into(),
+            kind: Counter,
+            help: "Rounds the model did not score, by reason (open, deadline, failed).",
+            known: Some(("reason", vec!["open", "deadline", "failed"])),
+        },
+        Family {
+            name: MODEL_CALL_SECONDS.into(),
+            kind: Histogram,
+            help: "Seconds one round's model calls took (micro-batched).",
+            known: None,
+        },
+        Family {
+            name: DECISION_LATENCY_SECONDS.into(),
+            kind: Histogram,
+            help: "Seconds from a transaction's event time to its decision published.",
+            known: None,
+        },
+        Family {
+            name: MODEL_ROC_AUC.into(),
+            kind: Gauge,
+            help: "ROC-AUC of the labelled decisions in the quality window, by model version.",
+            known: None,
+        },
+        Family {
+            name: MODEL_PRECISION.into(),
+            kind: Gauge,
+            help: "Precision at the review threshold in the quality window, by model version.",
+            known: None,
+        },
+        Family {
+            name: MODEL_RECALL.into(),
+            kind: Gauge,
+            help: "Recall at the review threshold in the quality window, by model version.",
+            known: None,
+        },
+        Family {
+            name: MODEL_LABELLED.into(),
+            kind: Gauge,
+            help: "Labelled decisions in the quality window, by model version.",
+            known: None,
+        },
+        Family {
+            name: FEATURE_PSI.into(),
+            kind: Gauge,
+            help: "Population stability index of a feature against the training reference, by model version and feature.",
+            known: None,
+        },
+    ];
+    all.extend(tally_runtime::metrics::families("fraud", &FraudOutcome::CODES, &REFUSALS));
+    all
 }
 
 /// Counters for the demo and the benchmark.
@@ -63,19 +150,27 @@ pub struct FraudMetrics {
 impl FraudMetrics {
     /// Metrics over `stats`.
     pub fn new(stats: std::sync::Arc<FraudStats>) -> Self {
-        metrics::describe_counter!(names::DECISIONS_TOTAL, "Fraud decisions, by verdict and who decided.");
-        metrics::describe_counter!(
-            names::DUPLICATE_TRANSACTIONS_TOTAL,
-            "Transactions seen again under another event id."
-        );
-        metrics::describe_counter!(names::MODEL_UNAVAILABLE_TOTAL, "Rounds the model did not score, by reason.");
-        metrics::describe_histogram!(names::MODEL_CALL_SECONDS, metrics::Unit::Seconds, "Model calls of one round.");
-        metrics::describe_histogram!(
-            names::DECISION_LATENCY_SECONDS,
-            metrics::Unit::Seconds,
-            "Transaction event time to its decision published."
-        );
         Self { stats }
+    }
+
+    /// Exports the quality report as gauges.
+    pub fn quality(&self, report: &[VersionQuality]) {
+        for v in report {
+            let version = v.version.clone();
+            let set = |name: &'static str, value: Option<f64>| {
+                if let Some(value) = value {
+                    metrics::gauge!(name, "version" => version.clone()).set(value);
+                }
+            };
+            set(names::MODEL_ROC_AUC, v.labels.roc_auc);
+            set(names::MODEL_PRECISION, v.labels.precision);
+            set(names::MODEL_RECALL, v.labels.recall);
+            set(names::MODEL_LABELLED, Some(v.labels.labelled as f64));
+            for d in &v.drift {
+                metrics::gauge!(names::FEATURE_PSI, "version" => version.clone(), "feature" => d.feature.clone())
+                    .set(d.psi);
+            }
+        }
     }
 
     /// A decision was made (or a replayed one reused).

@@ -68,7 +68,6 @@ async fn stack(deadline_ms: u64) -> Stack {
             input: "features".into(),
             output: "probabilities".into(),
             column: 1,
-            width: 17,
             deadline: Duration::from_millis(deadline_ms),
             retries: 1,
             batch_max_rows: 512,

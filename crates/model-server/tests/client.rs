@@ -33,7 +33,6 @@ fn config(output: &str, column: usize) -> ScoreConfig {
         input: "features".into(),
         output: output.into(),
         column,
-        width: 17,
         deadline: Duration::from_millis(500),
         retries: 2,
         batch_max_rows: 256,

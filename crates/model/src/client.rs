@@ -241,8 +241,6 @@ pub struct ScoreConfig {
     /// The score's column in that output (1: P(fraud) of a `[N, 2]` probabilities output; 0:
     /// a `[N, 1]` or `[N]` output such as MLServer's lightgbm `predict`).
     pub column: usize,
-    /// Values per row.
-    pub width: usize,
     /// Longest wait for one call, retries included.
     pub deadline: Duration,
     /// Retries of a transient failure within the deadline.
@@ -287,7 +285,7 @@ impl Caller {
             version: self.version.clone(),
             input: Named {
                 name: self.cfg.input.clone(),
-                shape: vec![rows as i64, self.cfg.width as i64],
+                shape: vec![rows as i64, (data.len() / rows.max(1)) as i64],
                 values: Values::F32(data.to_vec()),
             },
             outputs: vec![self.cfg.output.clone()],
@@ -408,8 +406,8 @@ impl ModelClient {
             .clone()
     }
 
-    /// Scores `rows` rows (row-major, `width` each) with model `version` ("" for the server's
-    /// default): one score per row.
+    /// Scores `rows` rows (row-major, all of one width: the version's feature schema) with
+    /// model `version` ("" for the server's default): one score per row.
     pub async fn score(&self, version: &str, rows: usize, data: Vec<f32>) -> Result<Vec<f32>, ScoreError> {
         if rows == 0 {
             return Ok(Vec::new());

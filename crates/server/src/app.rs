@@ -8,10 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use tally_bus::{AnyBus, EmbeddedLog, EmbeddedLogOptions, KafkaBus, KafkaBusOptions};
 use tally_cache::{AnyCache, MemoryCache, RedisCache, RedisCacheOptions};
-use tally_config::{BusConfig, CacheConfig, Config, Durability, StoreConfig};
+use tally_config::{BusConfig, CacheConfig, Config, Durability, ModelConfig, ModelTransport, StoreConfig};
+use tally_fraud_engine::FraudEngine;
 use tally_inventory_engine::InventoryEngine;
+use tally_model::{ModelClient, ScoreConfig, Transport};
 use tally_runtime::Health;
-use tally_store::{AnyStore, Ledger, PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions};
+use tally_store::{
+    AnyDocuments, AnyStore, Ledger, PostgresStore, PostgresStoreOptions, SqliteStore, SqliteStoreOptions,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, Authenticator};
@@ -24,6 +28,8 @@ pub enum Role {
     All,
     /// Only the inventory consumers.
     Inventory,
+    /// Only the fraud consumers.
+    Fraud,
     /// Only the HTTP API.
     Api,
 }
@@ -31,6 +37,9 @@ pub enum Role {
 impl Role {
     fn runs_inventory(self) -> bool {
         matches!(self, Self::All | Self::Inventory)
+    }
+    fn runs_fraud(self) -> bool {
+        matches!(self, Self::All | Self::Fraud)
     }
     fn runs_api(self) -> bool {
         matches!(self, Self::All | Self::Api)
@@ -40,6 +49,12 @@ impl Role {
 /// The engine over the backends configuration selects. Backends add variants to the `Any*`
 /// enums; the engine is compiled once for all of them.
 pub type Engine = InventoryEngine<AnyBus, AnyStore, AnyCache>;
+
+/// The fraud engine over the same backends (its rows in the ledger's document tables).
+pub type Fraud = FraudEngine<AnyBus, AnyDocuments, AnyCache>;
+
+/// The store's subsystem name for fraud's documents.
+pub const FRAUD_SUBSYSTEM: &str = "fraud";
 
 /// A configured, not yet started tally.
 pub struct App {
@@ -53,6 +68,8 @@ pub struct RunningApp {
     pub addr: Option<SocketAddr>,
     /// The engine, for in-process drivers (demo, bench, tests).
     pub engine: Engine,
+    /// The fraud engine.
+    pub fraud: Fraud,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
@@ -128,7 +145,7 @@ impl App {
         Self { config }
     }
 
-    async fn engine(&self) -> anyhow::Result<Engine> {
+    async fn engines(&self, shutdown: &CancellationToken) -> anyhow::Result<(Engine, Fraud)> {
         // Metric handles are taken as the engine is built: the recorder must exist first.
         let _ = crate::metrics::prometheus();
         let cfg = &self.config;
@@ -154,7 +171,17 @@ impl App {
                 .context("connecting to Redis (cache.url)")?,
             ),
         };
-        Ok(InventoryEngine::new(bus, store, cache, cfg.inventory.clone(), Arc::new(Health::default())))
+        let health = Arc::new(Health::default());
+        let client = model_client(&cfg.model, shutdown)?;
+        let fraud = FraudEngine::new(
+            bus.clone(),
+            store.documents(FRAUD_SUBSYSTEM),
+            cache.clone(),
+            cfg.fraud.clone(),
+            client,
+            health.clone(),
+        );
+        Ok((InventoryEngine::new(bus, store, cache, cfg.inventory.clone(), health), fraud))
     }
 
     /// Applies pending store migrations; returns their names.
@@ -165,7 +192,8 @@ impl App {
 
     /// Starts the given role; returns once the API is listening and consumers are running.
     pub async fn start(self, role: Role) -> anyhow::Result<RunningApp> {
-        let engine = self.engine().await?;
+        let shutdown = CancellationToken::new();
+        let (engine, fraud) = self.engines(&shutdown).await?;
         if self.config.store.migrate_on_start() {
             let applied = engine.store.migrate().await.context("migrating the store")?;
             if !applied.is_empty() {
@@ -181,11 +209,17 @@ impl App {
             );
         }
         engine.create_topics(self.config.bus.partitions()).await.context("creating topics")?;
-        let shutdown = CancellationToken::new();
+        fraud.create_topics(self.config.bus.partitions()).await.context("creating fraud topics")?;
         let mut tasks = Vec::new();
         if role.runs_inventory() {
             // Supervised: a failure restarts the engine with backoff, reported on /readyz.
             tasks.push(tokio::spawn(engine.clone().run(shutdown.clone())));
+        }
+        if role.runs_fraud() {
+            tasks.push(tokio::spawn(fraud.clone().run(shutdown.clone())));
+        } else {
+            // Lookups and flags still serve (the API role): keep this instance's flags current.
+            tasks.push(tokio::spawn(fraud.clone().watch_flags(shutdown.clone())));
         }
         if let AnyBus::Embedded(log) = &engine.bus {
             tasks.push(tokio::spawn(enforce_log_retention(
@@ -202,6 +236,7 @@ impl App {
         let addr = Some(listener.local_addr()?);
         let state = AppState {
             engine: engine.clone(),
+            fraud: fraud.clone(),
             auth: Arc::new(Authenticator::new(&self.config.api)),
             warehouse: tally_core::ChannelId::parse(self.config.inventory.warehouse_channel.as_str())
                 .context("inventory.warehouse_channel")?,
@@ -220,6 +255,7 @@ impl App {
         Ok(RunningApp {
             addr,
             engine,
+            fraud,
             shutdown,
             tasks,
             grace: Duration::from_secs(self.config.server.shutdown_grace_seconds),
@@ -250,6 +286,35 @@ impl RunningApp {
             );
         }
     }
+}
+
+/// The model client `[model]` describes: in process (the repository evaluated here, rescanned
+/// every second until `shutdown`), or OIP v2 over REST or gRPC to any server.
+pub fn model_client(cfg: &ModelConfig, shutdown: &CancellationToken) -> anyhow::Result<Arc<ModelClient>> {
+    let transport = match cfg.transport {
+        ModelTransport::InProcess => {
+            let server = tally_model_server::ModelServer::open(&cfg.repository, Duration::from_micros(0), None);
+            tokio::spawn(server.repository.clone().watch(Duration::from_secs(1), shutdown.clone()));
+            Transport::Local(server)
+        }
+        ModelTransport::Rest => Transport::rest(&cfg.url).map_err(|e| anyhow::anyhow!("model.url: {e}"))?,
+        ModelTransport::Grpc => Transport::grpc(&cfg.url).map_err(|e| anyhow::anyhow!("model.url: {e}"))?,
+    };
+    Ok(Arc::new(ModelClient::new(
+        transport,
+        ScoreConfig {
+            model: cfg.name.clone(),
+            input: cfg.input.clone(),
+            output: cfg.output.clone(),
+            column: cfg.output_column,
+            deadline: Duration::from_millis(cfg.deadline_ms),
+            retries: cfg.retries,
+            batch_max_rows: cfg.batch_max_rows,
+            batch_window: Duration::from_micros(cfg.batch_window_us),
+            breaker_failures: cfg.breaker_failures,
+            breaker_cooldown: Duration::from_millis(cfg.breaker_cooldown_ms),
+        },
+    )))
 }
 
 /// Trims the embedded log every minute; see [`EmbeddedLog::enforce_retention`].

@@ -43,6 +43,7 @@ const INGEST_REJECTIONS: &[&str] =
 /// consumer runtime's).
 fn families() -> Vec<Family> {
     let mut all = tally_inventory_engine::metrics::families();
+    all.extend(tally_fraud_engine::metrics::families());
     all.extend([
         Family {
             name: api::REQUESTS_TOTAL.into(),

@@ -27,6 +27,16 @@ macro_rules! delegate {
     };
 }
 
+impl AnyStore {
+    /// The ledger's own tables for `subsystem` (`[a-z_]+`) in the same backend.
+    pub fn documents(&self, subsystem: &'static str) -> crate::AnyDocuments {
+        match self {
+            Self::Sqlite(s) => crate::AnyDocuments::Sqlite(s.documents(subsystem)),
+            Self::Postgres(s) => crate::AnyDocuments::Postgres(s.documents(subsystem)),
+        }
+    }
+}
+
 impl Ledger for AnyStore {
     async fn migrate(&self) -> Result<Vec<String>, StoreError> {
         delegate!(self, s => s.migrate().await)

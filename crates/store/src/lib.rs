@@ -13,6 +13,7 @@
 
 #[cfg(feature = "inventory")]
 mod any;
+mod any_documents;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 #[cfg(feature = "inventory")]
@@ -23,6 +24,7 @@ pub mod sqlite;
 
 #[cfg(feature = "inventory")]
 pub use any::AnyStore;
+pub use any_documents::AnyDocuments;
 #[cfg(feature = "inventory")]
 pub use inventory::{AuditRecord, InventoryEffects, InventoryFlush, InventoryStore, StateRow, serialize_state};
 pub use ledger::{ConsumerOffset, Effects, Flush, Journal, Ledger, ProcessedEvent, RawOutcome};

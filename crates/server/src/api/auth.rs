@@ -68,6 +68,7 @@ impl Principal {
             Scope::StockRead => "stock:read".to_owned(),
             Scope::StockWrite(ch) => format!("stock:write:{ch}"),
             Scope::FraudScore => "fraud:score".to_owned(),
+            Scope::FraudRead => "fraud:read".to_owned(),
             Scope::ForecastRead => "forecast:read".to_owned(),
             Scope::Admin => "admin".to_owned(),
         };

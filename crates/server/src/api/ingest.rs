@@ -21,13 +21,12 @@ use tally_store::InventoryStore;
 
 use super::problem::{ApiJson, ItemError};
 use super::stock::{StockView, parse_id};
-use super::{ApiError, AppState, Principal};
-use tally_inventory_engine::Resolution;
+use super::{ApiError, AppState, Principal, wait};
 
 /// Most events one ingest request may carry.
 pub const MAX_INGEST_BATCH: usize = 1000;
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {
@@ -45,7 +44,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn traceparent(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<String> {
     headers.get(headers::TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
@@ -208,76 +207,23 @@ async fn refuse_reused_keys<B: Bus, S: InventoryStore, C: Cache>(
 
 /// The stored outcome of the event `env` names, if it was applied — refused if that key was
 /// applied for a different request.
-async fn stored_outcome<B: Bus, S: InventoryStore, C: Cache>(
-    st: &AppState<B, S, C>,
-    key: &EventKey,
-    digest: i64,
-) -> Result<Option<Outcome>, ApiError> {
-    let Some(done) = st.engine.store.processed(key.clone()).await? else { return Ok(None) };
-    if done.digest.is_some_and(|d| d != digest) {
-        return Err(key_reused(key));
-    }
-    Ok(done.outcome.map(|o| o.decode()).transpose()?)
-}
-
-fn key_reused(key: &EventKey) -> ApiError {
-    let detail = format!(
-        "Idempotency-Key {:?} was already used for a different request; use a new key for a new request",
-        key.id
-    );
-    ApiError::IdempotencyKeyReused { detail, errors: Vec::new() }
-}
-
-/// Publishes a command event and waits for its outcome: in-process notification when the
-/// worker runs here, else the stored idempotency record.
+/// Publishes a command event and waits for its outcome ([`super::wait`]).
 async fn publish_and_wait<B: Bus, S: InventoryStore, C: Cache>(
     st: &AppState<B, S, C>,
     env: Envelope,
     ev: &InventoryEvent,
 ) -> Result<Outcome, ApiError> {
-    let (key, digest, sku) = (env.key(), ev.digest(), ev.sku());
-    if let Some(outcome) = stored_outcome(st, &key, digest).await? {
-        return Ok(outcome);
-    }
-    let mut rx = st.engine.waiters.register(key.clone());
-    if let Err(e) = publish(st, vec![record_of(&env, sku)]).await {
-        st.engine.waiters.forget(&key);
-        return Err(e);
-    }
-    let deadline = tokio::time::Instant::now() + st.wait_timeout;
-    let mut poll = tokio::time::interval(std::time::Duration::from_millis(100));
-    poll.tick().await;
-    let result = loop {
-        tokio::select! {
-            resolved = &mut rx => match resolved {
-                Ok(Resolution::Applied(outcome)) => break Ok(outcome),
-                Ok(Resolution::DeadLettered { reason: "idempotency_key_reused", .. }) => break Err(key_reused(&key)),
-                Ok(Resolution::DeadLettered { reason, detail }) => {
-                    break Err(ApiError::InvalidEvents {
-                        detail: "the event was rejected by the engine".into(),
-                        errors: vec![ItemError { index: 0, code: reason.into(), detail }],
-                    })
-                }
-                // Duplicate whose outcome is only in the store, or no local worker: poll.
-                Ok(Resolution::DuplicateUnknown) | Err(_) => rx = st.engine.waiters.register(key.clone()),
-            },
-            _ = poll.tick() => {
-                match stored_outcome(st, &key, digest).await {
-                    Ok(Some(outcome)) => break Ok(outcome),
-                    Ok(None) => {}
-                    Err(e) => break Err(e),
-                }
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                break Err(ApiError::Pending(format!(
-                    "event {} was accepted but its outcome is not known yet; retry with the same Idempotency-Key",
-                    key.id
-                )))
-            }
-        }
-    };
-    st.engine.waiters.forget(&key);
-    result
+    let (key, digest) = (env.key(), ev.digest());
+    let record = record_of(&env, ev.sku());
+    wait::publish_and_wait(
+        &st.engine.waiters,
+        &st.engine.store,
+        key,
+        digest,
+        st.wait_timeout,
+        publish(st, vec![record]),
+    )
+    .await
 }
 
 fn require_key(headers: &HeaderMap) -> Result<String, ApiError> {

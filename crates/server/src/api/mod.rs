@@ -15,14 +15,18 @@ use tally_cache::Cache;
 use tally_core::ChannelId;
 use tally_store::InventoryStore;
 
+use tally_fraud_engine::FraudEngine;
 use tally_inventory_engine::InventoryEngine;
+use tally_store::AnyDocuments;
 
 pub mod auth;
+pub mod fraud;
 pub mod ingest;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
 pub mod stock;
+pub mod wait;
 
 pub use auth::{Authenticator, Principal};
 pub use problem::{ApiError, Problem};
@@ -31,6 +35,8 @@ pub use problem::{ApiError, Problem};
 pub struct AppState<B, S, C> {
     /// The inventory engine (reads, publishing, waiting for outcomes).
     pub engine: InventoryEngine<B, S, C>,
+    /// The fraud engine (scoring, decisions, profiles, flags, quality).
+    pub fraud: FraudEngine<B, AnyDocuments, C>,
     /// Credentials → principals.
     pub auth: Arc<Authenticator>,
     /// The channel stock facts belong to.
@@ -43,6 +49,7 @@ impl<B: Clone, S: Clone, C: Clone> Clone for AppState<B, S, C> {
     fn clone(&self) -> Self {
         Self {
             engine: self.engine.clone(),
+            fraud: self.fraud.clone(),
             auth: self.auth.clone(),
             warehouse: self.warehouse.clone(),
             wait_timeout: self.wait_timeout,
@@ -59,7 +66,7 @@ impl<B, S, C> FromRef<AppState<B, S, C>> for Arc<Authenticator> {
 /// The OpenAPI document of the API (checked in as `docs/openapi.json`).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "tally", description = "Event-driven commerce backends: inventory sync engine API.", version = "1"),
+    info(title = "tally", description = "Event-driven commerce backends: inventory sync engine and fraud scoring API.", version = "1"),
     paths(
         ingest::ingest_events,
         ingest::adjust_stock,
@@ -70,13 +77,22 @@ impl<B, S, C> FromRef<AppState<B, S, C>> for Arc<Authenticator> {
         stock::batch_read,
         stock::get_channel_stock,
         stock::get_audit,
+        fraud::score,
+        fraud::get_decision,
+        fraud::put_profile,
+        fraud::get_flags,
+        fraud::put_flags,
+        fraud::get_quality,
         ops::healthz,
         ops::readyz,
         ops::metrics,
     ),
-    components(schemas(Problem, problem::ItemError, tally_inventory::Outcome)),
+    components(schemas(Problem, problem::ItemError, tally_inventory::Outcome, fraud::ScoreRequest, fraud::Amount,
+        fraud::ProfileRequest, fraud::FlagsRequest, fraud::QualityResponse)),
     modifiers(&BearerAuth),
-    tags((name = "inventory", description = "Stock, reservations and availability"), (name = "ops", description = "Health and metrics"))
+    tags((name = "inventory", description = "Stock, reservations and availability"),
+        (name = "fraud", description = "Scoring, decisions, profiles, model version flags and quality"),
+        (name = "ops", description = "Health and metrics"))
 )]
 pub struct ApiDoc;
 
@@ -121,6 +137,11 @@ pub fn router<B: Bus, S: InventoryStore, C: Cache>(state: AppState<B, S, C>) -> 
         .route("/v1/stock/batch-read", post(stock::batch_read::<B, S, C>))
         .route("/v1/channels/{channel}/stock/{sku}", get(stock::get_channel_stock::<B, S, C>))
         .route("/v1/stock/{sku}/audit", get(stock::get_audit::<B, S, C>))
+        .route("/v1/fraud/score", post(fraud::score::<B, S, C>))
+        .route("/v1/fraud/decisions/{transaction_id}", get(fraud::get_decision::<B, S, C>))
+        .route("/v1/fraud/profiles/{account_id}", axum::routing::put(fraud::put_profile::<B, S, C>))
+        .route("/v1/fraud/flags", get(fraud::get_flags::<B, S, C>).put(fraud::put_flags::<B, S, C>))
+        .route("/v1/fraud/quality", get(fraud::get_quality::<B, S, C>))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz::<B, S, C>))
         .route("/metrics", get(ops::metrics))

@@ -14,6 +14,13 @@ pub const ADMIN_KEY: &str = "admin-key";
 pub const OZON_KEY: &str = "ozon-key";
 pub const READER_KEY: &str = "reader-key";
 pub const WMS_KEY: &str = "wms-key";
+pub const CHECKOUT_KEY: &str = "checkout-key";
+pub const ANALYST_KEY: &str = "analyst-key";
+
+/// The checkout's root (the reference model lives in `models/`).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
 
 pub struct TestApp {
     pub app: Option<RunningApp>,
@@ -40,7 +47,15 @@ pub fn config(dir: &std::path::Path, auth: AuthMode) -> Config {
         key("ozon", OZON_KEY, &["stock:read", "stock:write:partner:ozon"], &["/ozon"]),
         key("reader", READER_KEY, &["stock:read"], &[]),
         key("wms", WMS_KEY, &["stock:read", "stock:write:wms"], &["/wms"]),
+        key("checkout", CHECKOUT_KEY, &["fraud:score"], &[]),
+        key("analyst", ANALYST_KEY, &["fraud:read"], &[]),
     ];
+    c.fraud.models = repo_root().join("models/fraud").display().to_string();
+    c.fraud.flush_interval_ms = 20;
+    c.fraud.flags_poll_ms = 100;
+    c.model.repository = repo_root().join("models").display().to_string();
+    // Tests that mean the model to be up must not see it time out on a loaded machine.
+    c.model.deadline_ms = 5_000;
     c
 }
 
@@ -75,6 +90,11 @@ pub async fn stack_config(stack: Stack, dir: &std::path::Path, auth: AuthMode) -
         c.inventory.topics.events = format!("inventory.events.{run}");
         c.inventory.topics.availability = format!("inventory.availability.{run}");
         c.inventory.topics.outcomes = format!("inventory.outcomes.{run}");
+        c.fraud.consumer_group = format!("test-fraud-{run}");
+        c.fraud.topics.transactions = format!("payments.transactions.{run}");
+        c.fraud.topics.profiles = format!("customers.profiles.{run}");
+        c.fraud.topics.labels = format!("fraud.labels.{run}");
+        c.fraud.topics.decisions = format!("fraud.decisions.{run}");
     }
     if let Stack::PostgresRedis | Stack::KafkaPostgresRedis = stack {
         c.store = tally_config::StoreConfig::Postgres {
@@ -150,6 +170,14 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    pub async fn put(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+        self.client.put(format!("{}{path}", self.url)).bearer_auth(key).json(body).send().await.unwrap()
+    }
+
+    pub fn fraud(&self) -> &tally_server::app::Fraud {
+        &self.app.as_ref().unwrap().fraud
     }
 
     pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
