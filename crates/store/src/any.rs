@@ -1,12 +1,12 @@
 //! The store chosen by configuration: one closed set of backends, so the engine is compiled
 //! once and the choice is made at startup, not in domain code.
 
-use tally_core::{EventKey, Sku};
+use tally_core::Sku;
 use tally_inventory::SkuState;
 
 use crate::inventory::{InventoryEffects, InventoryFlush};
-use crate::ledger::{Journal, Ledger};
-use crate::{AuditRecord, InventoryStore, PostgresStore, ProcessedEvent, SqliteStore, StoreError};
+use crate::ledger::Journal;
+use crate::{AuditRecord, InventoryStore, PostgresStore, SqliteStore, StoreError};
 
 /// Either store backend.
 #[derive(Clone)]
@@ -37,41 +37,7 @@ impl AnyStore {
     }
 }
 
-impl Ledger for AnyStore {
-    async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        delegate!(self, s => s.migrate().await)
-    }
-
-    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
-        delegate!(self, s => s.pending_migrations().await)
-    }
-
-    async fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
-        delegate!(self, s => s.committed_offset(group, topic, partition).await)
-    }
-
-    async fn processed_between(
-        &self,
-        topic: &str,
-        partition: u32,
-        from_offset: u64,
-        to_offset: u64,
-    ) -> Result<Vec<ProcessedEvent>, StoreError> {
-        delegate!(self, s => s.processed_between(topic, partition, from_offset, to_offset).await)
-    }
-
-    async fn processed_many(&self, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
-        delegate!(self, s => s.processed_many(keys).await)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        delegate!(self, s => s.ping().await)
-    }
-
-    fn statements(&self) -> u64 {
-        delegate!(self, s => s.statements())
-    }
-}
+crate::any_documents::impl_any_ledger!(AnyStore);
 
 impl Journal<InventoryEffects> for AnyStore {
     async fn flush(&self, batch: &[InventoryFlush]) -> Result<(), StoreError> {

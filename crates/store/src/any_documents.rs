@@ -1,12 +1,10 @@
 //! One subsystem's share of the ledger's tables (its documents, appended rows and idempotency
 //! records) in whichever backend configuration chose — what fraud and forecast journal into.
 
-use tally_core::EventKey;
-
-use crate::ledger::{DocumentStore, Documents, Flush, Journal, Ledger};
+use crate::StoreError;
+use crate::ledger::{DocumentStore, Documents, Flush, Journal};
 use crate::postgres::PostgresDocuments;
 use crate::sqlite::SqliteDocuments;
-use crate::{ProcessedEvent, StoreError};
 
 /// Either backend's documents.
 #[derive(Clone)]
@@ -17,6 +15,80 @@ pub enum AnyDocuments {
     Postgres(PostgresDocuments),
 }
 
+/// The `Ledger` of an enum over the two backends (`Sqlite(_)`, `Postgres(_)`), each variant's
+/// own `Ledger` doing the work: written once for `AnyStore` and `AnyDocuments`.
+macro_rules! impl_any_ledger {
+    ($any:ident) => {
+        impl $crate::ledger::Ledger for $any {
+            async fn migrate(&self) -> Result<Vec<String>, $crate::StoreError> {
+                match self {
+                    $any::Sqlite(s) => s.migrate().await,
+                    $any::Postgres(s) => s.migrate().await,
+                }
+            }
+
+            async fn pending_migrations(&self) -> Result<Vec<String>, $crate::StoreError> {
+                match self {
+                    $any::Sqlite(s) => s.pending_migrations().await,
+                    $any::Postgres(s) => s.pending_migrations().await,
+                }
+            }
+
+            async fn committed_offset(
+                &self,
+                group: &str,
+                topic: &str,
+                partition: u32,
+            ) -> Result<Option<u64>, $crate::StoreError> {
+                match self {
+                    $any::Sqlite(s) => s.committed_offset(group, topic, partition).await,
+                    $any::Postgres(s) => s.committed_offset(group, topic, partition).await,
+                }
+            }
+
+            async fn processed_between(
+                &self,
+                topic: &str,
+                partition: u32,
+                from_offset: u64,
+                to_offset: u64,
+            ) -> Result<Vec<$crate::ProcessedEvent>, $crate::StoreError> {
+                match self {
+                    $any::Sqlite(s) => s.processed_between(topic, partition, from_offset, to_offset).await,
+                    $any::Postgres(s) => s.processed_between(topic, partition, from_offset, to_offset).await,
+                }
+            }
+
+            async fn processed_many(
+                &self,
+                keys: Vec<tally_core::EventKey>,
+            ) -> Result<Vec<$crate::ProcessedEvent>, $crate::StoreError> {
+                match self {
+                    $any::Sqlite(s) => s.processed_many(keys).await,
+                    $any::Postgres(s) => s.processed_many(keys).await,
+                }
+            }
+
+            async fn ping(&self) -> Result<(), $crate::StoreError> {
+                match self {
+                    $any::Sqlite(s) => s.ping().await,
+                    $any::Postgres(s) => s.ping().await,
+                }
+            }
+
+            fn statements(&self) -> u64 {
+                match self {
+                    $any::Sqlite(s) => s.statements(),
+                    $any::Postgres(s) => s.statements(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use impl_any_ledger;
+
+impl_any_ledger!(AnyDocuments);
+
 macro_rules! delegate {
     ($self:ident, $d:ident => $call:expr) => {
         match $self {
@@ -24,42 +96,6 @@ macro_rules! delegate {
             AnyDocuments::Postgres($d) => $call,
         }
     };
-}
-
-impl Ledger for AnyDocuments {
-    async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        delegate!(self, d => d.migrate().await)
-    }
-
-    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
-        delegate!(self, d => d.pending_migrations().await)
-    }
-
-    async fn committed_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, StoreError> {
-        delegate!(self, d => d.committed_offset(group, topic, partition).await)
-    }
-
-    async fn processed_between(
-        &self,
-        topic: &str,
-        partition: u32,
-        from_offset: u64,
-        to_offset: u64,
-    ) -> Result<Vec<ProcessedEvent>, StoreError> {
-        delegate!(self, d => d.processed_between(topic, partition, from_offset, to_offset).await)
-    }
-
-    async fn processed_many(&self, keys: Vec<EventKey>) -> Result<Vec<ProcessedEvent>, StoreError> {
-        delegate!(self, d => d.processed_many(keys).await)
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        delegate!(self, d => d.ping().await)
-    }
-
-    fn statements(&self) -> u64 {
-        delegate!(self, d => d.statements())
-    }
 }
 
 impl Journal<Documents> for AnyDocuments {

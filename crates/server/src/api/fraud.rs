@@ -12,7 +12,7 @@ use tally_cache::Cache;
 use tally_config::Scope;
 use tally_core::{AccountId, Envelope};
 use tally_fraud::{Profile, Transaction};
-use tally_fraud_engine::handler::types;
+use tally_fraud_engine::handler::{digest, types};
 use tally_fraud_engine::{DecisionRecord, Flags, FlagsError, FraudOutcome, VersionQuality};
 use tally_store::InventoryStore;
 
@@ -111,17 +111,6 @@ fn invalid(code: &'static str, detail: String) -> ApiError {
 fn record(env: &Envelope, account: &str) -> OutRecord {
     let (headers, payload) = env.to_binary();
     OutRecord::keyed(account, headers, payload)
-}
-
-/// FNV-1a of a payload: what the fraud handler digests, so a retry with another body is a
-/// reused key.
-fn digest(payload: &[u8]) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in payload {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h as i64
 }
 
 async fn decided<B: Bus, S: InventoryStore, C: Cache>(
