@@ -12,6 +12,8 @@ use tally_sim::{SimConfig, Simulator, sku_name};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::{self, Sink};
+use crate::payments::{self, PaymentsDriven};
+use tally_sim::payments::PaymentsConfig;
 
 /// Arguments of `tally demo`.
 #[derive(Debug, clap::Args)]
@@ -34,6 +36,9 @@ pub struct DemoArgs {
     /// Send traffic through the HTTP API instead of straight into the embedded log.
     #[arg(long)]
     pub via_http: bool,
+    /// Payment transactions per second through fraud scoring (0: none).
+    #[arg(long, default_value_t = 500)]
+    pub payments_rate: u64,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -50,6 +55,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.log = LogConfig { format: LogFormat::Pretty, level: "warn,tally_server=error".into() };
     tally_server::telemetry::init(&config.log);
     let data_file = config.embedded.path.clone();
+    config.model.repository = "models".into();
+    config.fraud.models = "models/fraud".into();
+    if !std::path::Path::new("models/fraud/1/config.toml").exists() {
+        println!(
+            "note: models/fraud/1 is not here (run the demo from the checkout): the rules will decide every payment"
+        );
+    }
     let app = App::new(config).start(Role::All).await?;
     let url = format!("http://{}", app.addr.map(|a| a.to_string()).unwrap_or_default());
     let engine = app.engine.clone();
@@ -84,6 +96,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         s2.cancel();
     });
+    let payments = (args.payments_rate > 0).then(|| {
+        let (bus, topics, stop) = (app.fraud.bus.clone(), app.fraud.cfg.topics.clone(), stop.clone());
+        let cfg = PaymentsConfig {
+            seed: args.seed,
+            accounts: 5_000,
+            fraud_rate: 0.01,
+            // Labels as if the days had passed: the quality report has something to show.
+            label_delay_days: 0,
+            start_ms: tally_core::now_ms(),
+            mean_gap_seconds: 1.0 / args.payments_rate as f64,
+            ..PaymentsConfig::default()
+        };
+        let (rate, duration) = (args.payments_rate, Duration::from_secs(args.duration));
+        tokio::spawn(async move { payments::drive_payments(&bus, &topics, cfg, rate, duration, &stop).await })
+    });
+    if payments.is_some() {
+        println!(
+            "  payments    {} transactions/s through fraud scoring (model in process, OIP v2)",
+            args.payments_rate
+        );
+        println!();
+    }
     let started = Instant::now();
     let mut last = Instant::now();
     let stats = engine.stats.clone();
@@ -141,6 +175,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     print_latency("event → availability published", &desync);
     println!();
     print_skus(&engine, &url).await?;
+    if let Some(payments) = payments {
+        let driven = payments.await??;
+        print_fraud(&app.fraud, &driven, &url).await?;
+    }
     app.shutdown().await;
     Ok(())
 }
@@ -181,5 +219,94 @@ async fn print_skus(engine: &tally_server::app::Engine, url: &str) -> anyhow::Re
         reqwest::get(format!("{url}/v1/channels/storefront/stock/{}", sku_name(0))).await?.json().await?;
     println!();
     println!("GET {url}/v1/channels/storefront/stock/{} → {body}", sku_name(0));
+    Ok(())
+}
+
+async fn print_fraud(fraud: &tally_server::app::Fraud, driven: &PaymentsDriven, url: &str) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Let the last decisions land.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fraud.stats.decisions() < driven.transactions && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = &fraud.stats;
+    println!();
+    println!("fraud scoring");
+    println!(
+        "  transactions sent            {:>10}   ({} profiles, {} labels)",
+        driven.transactions, driven.profiles, driven.labels
+    );
+    println!("  decided                      {:>10}", s.decisions());
+    println!(
+        "  approve / review / decline   {:>10} / {} / {}",
+        s.approved.load(Relaxed),
+        s.reviewed.load(Relaxed),
+        s.declined.load(Relaxed)
+    );
+    println!(
+        "  decided by model / cache / rules {:>6} / {} / {}",
+        s.by_model.load(Relaxed),
+        s.by_cache.load(Relaxed),
+        s.by_rules.load(Relaxed)
+    );
+    let mut lat = s.latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    lat.sort_unstable();
+    if !lat.is_empty() {
+        let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+        println!(
+            "  transaction → decision published  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(1.0)
+        );
+    }
+    println!("  a few decisions (simulator's truth → verdict, score, who decided, reasons):");
+    for (id, pattern) in &driven.sample {
+        let Some(d) = fraud.decision(id).await? else { continue };
+        let reasons: Vec<String> = d
+            .decision
+            .reasons
+            .iter()
+            .map(|r| match (&r.feature, r.contribution) {
+                (Some(f), Some(c)) => format!("{f} +{c:.2}"),
+                _ => r.code.clone(),
+            })
+            .collect();
+        println!(
+            "    {id}  {:<17} {:<8} {:.3}  {:<5}  {}",
+            pattern.code(),
+            d.decision.verdict.code(),
+            d.decision.score,
+            match d.decision.decided_by {
+                tally_fraud::DecidedBy::Model => "model",
+                tally_fraud::DecidedBy::Cache => "cache",
+                tally_fraud::DecidedBy::Rules => "rules",
+            },
+            reasons.join(", ")
+        );
+    }
+    for v in fraud.quality.report() {
+        let f = |x: Option<f64>| x.map_or("—".to_owned(), |v| format!("{v:.3}"));
+        let worst = v.drift.iter().max_by(|a, b| a.psi.total_cmp(&b.psi));
+        println!(
+            "  model version {}: {} scored, {} labelled: ROC-AUC {}, precision {}, recall {} (at {:.3}); highest drift {}",
+            v.version,
+            v.scored,
+            v.labels.labelled,
+            f(v.labels.roc_auc),
+            f(v.labels.precision),
+            f(v.labels.recall),
+            v.threshold,
+            worst.map_or("—".to_owned(), |d| format!("{} PSI {:.3}", d.feature, d.psi))
+        );
+    }
+    if let Some((id, _)) = driven.sample.first() {
+        println!();
+        println!(
+            "GET {url}/v1/fraud/decisions/{id} (scope fraud:read) returns the decision with its features and reasons"
+        );
+    }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod driver;
 pub mod fraud;
 pub mod model_server;
+pub mod payments;
 pub mod serve;
 
 /// tally — event-driven commerce backends: inventory sync, fraud scoring, demand forecasting.
