@@ -163,32 +163,35 @@ def main():
     y = train["fraud"].to_numpy()
     cut = int(len(x) * 0.8)  # the simulator's time order: validate on the latest fifth
 
-    clf = lgb.LGBMClassifier(
-        n_estimators=300,
-        learning_rate=0.05,
-        num_leaves=31,
-        min_child_samples=40,
-        subsample=1.0,
-        colsample_bytree=1.0,
-        random_state=args.seed,
-        n_jobs=1,
-        deterministic=True,
-        force_row_wise=True,
-        verbose=-1,
-    )
-    clf.fit(
-        x[:cut],
-        y[:cut],
-        eval_set=[(x[cut:], y[cut:])],
-        callbacks=[lgb.early_stopping(30, verbose=False)],
-    )
+    def classifier(trees):
+        return lgb.LGBMClassifier(
+            n_estimators=trees,
+            learning_rate=0.05,
+            num_leaves=31,
+            min_child_samples=40,
+            subsample=1.0,
+            colsample_bytree=1.0,
+            random_state=args.seed,
+            n_jobs=1,
+            deterministic=True,
+            force_row_wise=True,
+            verbose=-1,
+        )
+
+    # Early stopping picks the number of trees; the model shipped is refitted with exactly that
+    # many, so the ONNX export, the booster MLServer serves and predict_proba are one model (an
+    # early-stopped classifier predicts with its best iteration, but exports every tree).
+    probe = classifier(300)
+    probe.fit(x[:cut], y[:cut], eval_set=[(x[cut:], y[cut:])], callbacks=[lgb.early_stopping(30, verbose=False)])
+    clf = classifier(probe.best_iteration_ or 300)
+    clf.fit(x[:cut], y[:cut])
     valid_score = clf.predict_proba(x[cut:])[:, 1]
     # Review what catches 95 % of the fraud; decline only where 99 % of what is declined is fraud.
     review = threshold_at_recall(y[cut:], valid_score, 0.95)
     decline = max(threshold_at_precision(y[cut:], valid_score, 0.99), review)
 
     booster = clf.booster_
-    booster.save_model(os.path.join(args.out, "model.txt"), num_iteration=booster.best_iteration or None)
+    booster.save_model(os.path.join(args.out, "model.txt"))
 
     onx = convert_lightgbm(clf, initial_types=[(INPUT, FloatTensorType([None, len(names)]))], zipmap=False)
     onx.graph.name = f"fraud-{args.version}"  # the converter names it with a random uuid

@@ -1,11 +1,16 @@
 use super::*;
 
-const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/fraud/1");
+const REFERENCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/fraud");
 
 fn reference() -> (Model, Vec<Vec<f32>>, Vec<i64>, Vec<f32>) {
-    let bytes = std::fs::read(format!("{REFERENCE}/model.onnx")).expect("the reference model is committed");
+    reference_version("1")
+}
+
+fn reference_version(version: &str) -> (Model, Vec<Vec<f32>>, Vec<i64>, Vec<f32>) {
+    let bytes = std::fs::read(format!("{REFERENCE}/{version}/model.onnx")).expect("the reference model is committed");
     let model = Model::from_onnx(&bytes).expect("loads");
-    let csv = std::fs::read_to_string(format!("{REFERENCE}/check.csv")).expect("onnxruntime's outputs are committed");
+    let csv = std::fs::read_to_string(format!("{REFERENCE}/{version}/check.csv"))
+        .expect("onnxruntime's outputs are committed");
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
     let width = header.len() - 2;
@@ -20,8 +25,14 @@ fn reference() -> (Model, Vec<Vec<f32>>, Vec<i64>, Vec<f32>) {
 }
 
 #[test]
-fn the_reference_model_matches_onnxruntime_row_for_row() {
-    let (model, rows, labels, probs) = reference();
+fn the_reference_models_match_onnxruntime_row_for_row() {
+    for version in ["1", "2"] {
+        matches_onnxruntime(version);
+    }
+}
+
+fn matches_onnxruntime(version: &str) {
+    let (model, rows, labels, probs) = reference_version(version);
     assert_eq!(model.input().name, "features");
     assert_eq!(model.width(), Some(17));
     assert_eq!(model.outputs().iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["label", "probabilities"]);
