@@ -21,6 +21,8 @@ pub mod infer;
 pub mod metrics;
 pub mod repository;
 pub mod rest;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

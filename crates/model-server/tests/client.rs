@@ -4,7 +4,6 @@
 //! specific to either server. Then the envelope: a model that is down or slow gives errors
 //! within the deadline, the breaker opens, and scoring resumes when the model returns.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use tally_model::{ModelClient, ScoreConfig, ScoreError, Transport};
 use tally_model_server::ModelServer;
 
 mod common;
-use common::{root, start, venv_python};
+use common::{root, start};
 
 /// The reference model's check rows and onnxruntime's P(fraud) for each.
 fn check_rows() -> (Vec<f32>, Vec<f32>) {
@@ -69,69 +68,9 @@ async fn the_client_scores_the_same_over_rest_grpc_and_in_process() {
     cancel.cancel();
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-struct MlServer {
-    child: tokio::process::Child,
-    rest: u16,
-    grpc: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for MlServer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-/// MLServer 1.7.1 serving the reference booster (`models/fraud/1/model.txt`) with its
-/// LightGBM runtime, on free loopback ports; returns once the model is ready.
-async fn start_mlserver() -> MlServer {
-    let python = venv_python();
-    let dir = tempfile::tempdir().expect("tmp");
-    let (rest, grpc, metrics) = (free_port(), free_port(), free_port());
-    std::fs::write(
-        dir.path().join("settings.json"),
-        serde_json::json!({"host": "127.0.0.1", "http_port": rest, "grpc_port": grpc, "metrics_port": metrics,
-                           "parallel_workers": 0})
-        .to_string(),
-    )
-    .expect("settings");
-    let model_dir = dir.path().join("fraud");
-    std::fs::create_dir_all(&model_dir).expect("mkdir");
-    std::fs::write(
-        model_dir.join("model-settings.json"),
-        serde_json::json!({"name": "fraud", "implementation": "mlserver_lightgbm.LightGBMModel",
-            "parameters": {"uri": root().join("models/fraud/1/model.txt"), "version": "1"}})
-        .to_string(),
-    )
-    .expect("model settings");
-    let child = tokio::process::Command::new(&python)
-        .args(["-m", "mlserver.cli.main", "start"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("mlserver starts");
-    let server = MlServer { child, rest, grpc, _dir: dir };
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        let ready = http.get(format!("http://127.0.0.1:{rest}/v2/models/fraud/ready")).send().await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            return server;
-        }
-        assert!(started.elapsed() < Duration::from_secs(90), "MLServer did not get ready in 90 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_scores_the_same_against_mlserver_over_rest_and_grpc() {
-    let ml = start_mlserver().await;
+    let ml = tally_model_server::testing::start_mlserver(&root().join("models/fraud/1/model.txt"), "1").await;
     // MLServer's LightGBM runtime answers one output, `predict`: P(fraud) as FP64 [N, 1].
     let rest = ModelClient::new(
         Transport::rest(&format!("http://127.0.0.1:{}", ml.rest)).expect("rest"),

@@ -98,3 +98,102 @@ async fn checkout_scoring_is_the_pipeline_and_idempotent(stack: Stack) {
 }
 
 on_every_stack!(checkout_scoring_is_the_pipeline_and_idempotent);
+
+/// The whole pipeline pointed at MLServer (a third-party OIP v2 server, serving the same trees
+/// from the LightGBM booster) over REST and over gRPC: every score equals what the model
+/// evaluates in process on the decision's own features.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_scores_through_mlserver_over_rest_and_grpc() {
+    let ml = tally_model_server::testing::start_mlserver(&repo_root().join("models/fraud/1/model.txt"), "1").await;
+    let trees =
+        tally_trees::Model::from_onnx(&std::fs::read(repo_root().join("models/fraud/1/model.onnx")).unwrap()).unwrap();
+    for (transport, url) in [
+        (tally_config::ModelTransport::Rest, format!("http://127.0.0.1:{}", ml.rest)),
+        (tally_config::ModelTransport::Grpc, format!("http://127.0.0.1:{}", ml.grpc)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path(), tally_config::AuthMode::Keys);
+        config.model.transport = transport;
+        config.model.url = url;
+        // MLServer's LightGBM runtime answers `predict`: P(fraud) as FP64 [N, 1].
+        config.model.output = "predict".into();
+        config.model.output_column = 0;
+        let mut app = spawn_with(config, dir).await;
+        for i in 0..20 {
+            let (country, minor) = if i % 4 == 0 { ("BR", 90_000) } else { ("DE", 1_500 + i * 100) };
+            let r = app
+                .post("/v1/fraud/score", CHECKOUT_KEY, &payment(&format!("ml-{i}"), "acct-ml", minor, country, "d"))
+                .await;
+            assert_eq!(r.status(), 200, "{transport:?}: {}", r.text().await.unwrap());
+            let d: Value = r.json().await.unwrap();
+            assert_eq!(d["decided_by"], "model", "{transport:?}: {d}");
+            let features: Vec<f32> = serde_json::from_value(d["features"].clone()).unwrap();
+            let out = trees.run(&features, 1).unwrap();
+            let tally_trees::Tensor::F32(p) = &out[1] else { panic!("probabilities") };
+            let got = d["score"].as_f64().unwrap() as f32;
+            assert!((got - p[1]).abs() < 1e-5, "{transport:?}: MLServer scored {got}, the trees {}", p[1]);
+        }
+        app.stop().await;
+    }
+}
+
+/// Two instances on Kafka + PostgreSQL + Redis share the fraud partitions; checkout traffic
+/// goes to both while the active version is switched through one of them: no request fails,
+/// and from a second after the switch every decision is made by the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_switch_under_load_fails_no_request_and_is_used_everywhere_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stack_config(Stack::KafkaPostgresRedis, dir.path(), tally_config::AuthMode::Keys).await;
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut a = spawn_with(config.clone(), dir).await;
+    let mut b = spawn_with(config, dir_b).await;
+    let urls = [a.url.clone(), b.url.clone()];
+    let client = reqwest::Client::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) || i < 100 {
+                let url = &urls[(i % 2) as usize];
+                let body =
+                    payment(&format!("sw-{i}"), &format!("acct-{}", i % 50), 2_000 + (i as i64 % 700), "DE", "d");
+                let r = client.post(format!("{url}/v1/fraud/score")).bearer_auth(CHECKOUT_KEY).json(&body).send().await;
+                let answered = std::time::Instant::now();
+                let status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                let body: Value = match r {
+                    Ok(r) => r.json().await.unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                };
+                answers.push((answered, status, body));
+                i += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            answers
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let switched = std::time::Instant::now();
+    let r = a.put("/v1/fraud/flags", ADMIN_KEY, &json!({"active": "2"})).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = load.await.unwrap();
+    let failed: Vec<_> = answers.iter().filter(|(_, s, _)| *s != 200).collect();
+    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), answers.len(), failed.first());
+    let before = answers.iter().filter(|(t, _, _)| *t < switched).collect::<Vec<_>>();
+    assert!(before.iter().all(|(_, _, d)| d["model_version"] == "1"), "version 1 before the switch");
+    let late: Vec<_> =
+        answers.iter().filter(|(t, _, _)| t.duration_since(switched) > std::time::Duration::from_secs(1)).collect();
+    assert!(late.len() > 20, "load kept going after the switch: {}", late.len());
+    let old: Vec<_> = late.iter().filter(|(_, _, d)| d["model_version"] != "2").collect();
+    assert!(
+        old.is_empty(),
+        "{} decisions more than 1 s after the switch used another version: {:?}",
+        old.len(),
+        old.first()
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,6 +1,6 @@
 //! What the model server's integration tests share: the repository root, a server on free
 //! loopback ports, the test venv's python.
-#![allow(dead_code)] // each test binary uses its own part
+#![allow(dead_code, unused_imports)] // each test binary uses its own part
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,9 +37,4 @@ pub async fn start(repository: &Path, poll: Duration) -> (Bound, CancellationTok
     (rx.await.expect("bound"), cancel)
 }
 
-/// The python of the test venv (`scripts/venv.sh` builds it once per pin set).
-pub fn venv_python() -> String {
-    let out = std::process::Command::new(root().join("scripts/venv.sh")).output().expect("scripts/venv.sh runs");
-    assert!(out.status.success(), "the test venv: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
-}
+pub use tally_model_server::testing::venv_python;
