@@ -95,6 +95,8 @@ pub enum RoleArg {
 pub enum BenchScenario {
     /// The inventory engine, embedded.
     Inventory(bench::InventoryBenchArgs),
+    /// The fraud scoring service, the model server against MLServer, model quality.
+    Fraud(bench::fraud::FraudBenchArgs),
 }
 
 /// `tally config …`
@@ -159,6 +161,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => {
             let config = load_config(config_path)?;
             runtime()?.block_on(driver::simulate(config, args))
+        }
+        Command::Bench { scenario: BenchScenario::Fraud(args) } => {
+            let config = load_config(config_path)?;
+            runtime()?.block_on(bench::fraud::run(config, args))
         }
         Command::Bench { scenario: BenchScenario::Inventory(args) } => {
             let config = load_config(config_path)?;

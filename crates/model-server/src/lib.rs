@@ -19,10 +19,10 @@ pub mod faults;
 pub mod grpc;
 pub mod infer;
 pub mod metrics;
+#[cfg(feature = "peers")]
+pub mod peers;
 pub mod repository;
 pub mod rest;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -70,7 +70,7 @@ async fn the_client_scores_the_same_over_rest_grpc_and_in_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_scores_the_same_against_mlserver_over_rest_and_grpc() {
-    let ml = tally_model_server::testing::start_mlserver(&root().join("models/fraud/1/model.txt"), "1").await;
+    let ml = tally_model_server::peers::start_mlserver(&root().join("models/fraud/1/model.txt"), "1").await;
     // MLServer's LightGBM runtime answers one output, `predict`: P(fraud) as FP64 [N, 1].
     let rest = ModelClient::new(
         Transport::rest(&format!("http://127.0.0.1:{}", ml.rest)).expect("rest"),

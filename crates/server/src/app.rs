@@ -70,6 +70,9 @@ pub struct RunningApp {
     pub engine: Engine,
     /// The fraud engine.
     pub fraud: Fraud,
+    /// The model server evaluating in this process (`[model] transport = "in_process"`): fault
+    /// injection for drills and benchmarks.
+    pub model_server: Option<Arc<tally_model_server::ModelServer>>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     grace: Duration,
@@ -145,7 +148,10 @@ impl App {
         Self { config }
     }
 
-    async fn engines(&self, shutdown: &CancellationToken) -> anyhow::Result<(Engine, Fraud)> {
+    async fn engines(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(Engine, Fraud, Option<Arc<tally_model_server::ModelServer>>)> {
         // Metric handles are taken as the engine is built: the recorder must exist first.
         let _ = crate::metrics::prometheus();
         let cfg = &self.config;
@@ -172,7 +178,7 @@ impl App {
             ),
         };
         let health = Arc::new(Health::default());
-        let client = model_client(&cfg.model, shutdown)?;
+        let (client, model_server) = model_client(&cfg.model, shutdown)?;
         let fraud = FraudEngine::new(
             bus.clone(),
             store.documents(FRAUD_SUBSYSTEM),
@@ -181,7 +187,7 @@ impl App {
             client,
             health.clone(),
         );
-        Ok((InventoryEngine::new(bus, store, cache, cfg.inventory.clone(), health), fraud))
+        Ok((InventoryEngine::new(bus, store, cache, cfg.inventory.clone(), health), fraud, model_server))
     }
 
     /// Applies pending store migrations; returns their names.
@@ -193,7 +199,7 @@ impl App {
     /// Starts the given role; returns once the API is listening and consumers are running.
     pub async fn start(self, role: Role) -> anyhow::Result<RunningApp> {
         let shutdown = CancellationToken::new();
-        let (engine, fraud) = self.engines(&shutdown).await?;
+        let (engine, fraud, model_server) = self.engines(&shutdown).await?;
         if self.config.store.migrate_on_start() {
             let applied = engine.store.migrate().await.context("migrating the store")?;
             if !applied.is_empty() {
@@ -256,6 +262,7 @@ impl App {
             addr,
             engine,
             fraud,
+            model_server,
             shutdown,
             tasks,
             grace: Duration::from_secs(self.config.server.shutdown_grace_seconds),
@@ -289,18 +296,24 @@ impl RunningApp {
 }
 
 /// The model client `[model]` describes: in process (the repository evaluated here, rescanned
-/// every second until `shutdown`), or OIP v2 over REST or gRPC to any server.
-pub fn model_client(cfg: &ModelConfig, shutdown: &CancellationToken) -> anyhow::Result<Arc<ModelClient>> {
+/// every second until `shutdown`; the server is returned too), or OIP v2 over REST or gRPC to
+/// any server.
+pub fn model_client(
+    cfg: &ModelConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<ModelClient>, Option<Arc<tally_model_server::ModelServer>>)> {
+    let mut local = None;
     let transport = match cfg.transport {
         ModelTransport::InProcess => {
             let server = tally_model_server::ModelServer::open(&cfg.repository, Duration::from_micros(0), None);
             tokio::spawn(server.repository.clone().watch(Duration::from_secs(1), shutdown.clone()));
+            local = Some(server.clone());
             Transport::Local(server)
         }
         ModelTransport::Rest => Transport::rest(&cfg.url).map_err(|e| anyhow::anyhow!("model.url: {e}"))?,
         ModelTransport::Grpc => Transport::grpc(&cfg.url).map_err(|e| anyhow::anyhow!("model.url: {e}"))?,
     };
-    Ok(Arc::new(ModelClient::new(
+    let client = Arc::new(ModelClient::new(
         transport,
         ScoreConfig {
             model: cfg.name.clone(),
@@ -314,7 +327,8 @@ pub fn model_client(cfg: &ModelConfig, shutdown: &CancellationToken) -> anyhow::
             breaker_failures: cfg.breaker_failures,
             breaker_cooldown: Duration::from_millis(cfg.breaker_cooldown_ms),
         },
-    )))
+    ));
+    Ok((client, local))
 }
 
 /// Trims the embedded log every minute; see [`EmbeddedLog::enforce_retention`].

@@ -104,7 +104,7 @@ on_every_stack!(checkout_scoring_is_the_pipeline_and_idempotent);
 /// evaluates in process on the decision's own features.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_scores_through_mlserver_over_rest_and_grpc() {
-    let ml = tally_model_server::testing::start_mlserver(&repo_root().join("models/fraud/1/model.txt"), "1").await;
+    let ml = tally_model_server::peers::start_mlserver(&repo_root().join("models/fraud/1/model.txt"), "1").await;
     let trees =
         tally_trees::Model::from_onnx(&std::fs::read(repo_root().join("models/fraud/1/model.onnx")).unwrap()).unwrap();
     for (transport, url) in [

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod embedded;
+pub mod fraud;
 pub mod kafka;
 
 pub use args::{BenchStack, InventoryBenchArgs};

@@ -37,4 +37,4 @@ pub async fn start(repository: &Path, poll: Duration) -> (Bound, CancellationTok
     (rx.await.expect("bound"), cancel)
 }
 
-pub use tally_model_server::testing::venv_python;
+pub use tally_model_server::peers::venv_python;

@@ -226,9 +226,12 @@ impl DocumentStore for SqliteDocuments {
         })?;
         self.store
             .read("reading ledger documents", move |c| {
+                // `IN (SELECT … json_each)`: the list is built once and each key looked up in the
+                // primary key. A JOIN let the planner scan every document of the subsystem and
+                // re-parse the JSON per document: quadratic, 40 % of the fraud benchmark's CPU.
                 let mut stmt = c.prepare_cached(
-                    "SELECT d.key, d.version, d.body FROM ledger_documents AS d JOIN json_each(?2) AS j
-                     ON d.key = j.value WHERE d.subsystem = ?1",
+                    "SELECT key, version, body FROM ledger_documents
+                     WHERE subsystem = ?1 AND key IN (SELECT value FROM json_each(?2))",
                 )?;
                 let rows = stmt.query_map(params![subsystem, keys], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
                 rows.collect()

@@ -1,5 +1,7 @@
-//! Test helpers (feature `testing`): the test venv's python (`scripts/venv.sh`) and MLServer, a
-//! third-party OIP v2 server, serving a LightGBM booster on free loopback ports.
+//! Peers to compare with (feature `peers`, for tests and `tally bench fraud`): MLServer, a
+//! third-party OIP v2 server, serving a LightGBM booster on free loopback ports, from the test
+//! venv (`scripts/venv.sh`, which these helpers run from the checkout). They panic on a broken
+//! setup: a test or a benchmark should stop there, not carry on with a missing peer.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::net::TcpListener;
@@ -42,13 +44,19 @@ impl Drop for MlServer {
 /// with its LightGBM runtime (which answers one output, `predict`: P(fraud), FP64 [N, 1]);
 /// returns once the model is ready.
 pub async fn start_mlserver(booster: &Path, version: &str) -> MlServer {
+    start_mlserver_with(booster, version, 0).await
+}
+
+/// The same with `parallel_workers` inference processes (0: in MLServer's main process, the
+/// quickest to start; MLServer's default is 1).
+pub async fn start_mlserver_with(booster: &Path, version: &str, parallel_workers: u32) -> MlServer {
     let python = venv_python();
     let dir = tempfile::tempdir().expect("tmp");
     let (rest, grpc, metrics) = (free_port(), free_port(), free_port());
     std::fs::write(
         dir.path().join("settings.json"),
         serde_json::json!({"host": "127.0.0.1", "http_port": rest, "grpc_port": grpc, "metrics_port": metrics,
-                           "parallel_workers": 0})
+                           "parallel_workers": parallel_workers})
         .to_string(),
     )
     .expect("settings");
