@@ -21,8 +21,11 @@ pub struct ModelServerArgs {
     /// gRPC address (port 0: any free port).
     #[arg(long, env = "TALLY_MODEL_GRPC", default_value = "127.0.0.1:8001")]
     pub grpc: SocketAddr,
-    /// Dynamic batching: requests arriving within this many microseconds are evaluated together.
-    #[arg(long, default_value_t = 200)]
+    /// Dynamic batching: how long the first request of a batch waits for others (µs). 0: no
+    /// wait — every request queued while the previous evaluation ran is evaluated together,
+    /// which batches under load without delaying a lone request (tokio's timers tick in
+    /// milliseconds, so a window under 1,000 µs waits about 1 ms).
+    #[arg(long, default_value_t = 0)]
     pub batch_window_us: u64,
     /// How often the repository is rescanned for new, changed or removed versions (ms).
     #[arg(long, default_value_t = 1000)]

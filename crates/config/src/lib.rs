@@ -465,7 +465,7 @@ impl Default for LogConfig {
 pub const NOT_KEYS: &[&str] = &["CONFIG", "SIM_API_KEY"];
 
 /// Top-level sections, the first part of every `TALLY_<SECTION>__…` variable.
-const SECTIONS: &[&str] = &["server", "embedded", "bus", "store", "cache", "inventory", "api", "log"];
+const SECTIONS: &[&str] = &["server", "embedded", "bus", "store", "cache", "inventory", "fraud", "model", "api", "log"];
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `TALLY_*` variables from `env`.

@@ -119,6 +119,9 @@ pub struct FraudHandler<S, C> {
     cache_out: Vec<(String, Vec<u8>, Duration)>,
     /// Every offset below this is durable in the store.
     durable: u64,
+    /// The schema features are computed in when the deciding version has no card (the rules
+    /// decide then; the vector is stored for the audit).
+    fallback_schema: tally_fraud::FeatureSchema,
 }
 
 fn refusal(e: tally_fraud::TransactionError) -> Refusal {
@@ -139,6 +142,7 @@ impl<S: DocumentStore, C: Cache> FraudHandler<S, C> {
             dirty: HashSet::new(),
             cache_out: Vec::new(),
             durable: 0,
+            fallback_schema: tally_fraud::FeatureSchema::v1(),
         }
     }
 
@@ -244,8 +248,8 @@ impl<S: DocumentStore, C: Cache> FraudHandler<S, C> {
                 offset: 0,
                 profile: None,
             });
-            let schema = card.as_ref().map(|c| c.schema.clone()).unwrap_or_else(tally_fraud::FeatureSchema::v1);
-            let assessed = assess(&schema, &self.shared.rules, &mut account.history, &tx, account.profile.as_ref());
+            let schema = card.as_ref().map_or(&self.fallback_schema, |c| &c.schema);
+            let assessed = assess(schema, &self.shared.rules, &mut account.history, &tx, account.profile.as_ref());
             account.offset = offset;
             self.dirty.insert(tx.account_id.clone());
             pending.push(Pending { slot, tx, attributes, offset, card, assessed, decision: known });
