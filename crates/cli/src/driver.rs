@@ -195,10 +195,21 @@ pub struct SimulateArgs {
     /// 5xx or 429) before it is counted as unsent.
     #[arg(long, default_value_t = 30)]
     pub retry_seconds: u64,
+    /// Payments instead of inventory events: customer profiles, transactions with labelled
+    /// fraud patterns and their labels (`--rate` transactions per second) into the fraud topics,
+    /// or over HTTP (profiles and synchronous scoring; labels need the bus).
+    #[arg(long)]
+    pub payments: bool,
+    /// With --payments: customer accounts.
+    #[arg(long, default_value_t = 5000)]
+    pub accounts: usize,
 }
 
 /// `tally simulate`.
 pub async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<()> {
+    if args.payments {
+        return simulate_payments(config, args).await;
+    }
     let sink = match &args.http {
         Some(url) => Sink::Http {
             client: reqwest::Client::new(),
@@ -225,6 +236,48 @@ pub async fn simulate(config: Config, args: SimulateArgs) -> anyhow::Result<()> 
     .await?;
     println!("sent {} events ({} refused as invalid, {} could not be sent)", done.sent, done.refused, done.unsent);
     anyhow::ensure!(done.unsent == 0, "{} events could not be sent: the server stayed unreachable", done.unsent);
+    Ok(())
+}
+
+/// `tally simulate --payments`.
+async fn simulate_payments(config: Config, args: SimulateArgs) -> anyhow::Result<()> {
+    let cfg = tally_sim::payments::PaymentsConfig {
+        seed: args.seed,
+        accounts: args.accounts,
+        start_ms: tally_core::now_ms(),
+        mean_gap_seconds: 1.0 / args.rate.max(1) as f64,
+        ..tally_sim::payments::PaymentsConfig::default()
+    };
+    let stop = CancellationToken::new();
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        s2.cancel();
+    });
+    let duration = Duration::from_secs(args.duration);
+    let done = match &args.http {
+        Some(url) => {
+            let url = url.trim_end_matches('/');
+            crate::payments::drive_payments_http(url, args.api_key.as_deref(), cfg, args.rate, duration, &stop).await?
+        }
+        None => {
+            let bus = tally_server::app::open_bus(&config)?;
+            for t in [&config.fraud.topics.transactions, &config.fraud.topics.profiles, &config.fraud.topics.labels] {
+                bus.create_topic(t, config.bus.partitions()).await?;
+            }
+            crate::payments::drive_payments(&bus, &config.fraud.topics, cfg, args.rate, duration, &stop).await?
+        }
+    };
+    println!(
+        "sent {} transactions, {} profiles{}",
+        done.transactions,
+        done.profiles,
+        if args.http.is_some() {
+            format!(" ({} labels came due: labels need the bus)", done.labels)
+        } else {
+            format!(", {} labels", done.labels)
+        }
+    );
     Ok(())
 }
 

@@ -345,3 +345,63 @@ async fn labels_join_decisions_and_a_drifted_feature_moves_its_psi() {
     assert!(after > 0.25 && after > 3.0 * before, "PSI(amount) moved from {before} to {after}");
     s.cancel.cancel();
 }
+
+fn twin(id: &str, account: &str) -> Envelope {
+    let data = serde_json::json!({
+        "transaction_id": id, "account_id": account, "card_id": "card-t",
+        "amount": {"minor": 4_200, "currency": "EUR"}, "merchant_id": "m-twin", "mcc": "5999",
+        "country": "DE", "channel": "ecom", "device_id": "dev-t", "occurred_at": "2026-11-30T12:00:00Z",
+    });
+    let mut e = Envelope::new("/test/twins", types::TRANSACTION, data);
+    e.id = id.to_owned();
+    e.subject = Some(account.to_owned());
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_failing_model_leaves_the_decision_to_the_score_cache_or_the_rules() {
+    let s = stack(150).await;
+    // Two fresh accounts paying the same at the same time: the same feature vector.
+    publish(&s.bus, &[twin("twin-1", "acct-twin-1")]).await;
+    assert_eq!(decision_of(&s.engine, "twin-1").await.decision.decided_by, DecidedBy::Model);
+
+    // Slow (past the deadline): the vector scored a moment ago is reused, the model not asked.
+    s.server.faults.set(FaultSettings { latency_ms: 2_000, ..FaultSettings::default() });
+    publish(&s.bus, &[twin("twin-2", "acct-twin-2")]).await;
+    let cached = decision_of(&s.engine, "twin-2").await;
+    assert_eq!(cached.decision.decided_by, DecidedBy::Cache);
+    assert_eq!(cached.decision.score, decision_of(&s.engine, "twin-1").await.decision.score);
+    // A vector never scored: the deadline passes, the rules decide — and nothing waited longer.
+    let started = Instant::now();
+    let (events, _) = simulate(15, 400);
+    publish(&s.bus, &events).await;
+    let txs: Vec<&Envelope> = events.iter().filter(|e| e.ty == types::TRANSACTION).collect();
+    wait_for(&s.engine, 2 + txs.len() as u64, Duration::from_secs(30)).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "the slow model never held the flow: {:?}", started.elapsed());
+    let slow_rules = decision_of(&s.engine, &txs.last().expect("some").id).await;
+    assert_eq!(slow_rules.decision.decided_by, DecidedBy::Rules);
+
+    // Failing (every call an error): the rules decide; then it heals and the model is back.
+    s.server.faults.set(FaultSettings { error_rate: 1.0, ..FaultSettings::default() });
+    // Another day's payments: new transaction ids (the simulator numbers them from 1 per run,
+    // and an id reused for another payment is dead-lettered, never decided).
+    let (mut events, _) = simulate(16, 400);
+    events.retain(|e| e.ty == types::TRANSACTION);
+    for e in &mut events {
+        e.id = format!("day2-{}", e.id);
+        e.data["transaction_id"] = serde_json::Value::String(e.id.clone());
+    }
+    let decided = s.engine.stats.decisions();
+    publish(&s.bus, &events).await;
+    let failing: Vec<&Envelope> = events.iter().collect();
+    wait_for(&s.engine, decided + failing.len() as u64, Duration::from_secs(30)).await;
+    for e in &failing {
+        assert_ne!(decision_of(&s.engine, &e.id).await.decision.decided_by, DecidedBy::Model, "{}", e.id);
+    }
+    s.server.faults.set(FaultSettings::default());
+    tokio::time::sleep(Duration::from_millis(300)).await; // the breaker's cool-down
+    publish(&s.bus, &[twin("twin-3", "acct-twin-3")]).await;
+    let back = decision_of(&s.engine, "twin-3").await;
+    assert_ne!(back.decision.decided_by, DecidedBy::Rules, "the model (or its cached score) decides again");
+    s.cancel.cancel();
+}

@@ -85,6 +85,7 @@ macro_rules! impl_any_ledger {
         }
     };
 }
+#[cfg(feature = "inventory")]
 pub(crate) use impl_any_ledger;
 
 impl_any_ledger!(AnyDocuments);
