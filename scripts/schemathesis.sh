@@ -140,8 +140,12 @@ cat >"$tmp/schemathesis.toml" <<'EOF2'
 [cache]
 enabled = false
 EOF2
+# 422 is a valid answer to schema-valid data where the engine judges it: a reservation
+# rejected, an idempotency key (a transaction id) reused for another request, flags naming a
+# model version that has no card.
 for op in "POST /v1/events" "POST /v1/reservations" "POST /v1/reservations/{reservation_id}/release" \
-  "POST /v1/reservations/{reservation_id}/commit" "POST /v1/stock/{sku}/locations/{location}/adjustments"; do
+  "POST /v1/reservations/{reservation_id}/commit" "POST /v1/stock/{sku}/locations/{location}/adjustments" \
+  "POST /v1/fraud/score" "PUT /v1/fraud/profiles/{account_id}" "PUT /v1/fraud/flags"; do
   cat >>"$tmp/schemathesis.toml" <<EOF2
 
 [[operations]]

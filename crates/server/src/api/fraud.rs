@@ -25,38 +25,62 @@ use super::{ApiError, AppState, Principal, wait};
 #[serde(deny_unknown_fields)]
 pub struct ScoreRequest {
     /// Unique per transaction: the idempotency key of the scoring.
+    #[schema(value_type = tally_core::TransactionId)]
     pub transaction_id: String,
     /// The paying account.
+    #[schema(value_type = tally_core::AccountId)]
     pub account_id: String,
     /// The card.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     pub card_id: String,
     /// Amount in minor units with its ISO 4217 currency.
     pub amount: Amount,
     /// The merchant.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     pub merchant_id: String,
     /// Merchant category code, four digits.
+    #[schema(pattern = "^[0-9]{4}$")]
     pub mcc: String,
-    /// The merchant's country (ISO 3166-1 alpha-2).
+    /// The merchant's country (ISO 3166-1 alpha-2, either case).
+    #[schema(pattern = "^[A-Za-z]{2}$")]
     pub country: String,
-    /// `ecom` or `pos`.
-    pub channel: String,
+    /// Online or at a point of sale.
+    pub channel: PaymentChannel,
     /// The device fingerprint, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     pub device_id: Option<String>,
-    /// The client's IP address, when known.
+    /// The client's IPv4 address, when known (IPv6 is accepted too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$"
+    )]
     pub ip: Option<String>,
     /// When the payment was made (RFC 3339).
+    #[schema(format = DateTime)]
     pub occurred_at: String,
+}
+
+/// Where a payment was made.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentChannel {
+    /// Online.
+    Ecom,
+    /// At a point of sale (card present).
+    Pos,
 }
 
 /// An amount.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Amount {
-    /// Minor units (cents), 1 or more.
+    /// Minor units (cents), 1 to 10^15.
+    #[serde(deserialize_with = "tally_core::whole::i64")]
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub minor: i64,
-    /// ISO 4217 code.
+    /// ISO 4217 code (either case).
+    #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: String,
 }
 
@@ -65,14 +89,18 @@ pub struct Amount {
 #[serde(deny_unknown_fields)]
 pub struct ProfileRequest {
     /// When the account was opened (RFC 3339).
+    #[schema(format = DateTime)]
     pub opened_at: String,
-    /// Home country (ISO 3166-1 alpha-2).
+    /// Home country (ISO 3166-1 alpha-2, either case).
+    #[schema(pattern = "^[A-Za-z]{2}$")]
     pub home_country: String,
     /// Segment (`retail`, `business` …); default `retail`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 32, pattern = "^[!-~]+$")]
     pub segment: Option<String>,
-    /// Typical amount in major units.
+    /// Typical amount in major units (above 0, below 10^12).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1e12)]
     pub typical_amount: Option<f64>,
 }
 
@@ -80,17 +108,26 @@ pub struct ProfileRequest {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagsRequest {
-    /// The version that decides.
+    /// The version that decides (a version with a model card; others are refused with 422).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub active: String,
     /// A version scored and stored beside it, never acted on.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub shadow: Option<String>,
     /// A version deciding for a sticky share of accounts.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub canary: Option<String>,
-    /// That share, 0 to 100.
-    #[serde(default)]
+    /// That share, 0 to 100 (above 0 only with a canary).
+    #[serde(default, deserialize_with = "whole_percent")]
+    #[schema(minimum = 0, maximum = 100)]
     pub canary_percent: u8,
+}
+
+fn whole_percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = tally_core::whole::i64(d)?;
+    u8::try_from(v).ok().filter(|p| *p <= 100).ok_or_else(|| serde::de::Error::custom(format!("{v} is not 0 to 100")))
 }
 
 /// The quality report.
@@ -169,7 +206,7 @@ pub async fn score<B: Bus, S: InventoryStore, C: Cache>(
 
 /// A transaction's decision.
 #[utoipa::path(get, path = "/v1/fraud/decisions/{transaction_id}", tag = "fraud",
-    params(("transaction_id" = String, Path)),
+    params(("transaction_id" = tally_core::TransactionId, Path)),
     responses((status = 200, body = Object), (status = 404, body = super::Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn get_decision<B: Bus, S: InventoryStore, C: Cache>(
@@ -188,7 +225,7 @@ pub async fn get_decision<B: Bus, S: InventoryStore, C: Cache>(
 
 /// Stores a customer profile (what scoring enriches transactions with).
 #[utoipa::path(put, path = "/v1/fraud/profiles/{account_id}", tag = "fraud", request_body = ProfileRequest,
-    params(("account_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Retry key; default derived from the body")),
+    params(("account_id" = tally_core::AccountId, Path), ("Idempotency-Key" = Option<String>, Header, description = "Retry key; default derived from the body")),
     responses((status = 200, body = Object), (status = 422, body = super::Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn put_profile<B: Bus, S: InventoryStore, C: Cache>(

@@ -87,7 +87,7 @@ impl<B, S, C> FromRef<AppState<B, S, C>> for Arc<Authenticator> {
         ops::readyz,
         ops::metrics,
     ),
-    components(schemas(Problem, problem::ItemError, tally_inventory::Outcome, fraud::ScoreRequest, fraud::Amount,
+    components(schemas(Problem, problem::ItemError, tally_inventory::Outcome, fraud::ScoreRequest, fraud::Amount, fraud::PaymentChannel,
         fraud::ProfileRequest, fraud::FlagsRequest, fraud::QualityResponse)),
     modifiers(&BearerAuth),
     tags((name = "inventory", description = "Stock, reservations and availability"),
