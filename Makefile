@@ -23,5 +23,6 @@ openapi:
 
 bench:
 	cargo run --release -- bench inventory
+	cargo run --release -- bench fraud
 
 ci: lint test
