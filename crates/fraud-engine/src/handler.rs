@@ -232,7 +232,7 @@ impl<S: DocumentStore, C: Cache> FraudHandler<S, C> {
                 // The same transaction again under another event id: its decision stands and
                 // its history already counts it.
                 self.shared.metrics.duplicate_transaction();
-                answers[slot] = Some(Ok(FraudOutcome::decided(k)));
+                answers[slot] = Some(Ok(FraudOutcome::Decided(Box::new(k.clone()))));
                 continue;
             }
             let version = flags.deciding(&tx.account_id).to_owned();
@@ -450,7 +450,7 @@ impl<S: DocumentStore, C: Cache> FraudHandler<S, C> {
                     self.shared.score_ttl,
                 ));
             }
-            answers[p.slot] = Some(Ok(FraudOutcome::decided(&record)));
+            answers[p.slot] = Some(Ok(FraudOutcome::Decided(Box::new(record))));
         }
     }
 }

@@ -35,18 +35,12 @@ pub struct DecisionRecord {
 }
 
 /// What applying an event yields (kept with its idempotency record, answered to a waiting
-/// caller). A decision is named, not repeated: the record itself is stored once, as the
-/// transaction's appended row (and cached), where a caller reads it.
+/// caller).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FraudOutcome {
-    /// A transaction was decided.
-    Decided {
-        /// The transaction.
-        transaction_id: String,
-        /// What happens to it.
-        verdict: Verdict,
-    },
+    /// A transaction's decision.
+    Decided(Box<DecisionRecord>),
     /// A profile stored.
     ProfileStored,
     /// A label stored (and joined to its decision when found).
@@ -57,21 +51,13 @@ pub enum FraudOutcome {
 }
 
 impl FraudOutcome {
-    /// The outcome naming `record`.
-    pub fn decided(record: &DecisionRecord) -> Self {
-        Self::Decided {
-            transaction_id: record.decision.transaction_id.as_str().to_owned(),
-            verdict: record.decision.verdict,
-        }
-    }
-
     /// Outcome codes (`outcome` label values).
     pub const CODES: [&'static str; 5] = ["approve", "review", "decline", "profile_stored", "label_stored"];
 
     /// Its code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Decided { verdict, .. } => verdict.code(),
+            Self::Decided(d) => d.decision.verdict.code(),
             Self::ProfileStored => "profile_stored",
             Self::LabelStored { .. } => "label_stored",
         }

@@ -199,17 +199,7 @@ pub async fn score<B: Bus, S: InventoryStore, C: Cache>(
     env.traceparent = traceparent(&headers);
     let topic = st.fraud.cfg.topics.transactions.clone();
     match decided(&st, env, tx.account_id.as_str(), &topic).await? {
-        // The decision itself is read where it is stored once: the cache (written before the
-        // waiters are answered), else the store (written with the idempotency record).
-        FraudOutcome::Decided { transaction_id, .. } => {
-            st.fraud.decision(&transaction_id).await.map_err(|e| ApiError::Unavailable(e.into()))?.map(Json).ok_or_else(
-                || {
-                    ApiError::Internal(anyhow::anyhow!(
-                        "transaction {transaction_id} was decided but its decision is not readable"
-                    ))
-                },
-            )
-        }
+        FraudOutcome::Decided(record) => Ok(Json(*record)),
         other => Err(ApiError::Internal(anyhow::anyhow!("a transaction was answered with {other:?}"))),
     }
 }
