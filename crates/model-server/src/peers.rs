@@ -36,6 +36,12 @@ pub struct MlServer {
 
 impl Drop for MlServer {
     fn drop(&mut self) {
+        // MLServer forks workers and a multiprocessing resource tracker that outlive a killed
+        // parent (216 MB each, orphaned by every run before this): it runs in its own process
+        // group, and the whole group goes.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        }
         let _ = self.child.start_kill();
     }
 }
@@ -70,6 +76,7 @@ pub async fn start_mlserver_with(booster: &Path, version: &str, parallel_workers
     )
     .expect("model settings");
     let child = tokio::process::Command::new(&python)
+        .process_group(0)
         .args(["-m", "mlserver.cli.main", "start"])
         .arg(dir.path())
         .stdout(std::process::Stdio::null())
