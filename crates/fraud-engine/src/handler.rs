@@ -636,10 +636,5 @@ impl<S: DocumentStore, C: Cache> Handler for FraudHandler<S, C> {
 /// A digest of a payload (FNV-1a): the same event id with another payload is refused. The HTTP
 /// API computes the same before publishing, to refuse a reused transaction id at once.
 pub fn digest(payload: &[u8]) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in payload {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h as i64
+    records::fnv1a(payload.iter().copied()) as i64
 }

@@ -125,3 +125,11 @@ pub fn peak_rss_mb() -> f64 {
 pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
+
+/// A `--stack kafka` server address: the flag's value, else the variable `scripts/test.sh` and
+/// `scripts/bench-kafka.sh` set.
+pub(crate) fn env_or(value: &Option<String>, var: &str) -> anyhow::Result<String> {
+    value.clone().or_else(|| std::env::var(var).ok()).ok_or_else(|| {
+        anyhow::anyhow!("--stack kafka needs the servers: pass --brokers/--postgres-url/--redis-url or set {var} (scripts/bench-kafka.sh starts throwaway ones)")
+    })
+}

@@ -22,7 +22,7 @@ use tally_server::app::Role;
 use tally_sim::payments::{Pattern, Payments, PaymentsConfig, types};
 use tally_store::Ledger;
 
-use super::args::BenchStack;
+use super::args::{BenchStack, env_or};
 
 const PARTITIONS: u32 = 4;
 
@@ -131,12 +131,6 @@ pub struct FraudBenchResult {
     pub rules_roc_auc: f64,
     /// Its precision at 80 % recall.
     pub rules_precision_at_80_recall: f64,
-}
-
-fn env_or(value: &Option<String>, var: &str) -> anyhow::Result<String> {
-    value.clone().or_else(|| std::env::var(var).ok()).ok_or_else(|| {
-        anyhow::anyhow!("--stack kafka needs the servers: pass --brokers/--postgres-url/--redis-url or set {var}")
-    })
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {

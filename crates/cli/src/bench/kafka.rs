@@ -22,7 +22,7 @@ use tally_store::Ledger;
 use tally_store::postgres::{create_database, server_stats};
 use tokio_util::sync::CancellationToken;
 
-use super::args::{InventoryBenchArgs, sim_config};
+use super::args::{InventoryBenchArgs, env_or, sim_config};
 use crate::driver::{self, Sink};
 
 const PARTITIONS: u32 = 4;
@@ -65,12 +65,6 @@ pub struct KafkaBenchResult {
     pub restart_to_applied_ms: f64,
     /// SKUs.
     pub skus: usize,
-}
-
-fn env_or(value: &Option<String>, var: &str) -> anyhow::Result<String> {
-    value.clone().or_else(|| std::env::var(var).ok()).ok_or_else(|| {
-        anyhow::anyhow!("--stack kafka needs the servers: pass --brokers/--postgres-url/--redis-url or set {var} (scripts/bench-kafka.sh starts throwaway ones)")
-    })
 }
 
 fn config(base: &Config, args: &InventoryBenchArgs, brokers: &str, pg: &str, redis: &str, run: &str) -> Config {
