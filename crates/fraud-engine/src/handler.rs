@@ -29,6 +29,7 @@ use crate::flags::FlagsView;
 use crate::metrics::FraudMetrics;
 use crate::quality::Quality;
 use crate::records::{self, DecisionRecord, FraudOutcome, ShadowScore};
+use crate::scores::ScoreCache;
 
 /// `fraud.decisions`, the only output topic.
 pub const DECISIONS: OutputId = OutputId(0);
@@ -95,8 +96,8 @@ pub struct Shared<S, C> {
     pub metrics: Arc<FraudMetrics>,
     /// Decision cache lifetime.
     pub decision_ttl: Duration,
-    /// Score cache lifetime.
-    pub score_ttl: Duration,
+    /// Recent scores by feature vector (process-wide).
+    pub scores: ScoreCache,
 }
 
 struct Account {
@@ -171,14 +172,10 @@ impl<S: DocumentStore, C: Cache> FraudHandler<S, C> {
         Ok(())
     }
 
-    /// Profiles of these accounts: the cache (kept fresh by the profile partitions), then the
-    /// store for accounts whose profile this worker has not seen.
-    async fn refresh_profiles(&mut self, accounts: &[AccountId]) -> Result<(), HandlerError> {
-        let keys: Vec<String> = accounts.iter().map(|a| records::profile_key(a.as_str())).collect();
-        let cached = self.shared.cache.get_many(&keys).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "profile cache read failed; using the store");
-            vec![None; keys.len()]
-        });
+    /// Takes the profiles found in the cache (kept fresh by the profile partitions); returns the
+    /// store keys of the profiles of accounts this worker has none for and the cache did not
+    /// hold.
+    fn take_profiles(&mut self, accounts: &[AccountId], cached: Vec<Option<Vec<u8>>>) -> Vec<String> {
         let mut from_store = Vec::new();
         for (account, value) in accounts.iter().zip(cached) {
             match value.and_then(|v| serde_json::from_slice::<Profile>(&v).ok()) {
@@ -193,14 +190,20 @@ impl<S: DocumentStore, C: Cache> FraudHandler<S, C> {
                 None => {}
             }
         }
-        if !from_store.is_empty() {
-            for (key, _, body) in self.shared.store.documents(from_store).await? {
-                let account = key.trim_start_matches("profile/");
-                if let (Ok(id), Ok(p)) = (AccountId::parse(account.to_owned()), serde_json::from_str::<Profile>(&body))
-                    && let Some(a) = self.accounts.get_mut(&id)
-                {
-                    a.profile = Some(p);
-                }
+        from_store
+    }
+
+    /// Profiles from the store, for accounts the cache had none for.
+    async fn load_profiles(&mut self, keys: Vec<String>) -> Result<(), HandlerError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for (key, _, body) in self.shared.store.documents(keys).await? {
+            let account = key.trim_start_matches("profile/");
+            if let (Ok(id), Ok(p)) = (AccountId::parse(account.to_owned()), serde_json::from_str::<Profile>(&body))
+                && let Some(a) = self.accounts.get_mut(&id)
+            {
+                a.profile = Some(p);
             }
         }
         Ok(())
@@ -265,28 +268,16 @@ impl<S: DocumentStore, C: Cache> FraudHandler<S, C> {
             })
             .map(|(i, _)| i)
             .collect();
-        let keys: Vec<String> = needs
-            .iter()
-            .map(|&i| {
-                let p = &pending[i];
-                records::score_key(
-                    &p.card.as_ref().map(|c| c.version.clone()).unwrap_or_default(),
-                    p.assessed.features.as_deref().unwrap_or_default(),
-                )
-            })
-            .collect();
-        let cached = self.shared.cache.get_many(&keys).await.unwrap_or_else(|_| vec![None; keys.len()]);
         let mut scores: HashMap<usize, (f32, DecidedBy)> = HashMap::new();
         let mut by_version: HashMap<String, Vec<usize>> = HashMap::new();
-        for (&i, hit) in needs.iter().zip(cached) {
-            match hit.and_then(|v| v.try_into().ok().map(f32::from_le_bytes)) {
+        for &i in &needs {
+            let p = &pending[i];
+            let version = p.card.as_ref().map(|c| c.version.clone()).unwrap_or_default();
+            match self.shared.scores.get(&version, p.assessed.features.as_deref().unwrap_or_default()) {
                 Some(score) => {
                     scores.insert(i, (score, DecidedBy::Cache));
                 }
-                None => {
-                    let version = pending[i].card.as_ref().map(|c| c.version.clone()).unwrap_or_default();
-                    by_version.entry(version).or_default().push(i);
-                }
+                None => by_version.entry(version).or_default().push(i),
             }
         }
         // The shadow version scores every row the deciding version was asked for.
@@ -444,11 +435,7 @@ impl<S: DocumentStore, C: Cache> FraudHandler<S, C> {
             if record.decision.decided_by == DecidedBy::Model
                 && let Some(features) = p.assessed.features.as_ref()
             {
-                self.cache_out.push((
-                    records::score_key(&record.decision.model_version, features),
-                    record.decision.score.to_le_bytes().to_vec(),
-                    self.shared.score_ttl,
-                ));
+                self.shared.scores.insert(&record.decision.model_version, features, record.decision.score);
             }
             answers[p.slot] = Some(Ok(FraudOutcome::Decided(Box::new(record))));
         }
@@ -508,18 +495,34 @@ impl<S: DocumentStore, C: Cache> Handler for FraudHandler<S, C> {
         }
         accounts.sort();
         accounts.dedup();
-        self.load_accounts(accounts.clone()).await?;
-        if !accounts.is_empty() {
-            self.refresh_profiles(&accounts).await?;
-        }
+        // One cache round trip for the poll's profiles and the decisions already made for its
+        // transactions (duplicates, replays), beside the store read of histories not in memory.
+        let keys: Vec<String> = accounts
+            .iter()
+            .map(|a| records::profile_key(a.as_str()))
+            .chain(transactions.iter().map(|t| records::decision_key(t)))
+            .collect();
+        let shared = Arc::clone(&self.shared);
+        let (loaded, cached) = tokio::join!(self.load_accounts(accounts.clone()), async {
+            if keys.is_empty() {
+                return Vec::new();
+            }
+            shared.cache.get_many(&keys).await.unwrap_or_else(|e| {
+                // Profiles then come from the store; duplicates are still caught by the
+                // idempotency window and the first-wins decision row.
+                tracing::warn!(error = %e, "cache read failed; using the store");
+                vec![None; keys.len()]
+            })
+        });
+        loaded?;
+        let mut cached = cached.into_iter();
+        let profiles: Vec<Option<Vec<u8>>> = cached.by_ref().take(accounts.len()).collect();
+        let from_store = self.take_profiles(&accounts, profiles);
+        self.load_profiles(from_store).await?;
         self.known.clear();
-        if !transactions.is_empty() {
-            let keys: Vec<String> = transactions.iter().map(|t| records::decision_key(t)).collect();
-            let cached = self.shared.cache.get_many(&keys).await.unwrap_or_else(|_| vec![None; keys.len()]);
-            for (tx, value) in transactions.into_iter().zip(cached) {
-                if let Some(record) = value.and_then(|v| serde_json::from_slice::<DecisionRecord>(&v).ok()) {
-                    self.known.insert(tx, record);
-                }
+        for (tx, value) in transactions.into_iter().zip(cached) {
+            if let Some(record) = value.and_then(|v| serde_json::from_slice::<DecisionRecord>(&v).ok()) {
+                self.known.insert(tx, record);
             }
         }
         Ok(())

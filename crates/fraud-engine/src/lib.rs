@@ -24,6 +24,7 @@ pub mod handler;
 pub mod metrics;
 pub mod quality;
 pub mod records;
+pub mod scores;
 
 pub use cards::{Card, Cards};
 pub use flags::{Flags, FlagsView};
@@ -154,7 +155,7 @@ impl<B: Bus, S: DocumentStore, C: Cache> FraudEngine<B, S, C> {
             quality: quality.clone(),
             metrics,
             decision_ttl: Duration::from_secs(cfg.decision_ttl_seconds),
-            score_ttl: Duration::from_secs(cfg.score_ttl_seconds),
+            scores: scores::ScoreCache::new(Duration::from_secs(cfg.score_ttl_seconds)),
         });
         Self {
             bus,

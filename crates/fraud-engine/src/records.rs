@@ -74,13 +74,6 @@ pub fn profile_key(account: &str) -> String {
     format!("fraud:profile:{account}")
 }
 
-/// Cache key of a feature vector's score under a model version.
-pub fn score_key(version: &str, features: &[f32]) -> String {
-    // Over the exact bits: equal vectors, equal keys.
-    let h = fnv1a(features.iter().flat_map(|v| v.to_bits().to_le_bytes()));
-    format!("fraud:score:{version}:{h:016x}:{}", features.len())
-}
-
 /// FNV-1a (64-bit) of `bytes`: stable across processes and releases, unlike the std hasher.
 pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))

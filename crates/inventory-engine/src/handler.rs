@@ -204,7 +204,9 @@ impl<S: InventoryStore, C: Cache> Handler for InventoryHandler<S, C> {
                 }
             };
             entry.state.applied_offset = offset as i64;
-            self.poll.event_times_us.push((env.time.unix_timestamp_nanos() / 1000) as i64);
+            let time_us = (env.time.unix_timestamp_nanos() / 1000) as i64;
+            self.poll.event_times_us.push(time_us);
+            out.event_times_us.push(time_us);
             self.metrics.outcome(&applied.outcome);
             if let Outcome::Reconciled { delta } = &applied.outcome
                 && let InventoryEvent::ChannelReported(r) = &ev

@@ -97,8 +97,9 @@ pub struct Output<E> {
     /// Effects for the store.
     pub effects: E,
     records: Vec<Vec<OutRecord>>,
-    /// Event times (µs since the epoch) of the events applied, for the subsystem's
-    /// "event → published" latency ([`crate::PublishHook`]).
+    /// Event times (µs since the epoch) of the events whose outputs this poll publishes, for
+    /// the subsystem's "event → published" latency ([`crate::PublishHook`]): the handler says
+    /// which events count (every applied event for inventory, decisions for fraud).
     pub event_times_us: Vec<i64>,
 }
 

@@ -43,7 +43,7 @@ pub use backoff::Backoff;
 pub use batcher::FlushSettings;
 pub use handler::{Fresh, Handler, HandlerError, Output, OutputId, OutputTopic, Parsed, Refusal};
 pub use health::{EngineState, Health, HealthReport, StoppedPartition};
-pub use metrics::{ConsumerMetrics, ConsumerStats, ContractViolation};
+pub use metrics::{ConsumerMetrics, ConsumerStats, ContractViolation, Stage};
 pub use publisher::{PublishHook, Published};
 pub use waiters::{Resolution, Waiters};
 

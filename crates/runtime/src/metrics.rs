@@ -133,6 +133,12 @@ pub fn families(subsystem: &str, outcomes: &[&'static str], dead_letter_reasons:
             known: Some(("result", vec!["ok", "error"])),
         },
         Family { name: n("flush_duration_seconds"), kind: Histogram, help: "Seconds a store flush took.", known: None },
+        Family {
+            name: n("poll_stage_seconds"),
+            kind: Histogram,
+            help: "Seconds a poll spent in each stage of a partition worker: delivery (the oldest record's bus timestamp to the worker receiving it), prepare, apply and finish (the handler), publish (outputs acknowledged by the bus).",
+            known: Some(("stage", Stage::ALL.iter().map(|s| s.label()).collect())),
+        },
         Family { name: n("flush_rows"), kind: Histogram, help: "Rows written per flush.", known: None },
         Family {
             name: n("store_statements_total"),
@@ -165,6 +171,39 @@ pub fn families(subsystem: &str, outcomes: &[&'static str], dead_letter_reasons:
             known: None,
         },
     ]
+}
+
+/// A stage of a poll's way through a partition worker (`stage` label of
+/// `tally_<subsystem>_poll_stage_seconds`): where an event's latency goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// From the oldest record's bus timestamp to the worker receiving the poll: the producer,
+    /// the broker and the fetch, plus any wait behind the worker's previous poll.
+    Delivery,
+    /// The handler loading what the poll needs ([`crate::Handler::prepare`]).
+    Prepare,
+    /// The handler applying the poll's events.
+    Apply,
+    /// The handler making the poll visible ([`crate::Handler::finish`]).
+    Finish,
+    /// The poll's outputs published and acknowledged by the bus.
+    Publish,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 5] = [Self::Delivery, Self::Prepare, Self::Apply, Self::Finish, Self::Publish];
+
+    /// Its label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Delivery => "delivery",
+            Self::Prepare => "prepare",
+            Self::Apply => "apply",
+            Self::Finish => "finish",
+            Self::Publish => "publish",
+        }
+    }
 }
 
 /// In-process counters of one subsystem's consumer, for `tally demo` and `tally bench`.
@@ -224,6 +263,7 @@ pub struct ConsumerMetrics {
     bus_retries: Counter,
     stopped: Gauge,
     restarts: Counter,
+    stages: [Histogram; 5],
 }
 
 impl ConsumerMetrics {
@@ -248,6 +288,7 @@ impl ConsumerMetrics {
             bus_retries: metrics::counter!(n("bus_retries_total")),
             stopped: metrics::gauge!(n("partitions_stopped")),
             restarts: metrics::counter!(n("engine_restarts_total")),
+            stages: Stage::ALL.map(|stage| metrics::histogram!(n("poll_stage_seconds"), "stage" => stage.label())),
         }
     }
 
@@ -331,6 +372,11 @@ impl ConsumerMetrics {
         self.flush_rows.record(rows as f64);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats.flushed_rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// A poll spent `took` in `stage`.
+    pub fn stage(&self, stage: Stage, took: Duration) {
+        self.stages[stage as usize].record(took.as_secs_f64());
     }
 
     /// A flush failed.

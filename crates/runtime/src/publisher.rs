@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::batcher::{FlushPart, source_chain};
 use crate::handler::OutputTopic;
-use crate::metrics::ConsumerMetrics;
+use crate::metrics::{ConsumerMetrics, Stage};
 
 /// Most polls merged into one publish: bounds a publish's size after a long stall.
 const MAX_MERGED: usize = 64;
@@ -167,7 +167,9 @@ pub async fn run<B: Bus, E>(setup: PublisherSetup<B, E>, mut rx: mpsc::Receiver<
             let (bus, cancel, metrics) = (&bus, &cancel, &metrics);
             async move { publish(bus, &topic, records, cancel, metrics).await }
         });
+        let started = std::time::Instant::now();
         let all = futures_util::future::join_all(publishes).await;
+        metrics.stage(Stage::Publish, started.elapsed());
         if let Some(Err(why)) = all.into_iter().find(Result::is_err) {
             tracing::warn!("stopping with unpublished outputs; they are republished after restart");
             if let Unpublished::Permanent(reason) = why {

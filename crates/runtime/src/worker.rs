@@ -28,7 +28,7 @@ use crate::batcher::{Ack, FlushPart, source_chain};
 use crate::dedupe::DedupeWindow;
 use crate::handler::{Fresh, Handler, HandlerError, Output, Parsed, Refusal};
 use crate::health::StoppedPartition;
-use crate::metrics::ContractViolation;
+use crate::metrics::{ContractViolation, Stage};
 use crate::publisher::{self, Outbox};
 use crate::waiters::Resolution;
 use crate::window::{self, WindowKeys, WindowWriter};
@@ -83,8 +83,6 @@ struct Answering {
     digest: i64,
     /// Index of its record in the poll.
     record: usize,
-    /// Event time, µs since the epoch.
-    time_us: i64,
 }
 
 /// The worker of one partition.
@@ -382,11 +380,18 @@ where
                 _ => None,
             })
             .collect();
+        let metrics = self.engine.metrics.clone();
+        if let Some(oldest) = batch.iter().map(|r| r.timestamp_ms).filter(|&ms| ms > 0).min() {
+            let waited_ms = u64::try_from(tally_core::now_ms() - oldest).unwrap_or(0);
+            metrics.stage(Stage::Delivery, Duration::from_millis(waited_ms));
+        }
+        let started = std::time::Instant::now();
         if !events.is_empty() {
             self.handler.prepare(&events).await?;
         }
+        metrics.stage(Stage::Prepare, started.elapsed());
+        let applying = std::time::Instant::now();
 
-        let metrics = self.engine.metrics.clone();
         let dlq = crate::records::dead_letter_topic(&self.topic);
         let (mut dead, mut forwarded, mut resolutions) = (Vec::new(), Vec::new(), Vec::new());
         let mut refuse = |rec: &Record, reason: &'static str, detail: String, key: Option<EventKey>| {
@@ -458,10 +463,7 @@ where
             }
             let (fresh, meta): (Vec<Fresh<H::Event>>, Vec<Answering>) = round
                 .into_iter()
-                .map(|c| {
-                    let time_us = (c.fresh.attributes.time.unix_timestamp_nanos() / 1000) as i64;
-                    (c.fresh, Answering { key: c.key, digest: c.digest, record: c.record, time_us })
-                })
+                .map(|c| (c.fresh, Answering { key: c.key, digest: c.digest, record: c.record }))
                 .unzip();
             let expected = meta.len();
             let answers = self.handler.apply(fresh, &mut out).await;
@@ -469,12 +471,11 @@ where
             // panics, the supervisor restarts the engine and the poll is replayed, with `/readyz`
             // reporting it — rather than dropping events silently.
             assert_eq!(answers.len(), expected, "the handler must answer every event it is given");
-            for (Answering { key, digest, record, time_us }, answer) in meta.into_iter().zip(answers) {
+            for (Answering { key, digest, record }, answer) in meta.into_iter().zip(answers) {
                 let rec = &batch[record];
                 match answer {
                     Ok(outcome) => {
                         self.engine.metrics.applied(self.handler.outcome_code(&outcome));
-                        out.event_times_us.push(time_us);
                         if self.engine.waiters.is_waiting(&key) {
                             resolutions.push((key.clone(), Resolution::Applied(outcome.clone())));
                         }
@@ -494,7 +495,10 @@ where
         }
         // Once per poll, whatever the rounds: the changes become visible (and are coalesced)
         // before any waiting caller hears of them.
+        metrics.stage(Stage::Apply, applying.elapsed());
+        let finishing = std::time::Instant::now();
         self.handler.finish(&mut out).await;
+        metrics.stage(Stage::Finish, finishing.elapsed());
 
         if let Some(shared) = &mut self.shared_window {
             shared.applied(processed.iter());

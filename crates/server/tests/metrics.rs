@@ -31,6 +31,12 @@ async fn metrics_pass_promtool_and_every_counter_exists_at_zero_from_start_up() 
     app.post("/v1/events", WMS_KEY, &snapshot("m1", "SKU-M", "wh-1", 3, 1)).await;
     app.eventually("/v1/stock/SKU-M", |b| on_hand(b, "wh-1") == Some(3)).await;
     let text = app.get("/metrics", "").await.text().await.unwrap();
+    // Where the event's time went: every stage of the poll that applied it was timed.
+    for stage in ["delivery", "prepare", "apply", "finish", "publish"] {
+        let prefix = format!("tally_inventory_poll_stage_seconds_count{{stage=\"{stage}\"}} ");
+        let count = text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.parse::<f64>().ok());
+        assert!(count.is_some_and(|n| n >= 1.0), "{prefix}is missing or 0:\n{text}");
+    }
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

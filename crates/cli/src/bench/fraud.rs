@@ -9,6 +9,7 @@
 //!   → decision published) at a fixed rate; the same with the model killed a third of the way
 //!   in; synchronous HTTP scoring latency at a fixed request rate.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,9 @@ pub struct FraudBenchResult {
     pub rules_roc_auc: f64,
     /// Its precision at 80 % recall.
     pub rules_precision_at_80_recall: f64,
+    /// Where a poll's time went in the latency phase: mean milliseconds per poll in each stage of
+    /// `tally_fraud_poll_stage_seconds` (delivery, prepare, apply, finish, publish).
+    pub stage_mean_ms: BTreeMap<String, f64>,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -345,6 +349,37 @@ async fn paced(
     Ok(ids)
 }
 
+/// Sum and count per stage of `tally_fraud_poll_stage_seconds`, scraped from `/metrics`.
+async fn stage_totals(http: &reqwest::Client, url: &str) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
+    let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
+    let mut totals: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("tally_fraud_poll_stage_seconds_") else { continue };
+        let (is_sum, rest) = match (rest.strip_prefix("sum{"), rest.strip_prefix("count{")) {
+            (Some(r), _) => (true, r),
+            (_, Some(r)) => (false, r),
+            _ => continue,
+        };
+        let Some(stage) = rest.split("stage=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
+        let Some(value) = line.split_whitespace().last().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let entry = totals.entry(stage.to_owned()).or_default();
+        if is_sum { entry.0 = value } else { entry.1 = value }
+    }
+    Ok(totals)
+}
+
+/// Mean milliseconds per poll in each stage between two scrapes.
+fn stage_means(before: &BTreeMap<String, (f64, f64)>, after: &BTreeMap<String, (f64, f64)>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(stage, (sum, count))| {
+            let (sum0, count0) = before.get(stage).copied().unwrap_or_default();
+            let polls = count - count0;
+            (polls > 0.0).then(|| (stage.clone(), (sum - sum0) / polls * 1000.0))
+        })
+        .collect()
+}
+
 fn take_latencies(app: &tally_server::RunningApp) -> Vec<f64> {
     let mut samples = app.fraud.stats.latency_us.lock().unwrap_or_else(|p| p.into_inner());
     let mut v: Vec<f64> = samples.drain(..).map(|us| us as f64 / 1000.0).collect();
@@ -506,16 +541,18 @@ pub async fn run(base: Config, args: FraudBenchArgs) -> anyhow::Result<()> {
     take_latencies(&app);
 
     // Latency at a fixed rate.
+    let url = format!("http://{}", app.addr.map(|a| a.to_string()).unwrap_or_default());
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let stages_before = stage_totals(&http, &url).await?;
     let before = app.fraud.stats.decisions();
     let ids = paced(&bus, &cfg.fraud.topics.transactions, &mut sim, args.rate, args.latency_seconds, || {}).await?;
     wait_decided(&app, before + ids.len() as u64, Duration::from_secs(30)).await;
     let lat = take_latencies(&app);
     (result.decision_p50_ms, result.decision_p99_ms) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    result.stage_mean_ms = stage_means(&stages_before, &stage_totals(&http, &url).await?);
 
     // Synchronous HTTP scoring at a fixed request rate (open loop).
     eprintln!("sync HTTP scoring at {}/s for {} s…", args.sync_rate, args.sync_seconds);
-    let url = format!("http://{}", app.addr.map(|a| a.to_string()).unwrap_or_default());
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let mut requests = Vec::new();
     let sync_started = Instant::now();
     let mut sent = 0u64;
@@ -593,6 +630,11 @@ pub async fn run(base: Config, args: FraudBenchArgs) -> anyhow::Result<()> {
         "    decision latency at {}/s   p50 {:.2} ms   p99 {:.2} ms",
         result.rate, result.decision_p50_ms, result.decision_p99_ms
     );
+    let stages: Vec<String> = tally_runtime::Stage::ALL
+        .iter()
+        .filter_map(|s| result.stage_mean_ms.get(s.label()).map(|ms| format!("{} {ms:.2}", s.label())))
+        .collect();
+    println!("      mean ms per poll: {}", stages.join(" · "));
     println!(
         "    … model killed at 1/3       p99 {:.2} ms   rules decided {:.0} %   lost {}",
         result.decision_p99_model_down_ms,
