@@ -47,6 +47,15 @@ pub enum FlagsError {
     /// The flags are not valid (an unknown version, a bad percentage).
     #[error("{0}")]
     Invalid(String),
+    /// Another writer set the flags at the same time and its revision won; nothing was changed
+    /// by this call. Read the flags and try again.
+    #[error(
+        "the flags were changed by another writer at the same time (revision {revision} is in force); read them and try again"
+    )]
+    Conflict {
+        /// The revision in force.
+        revision: i64,
+    },
     /// The store failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -219,17 +228,30 @@ impl<B: Bus, S: DocumentStore, C: Cache> FraudEngine<B, S, C> {
         }
         self.refresh_flags().await?;
         flags.revision = self.flags.get().revision + 1;
+        let body = serde_json::to_string(&flags).unwrap_or_default();
         let mut effects = Documents::default();
-        effects.put(
-            records::FLAGS_DOC.to_owned(),
-            Document { version: flags.revision, body: serde_json::to_string(&flags).unwrap_or_default() },
-        );
+        effects.put(records::FLAGS_DOC.to_owned(), Document { version: flags.revision, body: body.clone() });
         self.store
             .flush(&[Flush { effects, processed: Vec::new(), offsets: Vec::new() }])
             .await
             .map_err(EngineError::from)?;
-        self.flags.offer(flags.clone());
-        Ok(flags)
+        // The document lands only if its revision is newer: two writers that read the same
+        // revision both write the next one and only the first lands. Read back which did.
+        let stored = self.store.documents(vec![records::FLAGS_DOC.to_owned()]).await.map_err(EngineError::from)?;
+        match stored.into_iter().next() {
+            Some((_, revision, stored)) if revision == flags.revision && stored == body => {
+                self.flags.offer(flags.clone());
+                Ok(flags)
+            }
+            Some((_, revision, _)) => {
+                self.refresh_flags().await?;
+                Err(FlagsError::Conflict { revision })
+            }
+            None => Err(FlagsError::Engine(EngineError::from(tally_store::StoreError::Corrupt {
+                what: "flags",
+                detail: "the flags document just written is not in the store".into(),
+            }))),
+        }
     }
 
     /// A transaction's decision: the cache, then the store.

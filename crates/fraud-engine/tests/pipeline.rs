@@ -283,6 +283,37 @@ async fn a_shadow_version_flagged_at_runtime_is_scored_and_stored_beside_the_dec
     s.cancel.cancel();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flag_writers_each_get_a_revision_of_their_own_or_a_conflict() {
+    let s = stack(MODEL_UP_DEADLINE_MS).await;
+    let start = s.engine.set_flags(Flags::active("1")).await.expect("flags").revision;
+    let writers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let engine = s.engine.clone();
+            let flags = Flags { canary: Some("2".into()), canary_percent: 10 + i, ..Flags::active("1") };
+            tokio::spawn(async move { engine.set_flags(flags).await })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    let mut conflicts = 0;
+    for w in writers {
+        match w.await.expect("writer") {
+            Ok(flags) => revisions.push(flags.revision),
+            Err(tally_fraud_engine::FlagsError::Conflict { .. }) => conflicts += 1,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    revisions.sort_unstable();
+    let unique = revisions.len();
+    revisions.dedup();
+    assert_eq!(revisions.len(), unique, "two writers were told they set the same revision: {revisions:?}");
+    s.engine.refresh_flags().await.expect("refresh");
+    let now = s.engine.flags.get();
+    assert_eq!(now.revision, start + unique as i64, "every success is one revision ({conflicts} conflicts)");
+    assert_eq!(Some(now.revision), revisions.last().copied(), "the last success is in force");
+    s.cancel.cancel();
+}
+
 fn label(tx: &Envelope, fraud: bool) -> Envelope {
     let mut e = Envelope::new(
         "/test/labels",

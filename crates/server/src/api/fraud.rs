@@ -268,7 +268,8 @@ pub async fn get_flags<B: Bus, S: InventoryStore, C: Cache>(
 
 /// Sets the model version flags: every instance applies them within a second.
 #[utoipa::path(put, path = "/v1/fraud/flags", tag = "fraud", request_body = FlagsRequest,
-    responses((status = 200, body = Object), (status = 422, body = super::Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = Object), (status = 409, body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, body = super::Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
 pub async fn put_flags<B: Bus, S: InventoryStore, C: Cache>(
     State(st): State<AppState<B, S, C>>,
@@ -289,6 +290,9 @@ pub async fn put_flags<B: Bus, S: InventoryStore, C: Cache>(
             detail: "the flags are not valid".into(),
             errors: vec![ItemError { index: 0, code: "invalid_flags".into(), detail }],
         }),
+        Err(e @ FlagsError::Conflict { .. }) => {
+            Err(ApiError::Conflict { code: "flags_changed_concurrently", detail: e.to_string(), outcome: None })
+        }
         Err(FlagsError::Engine(e)) => Err(ApiError::Unavailable(e.into())),
     }
 }
