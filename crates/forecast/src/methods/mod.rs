@@ -1,0 +1,84 @@
+//! The forecasting methods of the `demand` model. Each is a pure function of a daily series
+//! (oldest first) and a horizon; [`Method`] names them, so a forecast can record which method
+//! made it.
+
+mod intermittent;
+mod naive;
+
+pub use intermittent::{adida, croston_classic, croston_optimized, croston_sba, imapa, tsb};
+pub use naive::seasonal_naive;
+
+use serde::{Deserialize, Serialize};
+
+/// A forecast over a horizon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    /// The point forecast per step.
+    pub mean: Vec<f64>,
+    /// The standard deviation of the forecast error per step, where the method defines one
+    /// (intermittent-demand methods do not; their spread comes from backtest errors).
+    pub sigma: Option<Vec<f64>>,
+}
+
+impl Forecast {
+    /// A forecast of `value` at every step, without a spread of its own.
+    pub fn flat(value: f64, h: usize) -> Self {
+        Self { mean: vec![value; h], sigma: None }
+    }
+}
+
+/// A forecasting method and its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Method {
+    /// The value one season ago.
+    SeasonalNaive {
+        /// Season length in days.
+        period: usize,
+    },
+    /// Croston's method, smoothing 0.1.
+    CrostonClassic,
+    /// Croston's method, smoothing chosen in [0.1, 0.3].
+    CrostonOptimized,
+    /// Syntetos–Boylan: Croston's forecast × 0.95 (its bias corrected).
+    CrostonSba,
+    /// Teunter–Syntetos–Babai: demand size × probability of demand, each smoothed.
+    Tsb {
+        /// Smoothing of the demand sizes.
+        alpha_d: f64,
+        /// Smoothing of the demand probability.
+        alpha_p: f64,
+    },
+    /// Aggregate–disaggregate: SES on sums over the mean inter-demand interval.
+    Adida,
+    /// Multiple aggregation levels (1 … the mean interval), averaged.
+    Imapa,
+}
+
+impl Method {
+    /// A short name (`seasonal_naive`, `croston_sba` …), as forecasts record it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::SeasonalNaive { .. } => "seasonal_naive",
+            Self::CrostonClassic => "croston_classic",
+            Self::CrostonOptimized => "croston_optimized",
+            Self::CrostonSba => "croston_sba",
+            Self::Tsb { .. } => "tsb",
+            Self::Adida => "adida",
+            Self::Imapa => "imapa",
+        }
+    }
+
+    /// Forecasts `h` steps after `y` (`y` must not be empty).
+    pub fn forecast(&self, y: &[f64], h: usize) -> Forecast {
+        match *self {
+            Self::SeasonalNaive { period } => seasonal_naive(y, period, h),
+            Self::CrostonClassic => Forecast::flat(croston_classic(y), h),
+            Self::CrostonOptimized => Forecast::flat(croston_optimized(y), h),
+            Self::CrostonSba => Forecast::flat(croston_sba(y), h),
+            Self::Tsb { alpha_d, alpha_p } => Forecast::flat(tsb(y, alpha_d, alpha_p), h),
+            Self::Adida => Forecast::flat(adida(y), h),
+            Self::Imapa => Forecast::flat(imapa(y), h),
+        }
+    }
+}

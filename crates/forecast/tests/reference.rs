@@ -1,0 +1,56 @@
+//! tally's methods against statsforecast 2.1 on the same series: `reference.json` is written by
+//! `scripts/forecast/reference.py` (statsforecast's own output, committed).
+
+use serde_json::Value;
+use tally_forecast::Method;
+
+const TOLERANCE: f64 = 1e-6;
+
+fn reference() -> Value {
+    serde_json::from_str(include_str!("reference.json")).expect("reference.json")
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+fn close(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= TOLERANCE * w.abs().max(1.0), "{what}[{i}]: tally {g}, statsforecast {w}");
+    }
+}
+
+#[test]
+fn every_method_forecasts_what_statsforecast_forecasts_for_the_same_series() {
+    let r = reference();
+    let h = r["h"].as_u64().expect("h") as usize;
+    let methods = [
+        ("croston_classic", Method::CrostonClassic),
+        ("croston_optimized", Method::CrostonOptimized),
+        ("croston_sba", Method::CrostonSba),
+        ("tsb", Method::Tsb { alpha_d: 0.1, alpha_p: 0.1 }),
+        ("adida", Method::Adida),
+        ("imapa", Method::Imapa),
+        ("seasonal_naive", Method::SeasonalNaive { period: 7 }),
+    ];
+    let series = r["series"].as_object().expect("series");
+    assert!(series.len() >= 4);
+    for (name, s) in series {
+        let y = numbers(&s["y"]);
+        for (key, method) in methods {
+            let want = &s["forecasts"][key];
+            let got = method.forecast(&y, h);
+            close(&format!("{name}/{key} mean"), &got.mean, &numbers(&want["mean"]));
+            if key == "seasonal_naive" && y.len() >= 7 {
+                // statsforecast's 80 % interval = mean ± z·σ.
+                let z = 1.281_551_565_544_600_4;
+                let sigma = got.sigma.expect("sigma");
+                let lo: Vec<f64> = got.mean.iter().zip(&sigma).map(|(m, s)| m - z * s).collect();
+                let hi: Vec<f64> = got.mean.iter().zip(&sigma).map(|(m, s)| m + z * s).collect();
+                close(&format!("{name}/{key} lo-80"), &lo, &numbers(&want["lo_80"]));
+                close(&format!("{name}/{key} hi-80"), &hi, &numbers(&want["hi_80"]));
+            }
+        }
+    }
+}
