@@ -9,7 +9,9 @@
 //! (`scripts/forecast/reference.py`).
 
 pub mod accuracy;
+pub mod decompose;
 pub mod folds;
 pub mod methods;
+pub mod optimize;
 
 pub use methods::{Forecast, Method};

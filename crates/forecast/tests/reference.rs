@@ -54,3 +54,33 @@ fn every_method_forecasts_what_statsforecast_forecasts_for_the_same_series() {
         }
     }
 }
+
+#[test]
+fn auto_ets_is_as_accurate_as_statsforecasts_on_held_out_weeks() {
+    let r = reference();
+    let holdout = r["holdout"].as_object().expect("holdout");
+    assert!(holdout.len() >= 3);
+    for (name, s) in holdout {
+        let y = numbers(&s["y"]);
+        let h = s["h"].as_u64().expect("h") as usize;
+        let (train, test) = y.split_at(y.len() - h);
+        let started = std::time::Instant::now();
+        let fit = tally_forecast::methods::ets::auto(train, 7).expect("a model");
+        let took = started.elapsed();
+        let ours = fit.forecast(h);
+        let peer = numbers(&s["auto_ets"]["mean"]);
+        let wape = tally_forecast::accuracy::wape(test, &ours.mean).expect("wape");
+        let peer_wape = tally_forecast::accuracy::wape(test, &peer).expect("wape");
+        let z = 1.281_551_565_544_600_4;
+        let sigma = ours.sigma.expect("sigma");
+        let lo: Vec<f64> = ours.mean.iter().zip(&sigma).map(|(m, s)| m - z * s).collect();
+        let hi: Vec<f64> = ours.mean.iter().zip(&sigma).map(|(m, s)| m + z * s).collect();
+        let coverage = tally_forecast::accuracy::coverage(test, &lo, &hi).expect("coverage");
+        eprintln!(
+            "{name}: tally {} WAPE {wape:.4} coverage {coverage:.2} in {took:?}; statsforecast {} WAPE {peer_wape:.4}",
+            fit.spec.name(),
+            s["auto_ets"]["model"]
+        );
+        assert!(wape <= peer_wape * 1.05 + 0.005, "{name}: tally WAPE {wape} against statsforecast's {peer_wape}");
+    }
+}

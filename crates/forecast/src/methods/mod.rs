@@ -2,6 +2,7 @@
 //! (oldest first) and a horizon; [`Method`] names them, so a forecast can record which method
 //! made it.
 
+pub mod ets;
 mod intermittent;
 mod naive;
 
