@@ -239,7 +239,11 @@ impl<B: Bus, S: DocumentStore, C: Cache> FraudEngine<B, S, C> {
         // revision both write the next one and only the first lands. Read back which did.
         let stored = self.store.documents(vec![records::FLAGS_DOC.to_owned()]).await.map_err(EngineError::from)?;
         match stored.into_iter().next() {
-            Some((_, revision, stored)) if revision == flags.revision && stored == body => {
+            // Compared as flags, not text: PostgreSQL keeps the body as JSONB and gives it back
+            // re-serialised.
+            Some((_, revision, stored))
+                if revision == flags.revision && serde_json::from_str::<Flags>(&stored).is_ok_and(|s| s == flags) =>
+            {
                 self.flags.offer(flags.clone());
                 Ok(flags)
             }
