@@ -56,6 +56,21 @@ fn every_method_forecasts_what_statsforecast_forecasts_for_the_same_series() {
 }
 
 #[test]
+fn auto_theta_is_as_accurate_as_statsforecasts_on_held_out_weeks() {
+    let r = reference();
+    for (name, s) in r["holdout"].as_object().expect("holdout") {
+        let y = numbers(&s["y"]);
+        let h = s["h"].as_u64().expect("h") as usize;
+        let (train, test) = y.split_at(y.len() - h);
+        let ours = Method::AutoTheta { period: 7 }.forecast(train, h);
+        let wape = tally_forecast::accuracy::wape(test, &ours.mean).expect("wape");
+        let peer_wape = tally_forecast::accuracy::wape(test, &numbers(&s["auto_theta"]["mean"])).expect("wape");
+        eprintln!("{name}: tally AutoTheta WAPE {wape:.4}; statsforecast {peer_wape:.4}");
+        assert!(wape <= peer_wape * 1.05 + 0.005, "{name}: tally WAPE {wape} against statsforecast's {peer_wape}");
+    }
+}
+
+#[test]
 fn auto_ets_is_as_accurate_as_statsforecasts_on_held_out_weeks() {
     let r = reference();
     let holdout = r["holdout"].as_object().expect("holdout");

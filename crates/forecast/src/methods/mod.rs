@@ -5,6 +5,7 @@
 pub mod ets;
 mod intermittent;
 mod naive;
+pub mod theta;
 
 pub use intermittent::{adida, croston_classic, croston_optimized, croston_sba, imapa, tsb};
 pub use naive::seasonal_naive;
@@ -54,6 +55,17 @@ pub enum Method {
     Adida,
     /// Multiple aggregation levels (1 … the mean interval), averaged.
     Imapa,
+    /// ETS, the model chosen by AICc among statsforecast's AutoETS candidates.
+    AutoEts {
+        /// Season length in days.
+        period: usize,
+    },
+    /// Theta, the variant chosen by in-sample error, deseasonalised when the series is
+    /// seasonal.
+    AutoTheta {
+        /// Season length in days.
+        period: usize,
+    },
 }
 
 impl Method {
@@ -67,10 +79,13 @@ impl Method {
             Self::Tsb { .. } => "tsb",
             Self::Adida => "adida",
             Self::Imapa => "imapa",
+            Self::AutoEts { .. } => "auto_ets",
+            Self::AutoTheta { .. } => "auto_theta",
         }
     }
 
-    /// Forecasts `h` steps after `y` (`y` must not be empty).
+    /// Forecasts `h` steps after `y` (`y` must not be empty). A model that cannot be fitted to
+    /// the series (too short, say) answers with the seasonal naive forecast.
     pub fn forecast(&self, y: &[f64], h: usize) -> Forecast {
         match *self {
             Self::SeasonalNaive { period } => seasonal_naive(y, period, h),
@@ -80,6 +95,10 @@ impl Method {
             Self::Tsb { alpha_d, alpha_p } => Forecast::flat(tsb(y, alpha_d, alpha_p), h),
             Self::Adida => Forecast::flat(adida(y), h),
             Self::Imapa => Forecast::flat(imapa(y), h),
+            Self::AutoEts { period } => {
+                ets::auto(y, period).map_or_else(|| seasonal_naive(y, period, h), |f| f.forecast(h))
+            }
+            Self::AutoTheta { period } => theta::auto(y, period, h).unwrap_or_else(|| seasonal_naive(y, period, h)),
         }
     }
 }

@@ -1,0 +1,257 @@
+//! The Theta method and its optimised and dynamic variants (Fiorucci et al. 2016), as
+//! statsforecast's `theta.cpp` runs them — but in O(n) per evaluation (statsforecast copies
+//! every earlier state row at every step) — with its seasonality test and classical
+//! multiplicative deseasonalising, and AutoTheta's choice among the four variants by in-sample
+//! error.
+
+use super::Forecast;
+use crate::decompose::{self, Kind};
+use crate::optimize::{self, Settings};
+
+/// The four variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Standard Theta (θ = 2, A and B from a regression on the whole series).
+    Standard,
+    /// θ optimised.
+    Optimized,
+    /// Dynamic: A and B updated as the series goes.
+    Dynamic,
+    /// Dynamic with θ optimised.
+    DynamicOptimized,
+}
+
+impl Variant {
+    /// Every variant, in statsforecast's order.
+    pub const ALL: [Variant; 4] = [Self::Standard, Self::Optimized, Self::Dynamic, Self::DynamicOptimized];
+
+    fn dynamic(self) -> bool {
+        matches!(self, Self::Dynamic | Self::DynamicOptimized)
+    }
+
+    fn optimizes_theta(self) -> bool {
+        matches!(self, Self::Optimized | Self::DynamicOptimized)
+    }
+}
+
+/// One row of the state: smoothed level, running mean, the line's intercept and slope, and
+/// the one-step forecast.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Row {
+    level: f64,
+    mean: f64,
+    a: f64,
+    b: f64,
+    mu: f64,
+}
+
+/// The next row from `prev` at time `i` (≥ 1) and the observation — or, for a forecast, the
+/// row's own prediction (`observed = None`).
+fn step(prev: Row, i: usize, variant: Variant, alpha: f64, theta: f64, observed: Option<f64>) -> Row {
+    let fi = i as f64;
+    let decay = 1.0 - alpha;
+    let mu = prev.level
+        + (1.0 - 1.0 / theta) * (prev.a * decay.powi(i as i32) + prev.b * (1.0 - decay.powi(i as i32 + 1)) / alpha);
+    let y = observed.unwrap_or(mu);
+    let level = alpha * y + decay * prev.level;
+    let mean = (fi * prev.mean + y) / (fi + 1.0);
+    let (a, b) = if variant.dynamic() {
+        let b = ((fi - 1.0) * prev.b + 6.0 * (y - prev.mean) / (fi + 1.0)) / (fi + 2.0);
+        (mean - b * (fi + 2.0) / 2.0, b)
+    } else {
+        (prev.a, prev.b)
+    };
+    Row { level, mean, a, b, mu }
+}
+
+fn first_row(y: &[f64], variant: Variant, level0: f64, alpha: f64, theta: f64) -> Row {
+    let (a, b, mu) = if variant.dynamic() {
+        (y[0], 0.0, y[0])
+    } else {
+        let n = y.len() as f64;
+        let mean = y.iter().sum::<f64>() / n;
+        let weighted = y.iter().enumerate().map(|(t, v)| (t + 1) as f64 * v).sum::<f64>() / n;
+        let b = 6.0 * (2.0 * weighted - (n + 1.0) * mean) / (n * n - 1.0);
+        let a = mean - (n + 1.0) * b / 2.0;
+        (a, b, level0 + (1.0 - 1.0 / theta) * (a + b))
+    };
+    Row { level: alpha * y[0] + (1.0 - alpha) * level0, mean: y[0], a, b, mu }
+}
+
+/// Runs over `y`: the last row and the in-sample one-step errors.
+fn run(y: &[f64], variant: Variant, level0: f64, alpha: f64, theta: f64) -> (Row, Vec<f64>) {
+    let mut row = first_row(y, variant, level0, alpha, theta);
+    let mut errors = Vec::with_capacity(y.len());
+    errors.push(y[0] - row.mu);
+    for (i, &obs) in y.iter().enumerate().skip(1) {
+        row = step(row, i, variant, alpha, theta, Some(obs));
+        errors.push(obs - row.mu);
+    }
+    (row, errors)
+}
+
+/// statsforecast's objective: squared one-step errors after the third, over the mean |y|.
+fn score(y: &[f64], errors: &[f64]) -> f64 {
+    let scale = (y.iter().map(|v| v.abs()).sum::<f64>() / y.len() as f64).max(1e-10);
+    errors.iter().skip(3).map(|e| e * e).sum::<f64>() / scale
+}
+
+/// A fitted Theta model on a (deseasonalised) series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fitted {
+    /// Which variant.
+    pub variant: Variant,
+    alpha: f64,
+    theta: f64,
+    last: Row,
+    n: usize,
+    /// In-sample error (the selection criterion).
+    pub score: f64,
+    /// Standard deviation of the one-step errors after the third.
+    pub sigma: f64,
+}
+
+/// Fits one variant (`y` at least 4 points).
+pub fn fit(variant: Variant, y: &[f64]) -> Option<Fitted> {
+    if y.len() < 4 {
+        return None;
+    }
+    let mut x0 = vec![y[0] / 2.0, 0.5];
+    let (mut lower, mut upper) = (vec![-1e10, 0.1], vec![1e10, 0.99]);
+    if variant.optimizes_theta() {
+        x0.push(2.0);
+        lower.push(1.0);
+        upper.push(1e10);
+    }
+    let theta_of = |x: &[f64]| if variant.optimizes_theta() { x[2] } else { 2.0 };
+    let objective = |x: &[f64]| {
+        let (_, errors) = run(y, variant, x[0], x[1], theta_of(x));
+        score(y, &errors)
+    };
+    let best = optimize::minimize(objective, &x0, &lower, &upper, Settings::default());
+    if !best.value.is_finite() {
+        return None;
+    }
+    let (alpha, theta) = (best.x[1], theta_of(&best.x));
+    let (last, errors) = run(y, variant, best.x[0], alpha, theta);
+    let tail = &errors[3.min(errors.len())..];
+    let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
+    let sigma = (tail.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (tail.len().max(2) - 1) as f64).sqrt();
+    Some(Fitted { variant, alpha, theta, last, n: y.len(), score: best.value, sigma })
+}
+
+impl Fitted {
+    /// The point forecast: the model run on with its own predictions as observations; the
+    /// spread is simple exponential smoothing's, `σ²(1 + α²(h − 1))` (statsforecast simulates
+    /// 200 paths instead).
+    fn forecast(&self, h: usize) -> Forecast {
+        let mut row = self.last;
+        let mut mean = Vec::with_capacity(h);
+        for j in 0..h {
+            row = step(row, self.n + j, self.variant, self.alpha, self.theta, None);
+            mean.push(row.mu);
+        }
+        let sigma = (0..h).map(|j| self.sigma * (1.0 + self.alpha * self.alpha * j as f64).sqrt()).collect();
+        Forecast { mean, sigma: Some(sigma) }
+    }
+}
+
+/// Whether `y` is seasonal with period `m`: the autocorrelation at lag `m` beyond the 90 %
+/// one-sided bound of its standard error (statsforecast's test).
+fn seasonal(y: &[f64], m: usize) -> bool {
+    let n = y.len();
+    if m < 4 || n < 2 * m {
+        return false;
+    }
+    let mean = y.iter().sum::<f64>() / n as f64;
+    let var: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
+    if var <= 0.0 {
+        return false;
+    }
+    let acf = |k: usize| (0..n - k).map(|t| (y[t] - mean) * (y[t + k] - mean)).sum::<f64>() / var;
+    let r: Vec<f64> = (1..=m).map(acf).collect();
+    let stat = ((1.0 + 2.0 * r[..m - 1].iter().map(|v| v * v).sum::<f64>()) / n as f64).sqrt();
+    r[m - 1].abs() / stat > 1.644_853_626_951_472_2
+}
+
+/// AutoTheta: deseasonalise when the test says so (multiplicatively, additively for data with
+/// zeros or tiny indices), fit the four variants, keep the one with the least in-sample error,
+/// reseasonalise its forecast.
+pub fn auto(y: &[f64], m: usize, h: usize) -> Option<Forecast> {
+    let indices = if seasonal(y, m) {
+        let positive = y.iter().all(|&v| v > 0.0);
+        let multiplicative = positive
+            .then(|| decompose::seasonal_indices(y, m, Kind::Multiplicative))
+            .flatten()
+            .filter(|s| s.iter().all(|&v| v >= 0.01));
+        match multiplicative {
+            Some(s) => Some((Kind::Multiplicative, s)),
+            None => decompose::seasonal_indices(y, m, Kind::Additive).map(|s| (Kind::Additive, s)),
+        }
+    } else {
+        None
+    };
+    let adjusted: Vec<f64> = match &indices {
+        None => y.to_vec(),
+        Some((Kind::Multiplicative, s)) => y.iter().enumerate().map(|(t, v)| v / s[t % m]).collect(),
+        Some((Kind::Additive, s)) => y.iter().enumerate().map(|(t, v)| v - s[t % m]).collect(),
+    };
+    let best = Variant::ALL
+        .iter()
+        .filter_map(|&v| fit(v, &adjusted))
+        .filter(|f| f.score.is_finite())
+        .reduce(|best, f| if f.score < best.score { f } else { best })?;
+    let mut forecast = best.forecast(h);
+    if let Some((kind, s)) = &indices {
+        let n = y.len();
+        for (j, (mean, sigma)) in forecast.mean.iter_mut().zip(forecast.sigma.iter_mut().flatten()).enumerate() {
+            let index = s[(n + j) % m];
+            match kind {
+                Kind::Multiplicative => {
+                    *mean *= index;
+                    *sigma *= index;
+                }
+                Kind::Additive => *mean += index,
+            }
+        }
+    }
+    Some(forecast)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_straight_line_is_continued() {
+        let y: Vec<f64> = (0..60).map(|t| 5.0 + 0.5 * t as f64).collect();
+        let f = auto(&y, 7, 10).expect("forecast");
+        for (j, v) in f.mean.iter().enumerate() {
+            let want = 5.0 + 0.5 * (60 + j) as f64;
+            assert!((v - want).abs() < 0.5, "step {j}: {v} vs {want}");
+        }
+    }
+
+    #[test]
+    fn the_seasonality_test_sees_a_weekly_pattern_and_not_noise() {
+        let pattern = [1.4, 0.8, 0.9, 1.0, 1.1, 0.7, 1.1];
+        let noise = |t: usize| ((t * 7919 % 101) as f64 / 101.0 - 0.5) * 2.0;
+        let weekly: Vec<f64> = (0..140).map(|t| 30.0 * pattern[t % 7] + noise(t)).collect();
+        assert!(seasonal(&weekly, 7));
+        let flat: Vec<f64> = (0..140).map(|t| 30.0 + noise(t)).collect();
+        assert!(!seasonal(&flat, 7));
+    }
+
+    #[test]
+    fn the_one_step_forecast_follows_statsforecasts_recursion() {
+        // Standard Theta, α = 0.5, θ = 2, ℓ0 = 1 on y = [2, 4, 6, 8]: A and B from the line
+        // through (1,2)…(4,8) are 0 and 2; μ0 = ℓ0 + ½(A + B) = 2; level0 = 0.5·2 + 0.5·1 = 1.5.
+        let y = [2.0, 4.0, 6.0, 8.0];
+        let first = first_row(&y, Variant::Standard, 1.0, 0.5, 2.0);
+        assert!((first.a - 0.0).abs() < 1e-12 && (first.b - 2.0).abs() < 1e-12, "{first:?}");
+        assert_eq!((first.mu, first.level), (2.0, 1.5));
+        // μ1 = 1.5 + ½(0·0.5 + 2·(1 − 0.25)/0.5) = 3.
+        let next = step(first, 1, Variant::Standard, 0.5, 2.0, Some(4.0));
+        assert!((next.mu - 3.0).abs() < 1e-12, "{next:?}");
+    }
+}
