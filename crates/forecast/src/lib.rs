@@ -13,5 +13,6 @@ pub mod decompose;
 pub mod folds;
 pub mod methods;
 pub mod optimize;
+pub mod select;
 
 pub use methods::{Forecast, Method};

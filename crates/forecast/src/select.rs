@@ -1,0 +1,241 @@
+//! Per-series choice of method: the series' demand pattern picks the candidates, a
+//! rolling-origin backtest (statsforecast's folds) scores them by MASE, and the winner,
+//! refitted on the whole series, forecasts — with quantiles from its own error variance, or
+//! from its backtest errors where the method has none.
+
+use serde::Serialize;
+
+use crate::accuracy;
+use crate::folds::folds;
+use crate::methods::{Forecast, Method};
+
+/// How the backtest is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Season length in days.
+    pub period: usize,
+    /// Days forecast.
+    pub horizon: usize,
+    /// Backtest folds.
+    pub windows: usize,
+    /// Days between fold origins.
+    pub step: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { period: 7, horizon: 28, windows: 2, step: 28 }
+    }
+}
+
+/// Demand pattern (Syntetos–Boylan): intermittent when demands are on average more than 1.32
+/// days apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// Demand most days.
+    Smooth,
+    /// Many days without demand.
+    Intermittent,
+}
+
+/// The average inter-demand interval (ADI) cut-off between smooth and intermittent.
+pub const ADI_CUTOFF: f64 = 1.32;
+
+/// Average days between demands (∞ without any).
+pub fn adi(y: &[f64]) -> f64 {
+    let demands = y.iter().filter(|&&v| v > 0.0).count();
+    if demands == 0 { f64::INFINITY } else { y.len() as f64 / demands as f64 }
+}
+
+/// The series' pattern.
+pub fn pattern(y: &[f64]) -> Pattern {
+    if adi(y) > ADI_CUTOFF { Pattern::Intermittent } else { Pattern::Smooth }
+}
+
+/// The methods tried for a pattern.
+pub fn candidates(pattern: Pattern, period: usize) -> Vec<Method> {
+    match pattern {
+        Pattern::Smooth => {
+            vec![Method::SeasonalNaive { period }, Method::AutoEts { period }, Method::AutoTheta { period }]
+        }
+        Pattern::Intermittent => vec![
+            Method::SeasonalNaive { period },
+            Method::CrostonSba,
+            Method::Tsb { alpha_d: 0.1, alpha_p: 0.1 },
+            Method::Adida,
+            Method::Imapa,
+        ],
+    }
+}
+
+/// A series' forecast and how its method was chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    /// The pattern seen.
+    pub pattern: Pattern,
+    /// The method chosen.
+    pub method: Method,
+    /// Each candidate's backtest MASE (`None`: not scored — too short a series, or a flat
+    /// history to scale by).
+    pub scores: Vec<(Method, Option<f64>)>,
+    /// The forecast, from the whole series.
+    pub forecast: Forecast,
+    /// Standard deviation of the error per step.
+    pub spread: Vec<f64>,
+}
+
+impl Choice {
+    /// The `q` quantile per step (normal, clipped at zero: demand is not negative).
+    pub fn quantile(&self, q: f64) -> Vec<f64> {
+        let z = normal_quantile(q);
+        self.forecast.mean.iter().zip(&self.spread).map(|(m, s)| (m + z * s).max(0.0)).collect()
+    }
+}
+
+/// Chooses and forecasts for one series (oldest first, at least one point). Negative days
+/// (returns exceeding sales) count as no demand.
+pub fn choose(y: &[f64], cfg: Config) -> Choice {
+    let y: Vec<f64> = y.iter().map(|v| v.max(0.0)).collect();
+    let pattern = pattern(&y);
+    let candidates = candidates(pattern, cfg.period);
+    let cuts = folds(y.len(), cfg.horizon, cfg.windows, cfg.step);
+    let mut scores = Vec::with_capacity(candidates.len());
+    let mut errors_of = Vec::with_capacity(candidates.len());
+    for &method in &candidates {
+        let mut errors = Vec::new();
+        let mut mase_sum = 0.0;
+        let mut scored = !cuts.is_empty();
+        for fold in &cuts {
+            let (train, test) = (&y[..fold.train_end], &y[fold.train_end..fold.train_end + fold.h]);
+            let f = method.forecast(train, fold.h);
+            errors.extend(test.iter().zip(&f.mean).map(|(a, p)| a - p));
+            match accuracy::mase(train, test, &f.mean, cfg.period) {
+                Some(m) => mase_sum += m,
+                None => scored = false,
+            }
+        }
+        scores.push((method, scored.then(|| mase_sum / cuts.len() as f64)));
+        errors_of.push(errors);
+    }
+    // The least backtest MASE; without scores, the first candidate (seasonal naive).
+    let best = scores
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, s))| s.map(|s| (i, s)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(0, |(i, _)| i);
+    let method = candidates[best];
+    let forecast = method.forecast(&y, cfg.horizon);
+    let spread = match &forecast.sigma {
+        Some(sigma) => sigma.clone(),
+        None => {
+            // The method has no variance of its own: the root mean square of its backtest
+            // errors, or of the series' day-to-day changes when there was no backtest.
+            let e = &errors_of[best];
+            let rms = if e.is_empty() {
+                let diffs: Vec<f64> = y.windows(2).map(|w| w[1] - w[0]).collect();
+                (diffs.iter().map(|d| d * d).sum::<f64>() / diffs.len().max(1) as f64).sqrt()
+            } else {
+                (e.iter().map(|d| d * d).sum::<f64>() / e.len() as f64).sqrt()
+            };
+            vec![rms; cfg.horizon]
+        }
+    };
+    Choice { pattern, method, scores, forecast, spread }
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] =
+        [7.784_695_709_041_462e-3, 3.224_671_290_700_398e-1, 2.445_134_137_142_996, 3.754_408_661_907_416];
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_quantiles_match_the_tables() {
+        assert!(normal_quantile(0.5).abs() < 1e-9);
+        assert!((normal_quantile(0.9) - 1.281_551_565_544_600_4).abs() < 1e-8);
+        assert!((normal_quantile(0.1) + 1.281_551_565_544_600_4).abs() < 1e-8);
+        assert!((normal_quantile(0.975) - 1.959_963_984_540_054).abs() < 1e-8);
+        assert!((normal_quantile(0.001) + 3.090_232_306_167_813_5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn the_pattern_picks_the_candidates() {
+        let sparse: Vec<f64> = (0..200).map(|t| if t % 5 == 0 { 3.0 } else { 0.0 }).collect();
+        assert_eq!(pattern(&sparse), Pattern::Intermittent);
+        let daily: Vec<f64> = (0..200).map(|t| 10.0 + (t % 7) as f64).collect();
+        assert_eq!(pattern(&daily), Pattern::Smooth);
+        assert_eq!(adi(&[0.0, 0.0]), f64::INFINITY);
+    }
+
+    #[test]
+    fn the_choice_is_the_least_backtest_error_and_its_quantiles_are_ordered() {
+        let pattern_of_week = [1.4, 0.8, 0.9, 1.0, 1.1, 0.7, 1.1];
+        let noise = |t: usize| ((t * 7919 % 101) as f64 / 101.0 - 0.5) * 4.0;
+        let y: Vec<f64> = (0..400).map(|t| 40.0 * pattern_of_week[t % 7] + noise(t)).collect();
+        let c = choose(&y, Config::default());
+        assert_eq!(c.pattern, Pattern::Smooth);
+        let chosen = c.scores.iter().find(|(m, _)| *m == c.method).and_then(|(_, s)| *s).expect("scored");
+        assert!(c.scores.iter().all(|(_, s)| s.is_none_or(|s| s >= chosen)), "{:?}", c.scores);
+        assert_eq!(c.forecast.mean.len(), 28);
+        let (lo, mid, hi) = (c.quantile(0.1), c.quantile(0.5), c.quantile(0.9));
+        assert!(lo.iter().zip(&mid).zip(&hi).all(|((l, m), h)| l <= m && m <= h));
+
+        let sparse: Vec<f64> = (0..300).map(|t| if t % 4 == 0 { (t % 9) as f64 + 1.0 } else { 0.0 }).collect();
+        let c = choose(&sparse, Config::default());
+        assert_eq!(c.pattern, Pattern::Intermittent);
+        assert!(c.spread.iter().all(|s| *s > 0.0), "intermittent methods get their spread from the backtest");
+        assert!(c.quantile(0.1).iter().all(|v| *v >= 0.0), "no negative demand");
+    }
+
+    #[test]
+    fn a_series_too_short_for_a_backtest_still_gets_a_forecast() {
+        let c = choose(&[3.0, 4.0, 2.0, 5.0, 3.0], Config::default());
+        assert_eq!(c.method, Method::SeasonalNaive { period: 7 });
+        assert!(c.scores.iter().all(|(_, s)| s.is_none()));
+        assert_eq!(c.forecast.mean.len(), 28);
+    }
+}
