@@ -56,9 +56,12 @@ pub fn pattern(y: &[f64]) -> Pattern {
 /// The methods tried for a pattern.
 pub fn candidates(pattern: Pattern, period: usize) -> Vec<Method> {
     match pattern {
-        Pattern::Smooth => {
-            vec![Method::SeasonalNaive { period }, Method::AutoEts { period }, Method::AutoTheta { period }]
-        }
+        Pattern::Smooth => vec![
+            Method::SeasonalNaive { period },
+            Method::AutoEts { period },
+            Method::AutoTheta { period },
+            Method::Mstl { period, yearly: true },
+        ],
         Pattern::Intermittent => vec![
             Method::SeasonalNaive { period },
             Method::CrostonSba,

@@ -55,19 +55,29 @@ fn every_method_forecasts_what_statsforecast_forecasts_for_the_same_series() {
     }
 }
 
-#[test]
-fn auto_theta_is_as_accurate_as_statsforecasts_on_held_out_weeks() {
+/// `method`'s WAPE on each held-out series is within 5 % (+0.005) of statsforecast's `key`.
+fn as_accurate_as_the_peer(method: Method, key: &str) {
     let r = reference();
     for (name, s) in r["holdout"].as_object().expect("holdout") {
         let y = numbers(&s["y"]);
         let h = s["h"].as_u64().expect("h") as usize;
         let (train, test) = y.split_at(y.len() - h);
-        let ours = Method::AutoTheta { period: 7 }.forecast(train, h);
+        let ours = method.forecast(train, h);
         let wape = tally_forecast::accuracy::wape(test, &ours.mean).expect("wape");
-        let peer_wape = tally_forecast::accuracy::wape(test, &numbers(&s["auto_theta"]["mean"])).expect("wape");
-        eprintln!("{name}: tally AutoTheta WAPE {wape:.4}; statsforecast {peer_wape:.4}");
+        let peer_wape = tally_forecast::accuracy::wape(test, &numbers(&s[key]["mean"])).expect("wape");
+        eprintln!("{name}: tally {} WAPE {wape:.4}; statsforecast {peer_wape:.4}", method.name());
         assert!(wape <= peer_wape * 1.05 + 0.005, "{name}: tally WAPE {wape} against statsforecast's {peer_wape}");
     }
+}
+
+#[test]
+fn auto_theta_is_as_accurate_as_statsforecasts_on_held_out_weeks() {
+    as_accurate_as_the_peer(Method::AutoTheta { period: 7 }, "auto_theta");
+}
+
+#[test]
+fn mstl_is_as_accurate_as_statsforecasts_on_held_out_weeks() {
+    as_accurate_as_the_peer(Method::Mstl { period: 7, yearly: false }, "mstl");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod ets;
 mod intermittent;
+pub mod mstl;
 mod naive;
 pub mod theta;
 
@@ -66,6 +67,14 @@ pub enum Method {
         /// Season length in days.
         period: usize,
     },
+    /// MSTL: a weekly (and, over two years or more, a yearly) season by STL, the rest by a
+    /// non-seasonal ETS.
+    Mstl {
+        /// Season length in days.
+        period: usize,
+        /// Also a 365-day season when the series covers it twice.
+        yearly: bool,
+    },
 }
 
 impl Method {
@@ -81,6 +90,7 @@ impl Method {
             Self::Imapa => "imapa",
             Self::AutoEts { .. } => "auto_ets",
             Self::AutoTheta { .. } => "auto_theta",
+            Self::Mstl { .. } => "mstl",
         }
     }
 
@@ -99,6 +109,10 @@ impl Method {
                 ets::auto(y, period).map_or_else(|| seasonal_naive(y, period, h), |f| f.forecast(h))
             }
             Self::AutoTheta { period } => theta::auto(y, period, h).unwrap_or_else(|| seasonal_naive(y, period, h)),
+            Self::Mstl { period, yearly } => {
+                let periods: &[usize] = if yearly { &[period, 365] } else { &[period] };
+                mstl::forecast(y, periods, h).unwrap_or_else(|| seasonal_naive(y, period, h))
+            }
         }
     }
 }
