@@ -15,7 +15,7 @@ use tally_fraud::HardRules;
 use tally_model::ModelClient;
 use tally_runtime::{ConsumerMetrics, ConsumerSpec, FlushSettings, Health, OutputTopic, PublishHook, Waiters};
 use tally_store::Flush;
-use tally_store::ledger::{Document, DocumentStore, Documents};
+use tally_store::ledger::{AppendedRow, Document, DocumentStore, Documents};
 use tokio_util::sync::CancellationToken;
 
 pub mod cards;
@@ -229,33 +229,29 @@ impl<B: Bus, S: DocumentStore, C: Cache> FraudEngine<B, S, C> {
         self.refresh_flags().await?;
         flags.revision = self.flags.get().revision + 1;
         let body = serde_json::to_string(&flags).unwrap_or_default();
+        // Two writers that read the same revision both write the next one. The revision is
+        // claimed by an appended row (first wins by id) in the same transaction as the document
+        // (lands only if newer), so the writer whose row stands is the one whose document
+        // landed; the others changed nothing.
+        let claim = records::flags_revision_row(flags.revision);
         let mut effects = Documents::default();
         effects.put(records::FLAGS_DOC.to_owned(), Document { version: flags.revision, body: body.clone() });
+        effects.appended.push(AppendedRow { id: claim.clone(), key: claim.clone(), body });
         self.store
             .flush(&[Flush { effects, processed: Vec::new(), offsets: Vec::new() }])
             .await
             .map_err(EngineError::from)?;
-        // The document lands only if its revision is newer: two writers that read the same
-        // revision both write the next one and only the first lands. Read back which did.
-        let stored = self.store.documents(vec![records::FLAGS_DOC.to_owned()]).await.map_err(EngineError::from)?;
-        match stored.into_iter().next() {
-            // Compared as flags, not text: PostgreSQL keeps the body as JSONB and gives it back
-            // re-serialised.
-            Some((_, revision, stored))
-                if revision == flags.revision && serde_json::from_str::<Flags>(&stored).is_ok_and(|s| s == flags) =>
-            {
-                self.flags.offer(flags.clone());
-                Ok(flags)
-            }
-            Some((_, revision, _)) => {
-                self.refresh_flags().await?;
-                Err(FlagsError::Conflict { revision })
-            }
-            None => Err(FlagsError::Engine(EngineError::from(tally_store::StoreError::Corrupt {
-                what: "flags",
-                detail: "the flags document just written is not in the store".into(),
-            }))),
+        let rows = self.store.appended(claim.clone()).await.map_err(EngineError::from)?;
+        // Compared as flags, not text: PostgreSQL may give a JSON body back re-serialised.
+        let won = rows
+            .iter()
+            .any(|(id, stored)| *id == claim && serde_json::from_str::<Flags>(stored).is_ok_and(|s| s == flags));
+        if won {
+            self.flags.offer(flags.clone());
+            return Ok(flags);
         }
+        self.refresh_flags().await?;
+        Err(FlagsError::Conflict { revision: self.flags.get().revision })
     }
 
     /// A transaction's decision: the cache, then the store.

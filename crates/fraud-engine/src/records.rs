@@ -96,3 +96,8 @@ pub fn transaction_rows(transaction: &str) -> String {
 
 /// The flags' document key.
 pub const FLAGS_DOC: &str = "flags";
+
+/// The appended row that claims a flags revision (its id and key): one writer per revision.
+pub fn flags_revision_row(revision: i64) -> String {
+    format!("flags/{revision}")
+}

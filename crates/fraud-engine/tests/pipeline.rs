@@ -109,6 +109,23 @@ async fn publish(bus: &EmbeddedLog, events: &[Envelope]) {
     }
 }
 
+/// Publishes the simulator's profiles (they come first) and waits until every one is stored,
+/// then the rest. Published together, the profile and transaction partitions race and a
+/// transaction may be decided before its account's profile lands — features the test did not
+/// mean to give it; in production profiles precede payments by days.
+async fn publish_profiles_first(s: &Stack, events: &[Envelope]) {
+    let split = events.iter().position(|e| e.ty != types::PROFILE).expect("transactions");
+    let applied = || tally_runtime::ConsumerStats::get(&s.engine.consumer_stats.applied);
+    let before = applied();
+    publish(&s.bus, &events[..split]).await;
+    let started = Instant::now();
+    while applied() < before + split as u64 {
+        assert!(started.elapsed() < Duration::from_secs(30), "profiles not stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    publish(&s.bus, &events[split..]).await;
+}
+
 fn simulate(seed: u64, n: usize) -> (Vec<Envelope>, HashMap<String, Pattern>) {
     let mut sim = Payments::new(PaymentsConfig { seed, accounts: 300, fraud_rate: 0.02, ..PaymentsConfig::default() });
     let mut patterns = HashMap::new();
@@ -176,11 +193,7 @@ async fn wait_for(engine: &Engine, decisions: u64, within: Duration) {
 async fn every_transaction_is_decided_once_on_the_features_an_oracle_computes() {
     let s = stack(MODEL_UP_DEADLINE_MS).await;
     let (events, patterns) = simulate(11, 6_000);
-    // Profiles first (as the simulator emits them), then the stream.
-    let split = events.iter().position(|e| e.ty != types::PROFILE).expect("transactions");
-    publish(&s.bus, &events[..split]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    publish(&s.bus, &events[split..]).await;
+    publish_profiles_first(&s, &events).await;
     let txs: Vec<&Envelope> = events.iter().filter(|e| e.ty == types::TRANSACTION).collect();
     wait_for(&s.engine, txs.len() as u64, Duration::from_secs(60)).await;
 
@@ -329,7 +342,7 @@ fn label(tx: &Envelope, fraud: bool) -> Envelope {
 async fn labels_join_decisions_and_a_drifted_feature_moves_its_psi() {
     let s = stack(MODEL_UP_DEADLINE_MS).await;
     let (events, patterns) = simulate(14, 4_000);
-    publish(&s.bus, &events).await;
+    publish_profiles_first(&s, &events).await;
     let txs: Vec<Envelope> = events.iter().filter(|e| e.ty == types::TRANSACTION).cloned().collect();
     wait_for(&s.engine, txs.len() as u64, Duration::from_secs(30)).await;
 
