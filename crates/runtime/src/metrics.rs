@@ -136,7 +136,7 @@ pub fn families(subsystem: &str, outcomes: &[&'static str], dead_letter_reasons:
         Family {
             name: n("poll_stage_seconds"),
             kind: Histogram,
-            help: "Seconds a poll spent in each stage of a partition worker: delivery (the oldest record's bus timestamp to the worker receiving it), prepare, apply and finish (the handler), publish (outputs acknowledged by the bus).",
+            help: "Seconds a poll spent in each stage of a partition worker: delivery (the oldest record's bus timestamp to the worker receiving it), prepare (the handler loading state), apply (the worker's checks and dedupe, and the handler applying the events), finish (the handler making them visible), publish (outputs acknowledged by the bus).",
             known: Some(("stage", Stage::ALL.iter().map(|s| s.label()).collect())),
         },
         Family { name: n("flush_rows"), kind: Histogram, help: "Rows written per flush.", known: None },
@@ -182,7 +182,7 @@ pub enum Stage {
     Delivery,
     /// The handler loading what the poll needs ([`crate::Handler::prepare`]).
     Prepare,
-    /// The handler applying the poll's events.
+    /// The worker's per-record checks and dedupe, and the handler applying the poll's events.
     Apply,
     /// The handler making the poll visible ([`crate::Handler::finish`]).
     Finish,
