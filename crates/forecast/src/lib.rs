@@ -1,6 +1,7 @@
-//! Demand forecasting's domain, without I/O: the forecasting methods of the `demand` model,
-//! rolling-origin folds to choose among them, and the accuracy measures they are judged by
-//! (`docs/forecast.md`).
+//! Demand forecasting's domain, without I/O (`docs/forecast.md`): demand events parsed and
+//! normalised against the [`reference`] data into business days ([`demand`], [`day`]); the
+//! forecasting methods of the `demand` model, rolling-origin folds to choose among them, and
+//! the accuracy measures they are judged by.
 //!
 //! Series are daily demand, oldest first, as `f64`. Every method returns a point forecast and a
 //! spread per step of the horizon ([`Forecast`]); methods follow Nixtla's statsforecast 2.1
@@ -9,10 +10,13 @@
 //! (`scripts/forecast/reference.py`).
 
 pub mod accuracy;
+pub mod day;
 pub mod decompose;
+pub mod demand;
 pub mod folds;
 pub mod methods;
 pub mod optimize;
+pub mod reference;
 pub mod select;
 
 pub use methods::{Forecast, Method};

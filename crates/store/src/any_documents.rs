@@ -2,6 +2,7 @@
 //! records) in whichever backend configuration chose — what fraud and forecast journal into.
 
 use crate::StoreError;
+use crate::demand::{DailyRow, DemandEffects, DemandStore, LocationRow, ParkedRow, SkuRow, StagedRow, Unparked};
 use crate::ledger::{DocumentStore, Documents, Flush, Journal};
 use crate::postgres::PostgresDocuments;
 use crate::sqlite::SqliteDocuments;
@@ -112,5 +113,57 @@ impl DocumentStore for AnyDocuments {
 
     async fn appended(&self, key: String) -> Result<Vec<(String, String)>, StoreError> {
         delegate!(self, d => d.appended(key).await)
+    }
+}
+
+impl Journal<DemandEffects> for AnyDocuments {
+    async fn flush(&self, batch: &[Flush<DemandEffects>]) -> Result<(), StoreError> {
+        delegate!(self, d => d.flush(batch).await)
+    }
+}
+
+impl DemandStore for AnyDocuments {
+    async fn put_skus(&self, rows: Vec<SkuRow>) -> Result<(), StoreError> {
+        delegate!(self, d => d.put_skus(rows).await)
+    }
+
+    async fn put_locations(&self, rows: Vec<LocationRow>) -> Result<(), StoreError> {
+        delegate!(self, d => d.put_locations(rows).await)
+    }
+
+    async fn skus(&self, skus: Vec<String>) -> Result<Vec<SkuRow>, StoreError> {
+        delegate!(self, d => d.skus(skus).await)
+    }
+
+    async fn locations(&self, locations: Vec<String>) -> Result<Vec<LocationRow>, StoreError> {
+        delegate!(self, d => d.locations(locations).await)
+    }
+
+    async fn parked_ready(&self, limit: usize) -> Result<Vec<ParkedRow>, StoreError> {
+        delegate!(self, d => d.parked_ready(limit).await)
+    }
+
+    async fn parked_count(&self) -> Result<u64, StoreError> {
+        delegate!(self, d => d.parked_count().await)
+    }
+
+    async fn unpark(&self, events: Vec<Unparked>) -> Result<Vec<StagedRow>, StoreError> {
+        delegate!(self, d => d.unpark(events).await)
+    }
+
+    async fn daily(&self, sku: String, location: String) -> Result<Vec<DailyRow>, StoreError> {
+        delegate!(self, d => d.daily(sku, location).await)
+    }
+
+    async fn series(&self) -> Result<Vec<(String, String)>, StoreError> {
+        delegate!(self, d => d.series().await)
+    }
+
+    async fn ensure_partitions(&self, from_day: i32, to_day: i32) -> Result<Vec<String>, StoreError> {
+        delegate!(self, d => d.ensure_partitions(from_day, to_day).await)
+    }
+
+    async fn event_partitions(&self) -> Result<Vec<String>, StoreError> {
+        delegate!(self, d => d.event_partitions().await)
     }
 }

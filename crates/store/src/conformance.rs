@@ -6,8 +6,10 @@ use tally_core::EventKey;
 
 use crate::{ConsumerOffset, ProcessedEvent, RawOutcome};
 
+mod demand;
 #[cfg(feature = "inventory")]
 mod inventory;
+pub use demand::*;
 #[cfg(feature = "inventory")]
 pub use inventory::*;
 

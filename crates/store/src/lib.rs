@@ -2,6 +2,8 @@
 //! - [`ledger`]: what every subsystem's consumer needs — positions per partition and
 //!   idempotency records — behind traits the consumer runtime uses without knowing any
 //!   domain type;
+//! - [`demand`]: demand forecasting's staging tables (events partitioned by month, the daily
+//!   rollup, parked events, reference data);
 //! - [`inventory`]: the inventory engine's tables (latest state per SKU, read-model rows, the
 //!   audit trail that doubles as its idempotency records), written with the ledger's
 //!   positions in one transaction.
@@ -16,6 +18,7 @@ mod any;
 mod any_documents;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod demand;
 #[cfg(feature = "inventory")]
 pub mod inventory;
 pub mod ledger;

@@ -18,6 +18,7 @@ use sqlx::{Postgres, Transaction};
 use crate::ledger::Flush;
 use crate::{RetryHint, StoreError};
 
+mod demand;
 #[cfg(feature = "inventory")]
 mod inventory;
 mod ledger;
@@ -44,6 +45,9 @@ pub struct PostgresStoreOptions {
 pub struct PostgresStore {
     pool: PgPool,
     statements: Arc<AtomicU64>,
+    /// Business days known to have a partition of `demand_events` (so a flush asks the
+    /// database to make one only for a day it has not seen).
+    demand_days: Arc<std::sync::Mutex<std::collections::HashSet<i32>>>,
 }
 
 /// Whether a retry can help with `e`: a lost or refused connection, a timeout (the pool's, or
@@ -95,7 +99,7 @@ impl PostgresStore {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(inventory::summarise_audit_offsets(pool.clone(), Arc::downgrade(&statements)));
         }
-        Ok(Self { pool, statements })
+        Ok(Self { pool, statements, demand_days: Arc::default() })
     }
 
     fn count(&self, n: u64) {

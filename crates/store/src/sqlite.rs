@@ -13,6 +13,7 @@ use tally_sqlite::{Durability, Pool, StatementCounter, Table, Writer};
 use crate::ledger::Flush;
 use crate::{RetryHint, StoreError};
 
+mod demand;
 #[cfg(feature = "inventory")]
 mod inventory;
 mod ledger;

@@ -135,8 +135,8 @@ impl PostgresStore {
 /// One subsystem's share of the ledger's tables in PostgreSQL.
 #[derive(Clone)]
 pub struct PostgresDocuments {
-    store: PostgresStore,
-    records: RecordTable,
+    pub(super) store: PostgresStore,
+    pub(super) records: RecordTable,
 }
 
 impl PostgresStore {
@@ -150,7 +150,7 @@ impl PostgresStore {
 }
 
 impl PostgresDocuments {
-    fn subsystem(&self) -> &'static str {
+    pub(super) fn subsystem(&self) -> &'static str {
         self.records.subsystem.unwrap_or_default()
     }
 
@@ -159,37 +159,7 @@ impl PostgresDocuments {
         let now = tally_core::now_ms();
         let mut tx = self.store.pool.begin().await?;
         let mut n = 2; // BEGIN + COMMIT
-        let processed: Vec<&ProcessedEvent> = batch.iter().flat_map(|f| &f.processed).collect();
-        if !processed.is_empty() {
-            let source: Vec<&str> = processed.iter().map(|p| p.key.source.as_str()).collect();
-            let id: Vec<&str> = processed.iter().map(|p| p.key.id.as_str()).collect();
-            let topic: Vec<&str> = processed.iter().map(|p| p.topic.as_str()).collect();
-            let partition: Vec<i32> =
-                processed.iter().map(|p| i32::try_from(p.partition).unwrap_or(i32::MAX)).collect();
-            let offset: Vec<i64> = processed.iter().map(|p| i64_of(p.offset)).collect();
-            let outcome: Vec<Option<&str>> = processed.iter().map(|p| p.outcome.as_ref().map(|o| o.json())).collect();
-            let digest: Vec<Option<i64>> = processed.iter().map(|p| p.digest).collect();
-            sqlx::query(
-                "INSERT INTO ledger_processed (subsystem, event_source, event_id, topic, partition, \"offset\",
-                     outcome_detail, event_digest, recorded_at_ms)
-                 SELECT $1, s, i, t, p, o, d::jsonb, g, $9
-                 FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[], $8::bigint[])
-                     AS x(s, i, t, p, o, d, g)
-                 ON CONFLICT (subsystem, event_source, event_id) DO NOTHING",
-            )
-            .bind(subsystem)
-            .bind(&source)
-            .bind(&id)
-            .bind(&topic)
-            .bind(&partition)
-            .bind(&offset)
-            .bind(&outcome)
-            .bind(&digest)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            n += 1;
-        }
+        n += store_processed(&mut tx, subsystem, batch, now).await?;
         let latest: Vec<(&String, &crate::ledger::Document)> = batch.iter().flat_map(|f| &f.effects.latest).collect();
         if !latest.is_empty() {
             let key: Vec<&str> = latest.iter().map(|(k, _)| k.as_str()).collect();
@@ -236,6 +206,46 @@ impl PostgresDocuments {
         tx.commit().await?;
         Ok(n)
     }
+}
+
+/// Writes the idempotency records of some flushes to `ledger_processed` (one statement).
+pub(super) async fn store_processed<E>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    subsystem: &str,
+    batch: &[Flush<E>],
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let processed: Vec<&ProcessedEvent> = batch.iter().flat_map(|f| &f.processed).collect();
+    if processed.is_empty() {
+        return Ok(0);
+    }
+    let source: Vec<&str> = processed.iter().map(|p| p.key.source.as_str()).collect();
+    let id: Vec<&str> = processed.iter().map(|p| p.key.id.as_str()).collect();
+    let topic: Vec<&str> = processed.iter().map(|p| p.topic.as_str()).collect();
+    let partition: Vec<i32> = processed.iter().map(|p| i32::try_from(p.partition).unwrap_or(i32::MAX)).collect();
+    let offset: Vec<i64> = processed.iter().map(|p| i64_of(p.offset)).collect();
+    let outcome: Vec<Option<&str>> = processed.iter().map(|p| p.outcome.as_ref().map(|o| o.json())).collect();
+    let digest: Vec<Option<i64>> = processed.iter().map(|p| p.digest).collect();
+    sqlx::query(
+        "INSERT INTO ledger_processed (subsystem, event_source, event_id, topic, partition, \"offset\",
+                     outcome_detail, event_digest, recorded_at_ms)
+                 SELECT $1, s, i, t, p, o, d::jsonb, g, $9
+                 FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::text[], $8::bigint[])
+                     AS x(s, i, t, p, o, d, g)
+                 ON CONFLICT (subsystem, event_source, event_id) DO NOTHING",
+    )
+    .bind(subsystem)
+    .bind(&source)
+    .bind(&id)
+    .bind(&topic)
+    .bind(&partition)
+    .bind(&offset)
+    .bind(&outcome)
+    .bind(&digest)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(1)
 }
 
 crate::ledger::impl_ledger!(PostgresDocuments, |this| this.store, this.records);

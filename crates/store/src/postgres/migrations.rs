@@ -162,6 +162,103 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX ledger_appended_by_key ON ledger_appended (subsystem, key)",
         ]),
     },
+    Migration {
+        version: 5,
+        name: "demand staging: events partitioned by month, daily rollup, parked events, reference tables",
+        // New, empty tables. The event table has no default partition: a month's partition is
+        // made ahead by demand_ensure_partitions (the forecast role calls it at start and
+        // daily; a flush calls it for a month it has not seen), so attaching one never has to
+        // scan a default partition under an exclusive lock.
+        change: Change::Statements(&[
+            "CREATE TABLE demand_events (
+            event_source   TEXT NOT NULL,
+            event_id       TEXT NOT NULL,
+            kind           TEXT NOT NULL CHECK (kind IN ('sale', 'supply', 'return')),
+            sku            TEXT NOT NULL,
+            location       TEXT NOT NULL,
+            business_day   DATE NOT NULL,
+            units          BIGINT NOT NULL,
+            revenue        DOUBLE PRECISION NOT NULL,
+            promo          BOOLEAN NOT NULL,
+            lead_time_days INTEGER,
+            event_time_ms  BIGINT NOT NULL,
+            topic          TEXT NOT NULL,
+            partition      INTEGER NOT NULL,
+            \"offset\"     BIGINT NOT NULL,
+            recorded_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (event_source, event_id, business_day)
+        ) PARTITION BY RANGE (business_day)",
+            "CREATE INDEX demand_events_by_series ON demand_events (sku, location, business_day)",
+            "CREATE FUNCTION demand_ensure_partitions(from_day DATE, to_day DATE) RETURNS SETOF TEXT
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            month DATE := date_trunc('month', from_day)::date;
+            name  TEXT;
+        BEGIN
+            WHILE month <= to_day LOOP
+                name := format('demand_events_%s', to_char(month, 'YYYY_MM'));
+                IF to_regclass(name) IS NULL THEN
+                    BEGIN
+                        EXECUTE format('CREATE TABLE %I PARTITION OF demand_events FOR VALUES FROM (%L) TO (%L)',
+                            name, month, (month + interval '1 month')::date);
+                        RETURN NEXT name;
+                    EXCEPTION WHEN duplicate_table OR unique_violation THEN
+                        -- Another process made it at the same moment.
+                        NULL;
+                    END;
+                END IF;
+                month := (month + interval '1 month')::date;
+            END LOOP;
+        END
+        $$",
+            "CREATE TABLE demand_daily (
+            sku           TEXT NOT NULL,
+            location      TEXT NOT NULL,
+            business_day  DATE NOT NULL,
+            sold          BIGINT NOT NULL,
+            returned      BIGINT NOT NULL,
+            received      BIGINT NOT NULL,
+            revenue       DOUBLE PRECISION NOT NULL,
+            promo_sold    BIGINT NOT NULL,
+            events        BIGINT NOT NULL,
+            updated_at_ms BIGINT NOT NULL,
+            PRIMARY KEY (sku, location, business_day)
+        )",
+            "CREATE TABLE demand_parked (
+            event_source  TEXT NOT NULL,
+            event_id      TEXT NOT NULL,
+            event_type    TEXT NOT NULL,
+            sku           TEXT NOT NULL,
+            location      TEXT NOT NULL,
+            missing       TEXT NOT NULL,
+            headers       TEXT NOT NULL,
+            payload       TEXT NOT NULL,
+            event_time_ms BIGINT NOT NULL,
+            topic         TEXT NOT NULL,
+            partition     INTEGER NOT NULL,
+            \"offset\"    BIGINT NOT NULL,
+            parked_at_ms  BIGINT NOT NULL,
+            PRIMARY KEY (event_source, event_id)
+        )",
+            "CREATE INDEX demand_parked_by_sku ON demand_parked (sku)",
+            "CREATE INDEX demand_parked_by_location ON demand_parked (location)",
+            "CREATE TABLE demand_skus (
+            sku           TEXT PRIMARY KEY,
+            category      TEXT NOT NULL,
+            brand         TEXT NOT NULL,
+            price         DOUBLE PRECISION NOT NULL,
+            pack_size     BIGINT NOT NULL,
+            moq           BIGINT NOT NULL,
+            updated_at_ms BIGINT NOT NULL
+        )",
+            "CREATE TABLE demand_locations (
+            location      TEXT PRIMARY KEY,
+            region        TEXT NOT NULL,
+            time_zone     TEXT NOT NULL,
+            updated_at_ms BIGINT NOT NULL
+        )",
+        ]),
+    },
 ];
 
 /// Any fixed number identifies tally's migration lock among the database's advisory locks.

@@ -170,3 +170,13 @@ async fn postgres_ledger_documents_pass_the_ledger_conformance_suite() {
     let store = testing::store().await;
     conformance::ledger_documents_round_trip(store.documents("fraud"), store.documents("analytics")).await;
 }
+
+#[tokio::test]
+async fn postgres_demand_staging_passes_the_demand_conformance_suite() {
+    conformance::demand_staging_is_exactly_once(testing::store().await.documents("forecast")).await;
+}
+
+#[tokio::test]
+async fn postgres_demand_event_partitions_are_made_ahead_and_on_demand() {
+    conformance::event_partitions_are_made_ahead_and_on_demand(testing::store().await.documents("forecast")).await;
+}

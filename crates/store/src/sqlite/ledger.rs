@@ -12,7 +12,7 @@ use crate::decode_processed;
 use crate::ledger::{DocumentStore, Documents, Flush, Journal, ProcessedEvent, RecordTable};
 use crate::{RetryHint, StoreError};
 
-const PROCESSED_TABLE: Table = Table {
+pub(super) const PROCESSED_TABLE: Table = Table {
     insert: "INSERT INTO ledger_processed (subsystem, event_source, event_id, topic, partition, offset,
         outcome_detail, event_digest, recorded_at_ms) VALUES ",
     columns: 9,
@@ -145,8 +145,8 @@ impl SqliteStore {
 /// One subsystem's share of the ledger's tables in the SQLite file.
 #[derive(Clone)]
 pub struct SqliteDocuments {
-    store: SqliteStore,
-    records: RecordTable,
+    pub(super) store: SqliteStore,
+    pub(super) records: RecordTable,
 }
 
 impl SqliteStore {
@@ -160,7 +160,7 @@ impl SqliteStore {
 }
 
 impl SqliteDocuments {
-    fn subsystem(&self) -> &'static str {
+    pub(super) fn subsystem(&self) -> &'static str {
         self.records.subsystem.unwrap_or_default()
     }
 }
@@ -173,23 +173,7 @@ impl Journal<Documents> for SqliteDocuments {
             return Ok(());
         }
         let (subsystem, now) = (self.subsystem(), tally_core::now_ms());
-        let processed: Vec<Vec<SqlValue>> = batch
-            .iter()
-            .flat_map(|f| &f.processed)
-            .map(|p| {
-                vec![
-                    text(subsystem),
-                    text(&p.key.source),
-                    text(&p.key.id),
-                    text(&p.topic),
-                    int(p.partition),
-                    int(p.offset),
-                    p.outcome.as_ref().map_or(SqlValue::Null, |o| text(o.json())),
-                    p.digest.map_or(SqlValue::Null, int),
-                    int(now),
-                ]
-            })
-            .collect();
+        let processed = processed_rows(subsystem, batch, now);
         let documents: Vec<Vec<SqlValue>> = batch
             .iter()
             .flat_map(|f| &f.effects.latest)
@@ -211,6 +195,27 @@ impl Journal<Documents> for SqliteDocuments {
         ];
         self.store.write_tables("flushing ledger documents and offsets", tables).await
     }
+}
+
+/// The idempotency records of some flushes as bound rows of `ledger_processed`.
+pub(super) fn processed_rows<E>(subsystem: &str, batch: &[Flush<E>], now: i64) -> Vec<Vec<SqlValue>> {
+    batch
+        .iter()
+        .flat_map(|f| &f.processed)
+        .map(|p| {
+            vec![
+                text(subsystem),
+                text(&p.key.source),
+                text(&p.key.id),
+                text(&p.topic),
+                int(p.partition),
+                int(p.offset),
+                p.outcome.as_ref().map_or(SqlValue::Null, |o| text(o.json())),
+                p.digest.map_or(SqlValue::Null, int),
+                int(now),
+            ]
+        })
+        .collect()
 }
 
 impl DocumentStore for SqliteDocuments {

@@ -118,6 +118,80 @@ CREATE TABLE ledger_appended (
 CREATE INDEX ledger_appended_by_key ON ledger_appended (subsystem, key);
 ",
     ),
+    (
+        4,
+        "demand staging: events, daily rollup, parked events, reference tables",
+        // PostgreSQL partitions demand_events by month; SQLite has no partitions, and the
+        // table is otherwise the same. Business days are days since 1970-01-01.
+        "
+CREATE TABLE demand_events (
+    event_source   TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    kind           TEXT NOT NULL CHECK (kind IN ('sale', 'supply', 'return')),
+    sku            TEXT NOT NULL,
+    location       TEXT NOT NULL,
+    business_day   INTEGER NOT NULL,
+    units          INTEGER NOT NULL,
+    revenue        REAL NOT NULL,
+    promo          INTEGER NOT NULL,
+    lead_time_days INTEGER,
+    event_time_ms  INTEGER NOT NULL,
+    topic          TEXT NOT NULL,
+    partition      INTEGER NOT NULL,
+    offset         INTEGER NOT NULL,
+    recorded_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (event_source, event_id)
+) WITHOUT ROWID;
+-- Per-series reads (supplies for lead times, a series' events by day).
+CREATE INDEX demand_events_by_series ON demand_events (sku, location, business_day);
+CREATE TABLE demand_daily (
+    sku           TEXT NOT NULL,
+    location      TEXT NOT NULL,
+    business_day  INTEGER NOT NULL,
+    sold          INTEGER NOT NULL,
+    returned      INTEGER NOT NULL,
+    received      INTEGER NOT NULL,
+    revenue       REAL NOT NULL,
+    promo_sold    INTEGER NOT NULL,
+    events        INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (sku, location, business_day)
+) WITHOUT ROWID;
+CREATE TABLE demand_parked (
+    event_source  TEXT NOT NULL,
+    event_id      TEXT NOT NULL,
+    event_type    TEXT NOT NULL,
+    sku           TEXT NOT NULL,
+    location      TEXT NOT NULL,
+    missing       TEXT NOT NULL,
+    headers       TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL,
+    topic         TEXT NOT NULL,
+    partition     INTEGER NOT NULL,
+    offset        INTEGER NOT NULL,
+    parked_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (event_source, event_id)
+) WITHOUT ROWID;
+CREATE INDEX demand_parked_by_sku ON demand_parked (sku);
+CREATE INDEX demand_parked_by_location ON demand_parked (location);
+CREATE TABLE demand_skus (
+    sku           TEXT PRIMARY KEY,
+    category      TEXT NOT NULL,
+    brand         TEXT NOT NULL,
+    price         REAL NOT NULL,
+    pack_size     INTEGER NOT NULL,
+    moq           INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE demand_locations (
+    location      TEXT PRIMARY KEY,
+    region        TEXT NOT NULL,
+    time_zone     TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+",
+    ),
 ];
 
 /// The migrations not applied yet (`<version> <name>`).

@@ -39,7 +39,7 @@ async fn a_flush_costs_one_statement_per_table_per_thousand_rows() {
 async fn migrations_apply_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
-    assert_eq!(store.migrate().await.expect("migrate").len(), 3);
+    assert_eq!(store.migrate().await.expect("migrate").len(), 4);
     assert!(store.migrate().await.expect("migrate again").is_empty());
 }
 
@@ -58,4 +58,10 @@ async fn sqlite_ledger_documents_pass_the_ledger_conformance_suite() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
     conformance::ledger_documents_round_trip(store.documents("fraud"), store.documents("analytics")).await;
+}
+
+#[tokio::test]
+async fn sqlite_demand_staging_passes_the_demand_conformance_suite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    conformance::demand_staging_is_exactly_once(open(&dir).documents("forecast")).await;
 }
