@@ -12,10 +12,12 @@ use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod forecast;
 mod fraud;
 mod secret;
 
 pub use auth::{ApiKeyConfig, Scope, hash_api_key};
+pub use forecast::{ForecastConfig, ForecastTopics};
 pub use fraud::{FraudConfig, FraudRules, FraudTopics, ModelConfig, ModelTransport};
 pub use secret::Secret;
 
@@ -75,6 +77,8 @@ pub struct Config {
     pub inventory: InventoryConfig,
     /// Fraud scoring service.
     pub fraud: FraudConfig,
+    /// Demand forecasting pipeline.
+    pub forecast: ForecastConfig,
     /// The model client.
     pub model: ModelConfig,
     /// HTTP API access control.
@@ -93,6 +97,7 @@ impl Default for Config {
             cache: CacheConfig::Memory { max_bytes: 256 << 20, ttl_seconds: 3600 },
             inventory: InventoryConfig::default(),
             fraud: FraudConfig::default(),
+            forecast: ForecastConfig::default(),
             model: ModelConfig::default(),
             api: ApiConfig::default(),
             log: LogConfig::default(),
@@ -465,7 +470,8 @@ impl Default for LogConfig {
 pub const NOT_KEYS: &[&str] = &["CONFIG", "SIM_API_KEY"];
 
 /// Top-level sections, the first part of every `TALLY_<SECTION>__…` variable.
-const SECTIONS: &[&str] = &["server", "embedded", "bus", "store", "cache", "inventory", "fraud", "model", "api", "log"];
+const SECTIONS: &[&str] =
+    &["server", "embedded", "bus", "store", "cache", "inventory", "fraud", "forecast", "model", "api", "log"];
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `TALLY_*` variables from `env`.
@@ -557,6 +563,10 @@ impl Config {
             ("fraud.poll_max_records", fraud.poll_max_records as u64),
             ("fraud.flush_max_rows", fraud.flush_max_rows as u64),
             ("fraud.quality_window", fraud.quality_window as u64),
+            ("forecast.flush_interval_ms", self.forecast.flush_interval_ms),
+            ("forecast.poll_max_records", self.forecast.poll_max_records as u64),
+            ("forecast.flush_max_rows", self.forecast.flush_max_rows as u64),
+            ("forecast.unpark_interval_ms", self.forecast.unpark_interval_ms),
             ("model.deadline_ms", self.model.deadline_ms),
             ("model.batch_max_rows", self.model.batch_max_rows as u64),
         ] {

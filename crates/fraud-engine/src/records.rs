@@ -74,10 +74,7 @@ pub fn profile_key(account: &str) -> String {
     format!("fraud:profile:{account}")
 }
 
-/// FNV-1a (64-bit) of `bytes`: stable across processes and releases, unlike the std hasher.
-pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
-}
+pub use tally_core::fnv1a;
 
 /// Store document key of an account's history.
 pub fn history_doc(account: &str) -> String {

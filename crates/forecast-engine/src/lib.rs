@@ -1,0 +1,260 @@
+//! Demand forecasting on the shared consumer runtime (`docs/forecast.md`): the [`handler`]
+//! that stages sales, supplies and returns (parking what lacks reference data), the
+//! [`parking`] sweep that releases it, the [`references`] every partition enriches from, the
+//! series [`touched`] since their last forecast, the [`metrics`]. [`ForecastEngine`] is what
+//! the consumer's tasks and the HTTP API share. The domain lives in `tally-forecast`, the
+//! exactly-once machinery in `tally-runtime`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_bus::Bus;
+use tally_cache::Cache;
+use tally_config::ForecastConfig;
+use tally_forecast::reference::{LocationInfo, SkuInfo};
+use tally_runtime::{ConsumerMetrics, ConsumerSpec, FlushSettings, Health, Waiters};
+use tally_store::demand::DemandStore;
+use tokio_util::sync::CancellationToken;
+
+pub mod handler;
+pub mod metrics;
+pub mod parking;
+pub mod references;
+pub mod touched;
+
+pub use handler::{DemandHandler, DemandOutcome};
+pub use metrics::{ForecastMetrics, ForecastStats};
+pub use parking::Swept;
+pub use references::References;
+pub use tally_runtime::EngineError;
+pub use touched::Touched;
+
+/// How often the event table's partitions ahead are checked.
+const PARTITION_UPKEEP_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// The consumer engine type of forecasting.
+pub type Consumer<B, S, C> = tally_runtime::Engine<B, S, C, DemandHandler<S>>;
+
+/// Everything the forecast consumer's tasks and the HTTP API share.
+pub struct ForecastEngine<B, S, C> {
+    /// Event bus.
+    pub bus: B,
+    /// Store (demand's tables and forecasting's documents).
+    pub store: S,
+    /// Cache.
+    pub cache: C,
+    /// Settings.
+    pub cfg: Arc<ForecastConfig>,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// Counters for demo and bench.
+    pub stats: Arc<ForecastStats>,
+    /// The consumer runtime's counters.
+    pub consumer_stats: Arc<tally_runtime::ConsumerStats>,
+    /// Reference data.
+    pub references: Arc<References>,
+    /// Series waiting for a refresh.
+    pub touched: Arc<Touched>,
+    shared: Arc<handler::Shared<S>>,
+    waiters: Arc<Waiters<DemandOutcome>>,
+    spec: Arc<ConsumerSpec>,
+    consumer_metrics: Arc<ConsumerMetrics>,
+    unpark_now: Arc<tokio::sync::Notify>,
+}
+
+impl<B: Clone, S: Clone, C: Clone> Clone for ForecastEngine<B, S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            bus: self.bus.clone(),
+            store: self.store.clone(),
+            cache: self.cache.clone(),
+            cfg: self.cfg.clone(),
+            health: self.health.clone(),
+            stats: self.stats.clone(),
+            consumer_stats: self.consumer_stats.clone(),
+            references: self.references.clone(),
+            touched: self.touched.clone(),
+            shared: self.shared.clone(),
+            waiters: self.waiters.clone(),
+            spec: self.spec.clone(),
+            consumer_metrics: self.consumer_metrics.clone(),
+            unpark_now: self.unpark_now.clone(),
+        }
+    }
+}
+
+fn spec(cfg: &ForecastConfig) -> ConsumerSpec {
+    ConsumerSpec {
+        subsystem: "forecast",
+        group: cfg.consumer_group.clone(),
+        topics: vec![cfg.topics.sales.clone(), cfg.topics.supplies.clone(), cfg.topics.returns.clone()],
+        outputs: Vec::new(),
+        cache_prefix: "forecast".into(),
+        poll_max_records: cfg.poll_max_records,
+        dedupe_window: cfg.dedupe_window,
+        flush: FlushSettings {
+            group: cfg.consumer_group.clone(),
+            interval: Duration::from_millis(cfg.flush_interval_ms),
+            max_rows: cfg.flush_max_rows,
+            parallelism: 1,
+        },
+    }
+}
+
+/// Why reference data was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// An entry is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl<B: Bus, S: DemandStore, C: Cache> ForecastEngine<B, S, C> {
+    /// The engine over these backends. Build it once the metrics recorder is installed.
+    pub fn new(bus: B, store: S, cache: C, cfg: ForecastConfig, health: Arc<Health>) -> Self {
+        let cfg = Arc::new(cfg);
+        let stats = Arc::new(ForecastStats::default());
+        let metrics = Arc::new(ForecastMetrics::new(stats.clone()));
+        let consumer_stats = Arc::new(tally_runtime::ConsumerStats::default());
+        let consumer_metrics =
+            Arc::new(ConsumerMetrics::new("forecast", consumer_stats.clone()).with_outcomes(&DemandOutcome::CODES));
+        let references = Arc::new(References::new(Duration::from_secs(cfg.reference_ttl_seconds)));
+        let touched = Arc::new(Touched::default());
+        let shared = Arc::new(handler::Shared {
+            store: store.clone(),
+            references: references.clone(),
+            touched: touched.clone(),
+            metrics,
+        });
+        Self {
+            bus,
+            store,
+            cache,
+            spec: Arc::new(spec(&cfg)),
+            cfg,
+            health,
+            stats,
+            consumer_stats,
+            references,
+            touched,
+            shared,
+            waiters: Arc::default(),
+            consumer_metrics,
+            unpark_now: Arc::default(),
+        }
+    }
+
+    /// The consumer on the shared runtime, with the demand handler.
+    pub fn consumer(&self) -> Consumer<B, S, C> {
+        let shared = self.shared.clone();
+        let factory = Arc::new(move |topic: &str, partition: u32| DemandHandler::new(shared.clone(), topic, partition));
+        tally_runtime::Engine::new(
+            self.bus.clone(),
+            self.store.clone(),
+            self.cache.clone(),
+            self.spec.clone(),
+            self.waiters.clone(),
+            self.consumer_metrics.clone(),
+            self.health.clone(),
+            None,
+            factory,
+        )
+    }
+
+    /// Creates the engine's topics.
+    pub async fn create_topics(&self, partitions: u32) -> Result<(), EngineError> {
+        self.consumer().create_topics(partitions).await?;
+        self.bus.create_topic(&self.cfg.topics.ready, partitions).await?;
+        Ok(())
+    }
+
+    /// Stores catalogue entries and locations (each checked), then releases the events parked
+    /// for want of them.
+    pub async fn put_references(&self, skus: Vec<SkuInfo>, locations: Vec<LocationInfo>) -> Result<(), ReferenceError> {
+        let skus = skus
+            .into_iter()
+            .map(SkuInfo::checked)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ReferenceError::Invalid(e.detail))?;
+        let locations = locations
+            .into_iter()
+            .map(LocationInfo::checked)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ReferenceError::Invalid(e.detail))?;
+        if !skus.is_empty() {
+            self.store.put_skus(skus.iter().map(references::sku_row).collect()).await.map_err(EngineError::from)?;
+        }
+        if !locations.is_empty() {
+            self.store
+                .put_locations(locations.iter().map(references::location_row).collect())
+                .await
+                .map_err(EngineError::from)?;
+        }
+        self.references.offer(&skus, &locations);
+        self.unpark_now.notify_one();
+        Ok(())
+    }
+
+    /// Releases the parked events whose references are known now.
+    pub async fn unpark(&self) -> Result<Swept, EngineError> {
+        let (swept, touched) = parking::sweep(&self.bus, &self.store, &self.references).await?;
+        self.shared.metrics.unparked(swept.staged, swept.dead_lettered);
+        self.touched.mark(touched);
+        self.shared.metrics.parked_now(self.store.parked_count().await?);
+        Ok(swept)
+    }
+
+    /// Makes the event table's partitions from this month to `partitions_ahead_months` ahead.
+    pub async fn keep_partitions_ahead(&self) -> Result<Vec<String>, EngineError> {
+        let today = i32::try_from(tally_core::now_ms().div_euclid(86_400_000)).unwrap_or_default();
+        let ahead = i32::try_from(self.cfg.partitions_ahead_months).unwrap_or(0).saturating_mul(31);
+        Ok(self.store.ensure_partitions(today, today.saturating_add(ahead)).await?)
+    }
+
+    /// Sweeps parked events every `unpark_interval_ms` (and when references are stored here)
+    /// until `shutdown`.
+    async fn sweep_parked(self, shutdown: CancellationToken) {
+        let every = Duration::from_millis(self.cfg.unpark_interval_ms);
+        loop {
+            match self.unpark().await {
+                Ok(s) if s.staged + s.dead_lettered > 0 => {
+                    tracing::info!(staged = s.staged, dead_lettered = s.dead_lettered, "released parked demand events");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "releasing parked demand events failed; retrying later"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.unpark_now.notified() => {}
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Keeps the event table's partitions ahead until `shutdown`.
+    async fn upkeep_partitions(self, shutdown: CancellationToken) {
+        loop {
+            match self.keep_partitions_ahead().await {
+                Ok(created) if !created.is_empty() => tracing::info!(?created, "created demand event partitions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "creating demand event partitions failed; retrying later"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(PARTITION_UPKEEP_EVERY) => {}
+            }
+        }
+    }
+
+    /// Runs the consumer, the parking sweep and the partition upkeep until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let sweeper = tokio::spawn(self.clone().sweep_parked(shutdown.clone()));
+        let upkeep = tokio::spawn(self.clone().upkeep_partitions(shutdown.clone()));
+        self.consumer().supervise(shutdown).await;
+        let _ = sweeper.await;
+        let _ = upkeep.await;
+    }
+}

@@ -1,0 +1,346 @@
+//! Demand ingest end to end on the embedded stack (embedded log, SQLite, memory cache): every
+//! sale, supply and return staged once and rolled up per (sku, location, business day) however
+//! often it is delivered and across a restart; events with unknown references parked and
+//! staged when the reference arrives; bad input dead-lettered with its reason.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tally_bus::{Assignment, Bus, Consumer, EmbeddedLog, EmbeddedLogOptions, OutRecord, PartitionReader};
+use tally_cache::MemoryCache;
+use tally_config::ForecastConfig;
+use tally_core::Envelope;
+use tally_forecast::day;
+use tally_forecast::demand::types;
+use tally_forecast::reference::{LocationInfo, SkuInfo};
+use tally_forecast_engine::ForecastEngine;
+use tally_runtime::Health;
+use tally_store::demand::DemandStore;
+use tally_store::sqlite::SqliteDocuments;
+use tally_store::{Ledger, SqliteStore, SqliteStoreOptions};
+use tokio_util::sync::CancellationToken;
+
+type Engine = ForecastEngine<EmbeddedLog, SqliteDocuments, MemoryCache>;
+
+struct Stack {
+    engine: Engine,
+    bus: EmbeddedLog,
+    cancel: CancellationToken,
+    run: tokio::task::JoinHandle<()>,
+}
+
+async fn stack(dir: &std::path::Path) -> Stack {
+    let bus = EmbeddedLog::open(EmbeddedLogOptions {
+        path: dir.join("log.db"),
+        default_partitions: 4,
+        durability: tally_sqlite::Durability::Normal,
+    })
+    .expect("log");
+    let store = SqliteStore::open(SqliteStoreOptions {
+        path: dir.join("state.db"),
+        durability: tally_sqlite::Durability::Normal,
+    })
+    .expect("store")
+    .documents("forecast");
+    store.migrate().await.expect("migrate");
+    let cache = MemoryCache::new(16 << 20, Duration::from_secs(3600));
+    let cfg = ForecastConfig { flush_interval_ms: 20, unpark_interval_ms: 100, ..ForecastConfig::default() };
+    let engine = ForecastEngine::new(bus.clone(), store, cache, cfg, std::sync::Arc::new(Health::default()));
+    engine.create_topics(4).await.expect("topics");
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(engine.clone().run(cancel.clone()));
+    Stack { engine, bus, cancel, run }
+}
+
+impl Stack {
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.run.await.expect("engine stopped");
+    }
+}
+
+fn sku(id: &str, pack_size: u32) -> SkuInfo {
+    SkuInfo {
+        sku: tally_core::Sku::parse(id).expect("sku"),
+        category: "grocery".into(),
+        brand: "acme".into(),
+        price: 2.0,
+        pack_size,
+        moq: 0,
+    }
+}
+
+fn location(id: &str, zone: &str) -> LocationInfo {
+    LocationInfo {
+        location: tally_core::LocationId::parse(id).expect("location"),
+        region: "EU".into(),
+        time_zone: zone.into(),
+    }
+}
+
+fn topic_of(ty: &str) -> &'static str {
+    match ty {
+        types::SALE => "demand.sales",
+        types::SUPPLY => "demand.supplies",
+        _ => "demand.returns",
+    }
+}
+
+/// A demand event as a record on its topic.
+fn record(id: &str, ty: &str, data: serde_json::Value) -> (&'static str, OutRecord) {
+    let key = format!("{}@{}", data["sku"].as_str().expect("sku"), data["location"].as_str().expect("location"));
+    let mut e = Envelope::new("/pos", ty, data);
+    e.id = id.to_owned();
+    let (headers, payload) = e.to_binary();
+    (topic_of(ty), OutRecord::keyed(key, headers, payload))
+}
+
+async fn publish(bus: &EmbeddedLog, records: Vec<(&'static str, OutRecord)>) {
+    let mut by_topic: BTreeMap<&str, Vec<OutRecord>> = BTreeMap::new();
+    for (topic, r) in records {
+        by_topic.entry(topic).or_default().push(r);
+    }
+    for (topic, records) in by_topic {
+        bus.publish(topic, records).await.expect("publish");
+    }
+}
+
+/// `(sku, location, day) → (sold, returned, received)` as the store's rollup has it.
+async fn rollup(store: &SqliteDocuments) -> BTreeMap<(String, String, i32), (i64, i64, i64)> {
+    let mut all = BTreeMap::new();
+    for (sku, location) in store.series().await.expect("series") {
+        for d in store.daily(sku.clone(), location.clone()).await.expect("daily") {
+            all.insert((sku.clone(), location.clone(), d.day), (d.sold, d.returned, d.received));
+        }
+    }
+    all
+}
+
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A small deterministic generator (the test needs no statistics, only variety).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_staged_once_however_often_it_is_delivered_and_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = stack(dir.path()).await;
+    let skus: Vec<SkuInfo> = (0..6).map(|i| sku(&format!("sku-{i}"), 6)).collect();
+    let locations = vec![location("berlin", "Europe/Berlin"), location("tokyo", "Asia/Tokyo")];
+    s.engine.put_references(skus, locations).await.expect("references");
+
+    let mut rng = Lcg(7);
+    let mut expected: BTreeMap<(String, String, i32), (i64, i64, i64)> = BTreeMap::new();
+    let mut records = Vec::new();
+    for i in 0..3000 {
+        let sku = format!("sku-{}", rng.next(6));
+        let (loc, offset_h) = if rng.next(2) == 0 { ("berlin", 1) } else { ("tokyo", 9) };
+        // Winter instants: Berlin is UTC+1, Tokyo UTC+9.
+        let at_s = 1_767_225_600 + rng.next(20 * 86_400) as i64; // 2026-01-01 …
+        let local_day = (at_s + offset_h * 3600).div_euclid(86_400) as i32;
+        let at = jiff::Timestamp::from_second(at_s).expect("instant").to_string();
+        let qty = 1 + rng.next(5) as i64;
+        let (ty, data, delta) = match rng.next(10) {
+            0 => (types::RETURN, json!({"sku": sku, "location": loc, "quantity": qty, "occurred_at": at}), (0, qty, 0)),
+            1 => {
+                let ordered = jiff::Timestamp::from_second(at_s - 5 * 86_400).expect("instant").to_string();
+                let data = json!({"sku": sku, "location": loc, "quantity": qty, "unit": "pack", "ordered_at": ordered, "received_at": at});
+                (types::SUPPLY, data, (0, 0, qty * 6))
+            }
+            // A negative sale is a refund: a return.
+            2 => (types::SALE, json!({"sku": sku, "location": loc, "quantity": -qty, "occurred_at": at}), (0, qty, 0)),
+            _ => (
+                types::SALE,
+                json!({"sku": sku, "location": loc, "quantity": qty, "promo": i % 3 == 0, "occurred_at": at}),
+                (qty, 0, 0),
+            ),
+        };
+        let e = expected.entry((sku, loc.to_owned(), local_day)).or_default();
+        *e = (e.0 + delta.0, e.1 + delta.1, e.2 + delta.2);
+        records.push(record(&format!("ev-{i}"), ty, data));
+    }
+    // Every fifth event delivered twice in the first run (a producer retry).
+    let first: Vec<_> = records
+        .iter()
+        .take(2000)
+        .flat_map(|r| {
+            let again = r.1.payload.len() % 5 == 0;
+            std::iter::once(r.clone()).chain(again.then(|| r.clone()))
+        })
+        .collect();
+    publish(&s.bus, first).await;
+    let store = s.engine.store.clone();
+    eventually("the first 2,000 events", Duration::from_secs(60), || async {
+        tally_runtime::ConsumerStats::get(&s.engine.consumer_stats.applied) >= 2000
+    })
+    .await;
+    s.stop().await;
+
+    // Restarted: the rest, and a third of everything again (redelivered by a producer that
+    // lost its acknowledgements).
+    let s = stack(dir.path()).await;
+    let again: Vec<_> = records.iter().filter(|r| r.1.payload.len() % 3 == 0).cloned().collect();
+    publish(&s.bus, records[2000..].to_vec()).await;
+    publish(&s.bus, again).await;
+    let total = |m: &BTreeMap<(String, String, i32), (i64, i64, i64)>| m.values().map(|v| v.0 + v.1 + v.2).sum::<i64>();
+    let want = total(&expected);
+    eventually("every event staged", Duration::from_secs(60), || async { total(&rollup(&store).await) >= want }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rollup(&store).await, expected, "each event counted once, on its local business day");
+    assert_eq!(store.parked_count().await.expect("parked"), 0);
+    assert!(!s.engine.touched.is_empty(), "staged series wait for a refresh");
+    s.stop().await;
+}
+
+async fn dead_letters(bus: &EmbeddedLog, topic: &str, n: usize) -> Vec<(String, String)> {
+    let mut consumer = bus.subscribe("dlq-reader", &[format!("{topic}.dlq")]).await.expect("subscribe");
+    let Assignment::Assigned(mut parts) = consumer.next_assignment().await.expect("assignment") else {
+        panic!("no assignment")
+    };
+    let mut found = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while found.len() < n {
+        assert!(Instant::now() < deadline, "dead letters missing: {found:?}");
+        for p in parts.iter_mut() {
+            if let Ok(Ok(records)) = tokio::time::timeout(Duration::from_millis(20), p.poll(10)).await {
+                for r in records {
+                    let header = |name: &str| r.header(name).unwrap_or_default().to_owned();
+                    found.push((header("ce_id"), header("tally_dlq_reason")));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_unknown_references_are_parked_and_staged_when_the_references_arrive() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = stack(dir.path()).await;
+    s.engine
+        .put_references(vec![sku("known", 1)], vec![location("berlin", "Europe/Berlin")])
+        .await
+        .expect("references");
+    let at = "2026-03-10T12:00:00Z";
+    publish(
+        &s.bus,
+        vec![
+            record("p1", types::SALE, json!({"sku": "new", "location": "berlin", "quantity": 2, "occurred_at": at})),
+            record("p2", types::SALE, json!({"sku": "known", "location": "lisbon", "quantity": 3, "occurred_at": at})),
+            record("p3", types::SALE, json!({"sku": "new", "location": "lisbon", "quantity": 4, "occurred_at": at})),
+            // Valid alone, invalid with its catalogue entry: 10^12 packs of 10^6 units.
+            record("p4", types::SALE, json!({"sku": "huge", "location": "berlin", "quantity": 1_000_000_000_000i64, "unit": "pack", "occurred_at": at})),
+            record("s1", types::SALE, json!({"sku": "known", "location": "berlin", "quantity": 1, "occurred_at": at})),
+        ],
+    )
+    .await;
+    let store = s.engine.store.clone();
+    eventually("four events parked", Duration::from_secs(30), || async {
+        store.parked_count().await.expect("count") == 4
+    })
+    .await;
+    let march_10 = day::parse_iso("2026-03-10").expect("day");
+    assert_eq!(
+        rollup(&store).await.keys().cloned().collect::<Vec<_>>(),
+        vec![("known".into(), "berlin".into(), march_10)]
+    );
+
+    s.engine.put_references(vec![sku("new", 1), sku("huge", 1_000_000)], vec![]).await.expect("references");
+    eventually("p1 and p4 released", Duration::from_secs(30), || async {
+        store.parked_count().await.expect("count") == 2
+    })
+    .await;
+    let dead = dead_letters(&s.bus, "demand.sales", 1).await;
+    assert_eq!(
+        dead,
+        vec![("p4".to_owned(), "invalid_field".to_owned())],
+        "invalid with its references: dead-lettered whole"
+    );
+
+    s.engine.put_references(vec![], vec![location("lisbon", "Europe/Lisbon")]).await.expect("references");
+    eventually("all released", Duration::from_secs(30), || async { store.parked_count().await.expect("count") == 0 })
+        .await;
+    let staged = rollup(&store).await;
+    let sold = |sku: &str, loc: &str| staged.get(&(sku.to_owned(), loc.to_owned(), march_10)).map(|v| v.0);
+    assert_eq!(
+        (sold("new", "berlin"), sold("known", "lisbon"), sold("new", "lisbon"), sold("known", "berlin")),
+        (Some(2), Some(3), Some(4), Some(1))
+    );
+    assert_eq!(sold("huge", "berlin"), None);
+    // A second sweep (another instance's, or a replay) stages nothing twice.
+    let swept = s.engine.unpark().await.expect("sweep");
+    assert_eq!((swept.staged, swept.dead_lettered), (0, 0));
+    assert_eq!(rollup(&store).await, staged);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_demand_events_are_dead_lettered_with_a_reason_and_nothing_is_staged() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = stack(dir.path()).await;
+    s.engine.put_references(vec![sku("a", 1)], vec![location("b", "UTC")]).await.expect("references");
+    let at = "2026-03-10T12:00:00Z";
+    let (_, mut not_json) =
+        record("bad-json", types::SALE, json!({"sku": "a", "location": "b", "quantity": 1, "occurred_at": at}));
+    not_json.payload = b"{not json".to_vec();
+    let (_, mut wrong_type) =
+        record("bad-type", types::SALE, json!({"sku": "a", "location": "b", "quantity": 1, "occurred_at": at}));
+    for (name, value) in wrong_type.headers.iter_mut() {
+        if name == "ce_type" {
+            *value = "demand.forecast".into();
+        }
+    }
+    publish(
+        &s.bus,
+        vec![
+            ("demand.sales", not_json),
+            ("demand.sales", wrong_type),
+            record("bad-zero", types::SALE, json!({"sku": "a", "location": "b", "quantity": 0, "occurred_at": at})),
+            record(
+                "bad-time",
+                types::SALE,
+                json!({"sku": "a", "location": "b", "quantity": 1, "occurred_at": "yesterday"}),
+            ),
+            record(
+                "bad-old",
+                types::SALE,
+                json!({"sku": "a", "location": "b", "quantity": 1, "occurred_at": "1990-01-01T00:00:00Z"}),
+            ),
+        ],
+    )
+    .await;
+    let dead = dead_letters(&s.bus, "demand.sales", 5).await;
+    let reasons: HashSet<(String, String)> = dead.into_iter().collect();
+    let want: HashSet<(String, String)> = [
+        ("bad-json", "invalid_payload"),
+        ("bad-type", "unknown_type"),
+        ("bad-zero", "invalid_field"),
+        ("bad-time", "invalid_field"),
+        ("bad-old", "invalid_field"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    assert_eq!(reasons, want);
+    assert!(rollup(&s.engine.store).await.is_empty());
+    assert_eq!(s.engine.store.parked_count().await.expect("parked"), 0);
+    s.stop().await;
+}
