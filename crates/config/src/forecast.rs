@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{ConfigError, invalid};
+
 /// Forecast topics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -51,6 +53,30 @@ pub struct ForecastConfig {
     pub unpark_interval_ms: u64,
     /// Monthly partitions of the event table kept ahead of the current month.
     pub partitions_ahead_months: u32,
+    /// Seconds between full refreshes (every series this instance owns).
+    pub refresh_interval_seconds: u64,
+    /// A touched series is refreshed once it has been quiet this long (ms) …
+    pub debounce_ms: u64,
+    /// … or once it has waited this long (ms), whichever comes first.
+    pub debounce_max_wait_ms: u64,
+    /// Series per model call and per store write.
+    pub batch_size: usize,
+    /// Days forecast.
+    pub horizon_days: usize,
+    /// Season length (days).
+    pub period_days: usize,
+    /// Rolling-origin backtest folds per series.
+    pub backtest_windows: usize,
+    /// Quantile levels published beside the point forecast.
+    pub quantiles: Vec<f64>,
+    /// Service level of the replenishment suggestions (probability of no stock-out per cycle).
+    pub service_level: f64,
+    /// Days between ordering opportunities (the order-up-to policy's review period).
+    pub review_days: f64,
+    /// Lead time assumed for a series with no receipts yet (days).
+    pub default_lead_time_days: f64,
+    /// The model version used when no flag was ever set.
+    pub default_version: String,
 }
 
 impl Default for ForecastConfig {
@@ -65,6 +91,47 @@ impl Default for ForecastConfig {
             reference_ttl_seconds: 60,
             unpark_interval_ms: 5_000,
             partitions_ahead_months: 3,
+            refresh_interval_seconds: 900,
+            debounce_ms: 200,
+            debounce_max_wait_ms: 500,
+            batch_size: 256,
+            horizon_days: 28,
+            period_days: 7,
+            backtest_windows: 2,
+            quantiles: vec![0.1, 0.5, 0.9],
+            service_level: 0.95,
+            review_days: 7.0,
+            default_lead_time_days: 7.0,
+            default_version: "1".into(),
         }
+    }
+}
+
+impl ForecastConfig {
+    /// Checks values that must be in range, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("forecast.refresh_interval_seconds", self.refresh_interval_seconds),
+            ("forecast.batch_size", self.batch_size as u64),
+            ("forecast.horizon_days", self.horizon_days as u64),
+            ("forecast.period_days", self.period_days as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be > 0"));
+            }
+        }
+        if self.horizon_days > 366 {
+            return Err(invalid("forecast.horizon_days", "must be at most 366"));
+        }
+        if !(0.5..=0.9999).contains(&self.service_level) {
+            return Err(invalid("forecast.service_level", "must be within 0.5..=0.9999"));
+        }
+        if self.quantiles.iter().any(|q| !(0.0 < *q && *q < 1.0)) {
+            return Err(invalid("forecast.quantiles", "each level must be within 0 and 1 (exclusive)"));
+        }
+        if !(self.review_days >= 0.0 && self.default_lead_time_days >= 0.0) {
+            return Err(invalid("forecast.review_days", "review_days and default_lead_time_days must be ≥ 0"));
+        }
+        Ok(())
     }
 }

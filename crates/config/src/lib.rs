@@ -579,6 +579,7 @@ impl Config {
         {
             return Err(invalid("model.url", "must start with http:// or https://"));
         }
+        self.forecast.validate()?;
         if self.embedded.log_retention_hours == 0 {
             return Err(invalid("embedded.log_retention_hours", "must be > 0"));
         }

@@ -18,6 +18,7 @@ use tally_runtime::{Fresh, Handler, HandlerError, Output, Parsed, Refusal};
 use tally_store::demand::{DemandEffects, DemandStore, ParkedRow, StagedRow};
 
 use crate::metrics::ForecastMetrics;
+use crate::ownership::Ownership;
 use crate::references::References;
 use crate::touched::Touched;
 
@@ -85,14 +86,28 @@ pub struct DemandHandler<S> {
     shared: Arc<Shared<S>>,
     topic: String,
     partition: u32,
+    /// Kept while this handler lives when its topic is the sales topic.
+    owns: Option<Arc<Ownership>>,
     /// Series staged by events not yet durable, with the offset after the event.
     pending: Vec<(u64, String, String)>,
 }
 
 impl<S> DemandHandler<S> {
-    /// A handler for one partition of `topic`.
-    pub fn new(shared: Arc<Shared<S>>, topic: &str, partition: u32) -> Self {
-        Self { shared, topic: topic.to_owned(), partition, pending: Vec::new() }
+    /// A handler for one partition of `topic`; `owns` records the partition as this
+    /// instance's while the handler lives (given for the sales topic).
+    pub fn new(shared: Arc<Shared<S>>, topic: &str, partition: u32, owns: Option<Arc<Ownership>>) -> Self {
+        if let Some(o) = &owns {
+            o.gained(partition);
+        }
+        Self { shared, topic: topic.to_owned(), partition, owns, pending: Vec::new() }
+    }
+}
+
+impl<S> Drop for DemandHandler<S> {
+    fn drop(&mut self) {
+        if let Some(o) = &self.owns {
+            o.lost(self.partition);
+        }
     }
 }
 
@@ -206,7 +221,7 @@ impl<S: DemandStore> Handler for DemandHandler<S> {
                         };
                         let row = staged_row(&input.event, &staged, &origin);
                         self.pending.push((fresh.offset + 1, row.sku.clone(), row.location.clone()));
-                        self.shared.metrics.staged(staged.kind);
+                        self.shared.metrics.staged(staged.kind, row.event_time_ms);
                         out.effects.staged.push(row);
                         Ok(DemandOutcome::Staged { day: day::iso(staged.day), units: staged.units })
                     }

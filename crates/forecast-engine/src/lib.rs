@@ -14,18 +14,27 @@ use tally_config::ForecastConfig;
 use tally_forecast::reference::{LocationInfo, SkuInfo};
 use tally_runtime::{ConsumerMetrics, ConsumerSpec, FlushSettings, Health, Waiters};
 use tally_store::demand::DemandStore;
+use tally_store::ledger::DocumentStore;
 use tokio_util::sync::CancellationToken;
 
 pub mod handler;
 pub mod metrics;
+pub mod model;
+pub mod ownership;
 pub mod parking;
+pub mod records;
 pub mod references;
+pub mod refresh;
+pub mod stock;
 pub mod touched;
 
 pub use handler::{DemandHandler, DemandOutcome};
 pub use metrics::{ForecastMetrics, ForecastStats};
+pub use model::DemandModel;
 pub use parking::Swept;
+pub use records::{ForecastRecord, RunKind, RunSummary};
 pub use references::References;
+pub use stock::{FixedStock, NoStock, StockPort};
 pub use tally_runtime::EngineError;
 pub use touched::Touched;
 
@@ -55,6 +64,15 @@ pub struct ForecastEngine<B, S, C> {
     pub references: Arc<References>,
     /// Series waiting for a refresh.
     pub touched: Arc<Touched>,
+    /// The demand model.
+    pub model: DemandModel,
+    /// Stock on hand (the inventory port).
+    pub stock: Arc<dyn StockPort>,
+    /// Partitions of the sales topic this instance owns.
+    pub ownership: Arc<ownership::Ownership>,
+    /// This instance's name in run shares and ids.
+    pub instance: String,
+    metrics: Arc<ForecastMetrics>,
     shared: Arc<handler::Shared<S>>,
     waiters: Arc<Waiters<DemandOutcome>>,
     spec: Arc<ConsumerSpec>,
@@ -74,6 +92,11 @@ impl<B: Clone, S: Clone, C: Clone> Clone for ForecastEngine<B, S, C> {
             consumer_stats: self.consumer_stats.clone(),
             references: self.references.clone(),
             touched: self.touched.clone(),
+            model: self.model.clone(),
+            stock: self.stock.clone(),
+            ownership: self.ownership.clone(),
+            instance: self.instance.clone(),
+            metrics: self.metrics.clone(),
             shared: self.shared.clone(),
             waiters: self.waiters.clone(),
             spec: self.spec.clone(),
@@ -112,9 +135,27 @@ pub enum ReferenceError {
     Engine(#[from] EngineError),
 }
 
-impl<B: Bus, S: DemandStore, C: Cache> ForecastEngine<B, S, C> {
-    /// The engine over these backends. Build it once the metrics recorder is installed.
-    pub fn new(bus: B, store: S, cache: C, cfg: ForecastConfig, health: Arc<Health>) -> Self {
+/// The model settings of the configuration.
+pub fn model_settings(cfg: &ForecastConfig) -> tally_forecast::model::Settings {
+    tally_forecast::model::Settings {
+        period: cfg.period_days,
+        horizon: cfg.horizon_days,
+        windows: cfg.backtest_windows,
+        quantiles: cfg.quantiles.clone(),
+    }
+}
+
+impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
+    /// The engine over these backends, reading stock on hand through `stock`. Build it once
+    /// the metrics recorder is installed.
+    pub fn new(
+        bus: B,
+        store: S,
+        cache: C,
+        cfg: ForecastConfig,
+        stock: Arc<dyn StockPort>,
+        health: Arc<Health>,
+    ) -> Self {
         let cfg = Arc::new(cfg);
         let stats = Arc::new(ForecastStats::default());
         let metrics = Arc::new(ForecastMetrics::new(stats.clone()));
@@ -127,8 +168,10 @@ impl<B: Bus, S: DemandStore, C: Cache> ForecastEngine<B, S, C> {
             store: store.clone(),
             references: references.clone(),
             touched: touched.clone(),
-            metrics,
+            metrics: metrics.clone(),
         });
+        let model = DemandModel::in_process(model_settings(&cfg));
+        let instance = format!("{}-{}", std::process::id(), tally_core::now_ms() % 100_000);
         Self {
             bus,
             store,
@@ -140,6 +183,11 @@ impl<B: Bus, S: DemandStore, C: Cache> ForecastEngine<B, S, C> {
             consumer_stats,
             references,
             touched,
+            model,
+            stock,
+            ownership: Arc::default(),
+            instance,
+            metrics,
             shared,
             waiters: Arc::default(),
             consumer_metrics,
@@ -150,7 +198,11 @@ impl<B: Bus, S: DemandStore, C: Cache> ForecastEngine<B, S, C> {
     /// The consumer on the shared runtime, with the demand handler.
     pub fn consumer(&self) -> Consumer<B, S, C> {
         let shared = self.shared.clone();
-        let factory = Arc::new(move |topic: &str, partition: u32| DemandHandler::new(shared.clone(), topic, partition));
+        let (ownership, sales) = (self.ownership.clone(), self.cfg.topics.sales.clone());
+        let factory = Arc::new(move |topic: &str, partition: u32| {
+            let owns = (topic == sales).then(|| ownership.clone());
+            DemandHandler::new(shared.clone(), topic, partition, owns)
+        });
         tally_runtime::Engine::new(
             self.bus.clone(),
             self.store.clone(),
@@ -201,9 +253,9 @@ impl<B: Bus, S: DemandStore, C: Cache> ForecastEngine<B, S, C> {
     /// Releases the parked events whose references are known now.
     pub async fn unpark(&self) -> Result<Swept, EngineError> {
         let (swept, touched) = parking::sweep(&self.bus, &self.store, &self.references).await?;
-        self.shared.metrics.unparked(swept.staged, swept.dead_lettered);
+        self.metrics.unparked(swept.staged, swept.dead_lettered);
         self.touched.mark(touched);
-        self.shared.metrics.parked_now(self.store.parked_count().await?);
+        self.metrics.parked_now(self.store.parked_count().await?);
         Ok(swept)
     }
 
@@ -249,12 +301,15 @@ impl<B: Bus, S: DemandStore, C: Cache> ForecastEngine<B, S, C> {
         }
     }
 
-    /// Runs the consumer, the parking sweep and the partition upkeep until `shutdown`.
+    /// Runs the consumer, the parking sweep, the partition upkeep and the refresh schedule
+    /// until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let sweeper = tokio::spawn(self.clone().sweep_parked(shutdown.clone()));
         let upkeep = tokio::spawn(self.clone().upkeep_partitions(shutdown.clone()));
+        let schedule = tokio::spawn(self.clone().schedule(shutdown.clone()));
         self.consumer().supervise(shutdown).await;
         let _ = sweeper.await;
         let _ = upkeep.await;
+        let _ = schedule.await;
     }
 }

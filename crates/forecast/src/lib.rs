@@ -13,10 +13,13 @@ pub mod accuracy;
 pub mod day;
 pub mod decompose;
 pub mod demand;
+pub mod features;
 pub mod folds;
 pub mod methods;
+pub mod model;
 pub mod optimize;
 pub mod reference;
+pub mod replenish;
 pub mod select;
 
 pub use methods::{Forecast, Method};

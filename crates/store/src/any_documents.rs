@@ -155,6 +155,14 @@ impl DemandStore for AnyDocuments {
         delegate!(self, d => d.daily(sku, location).await)
     }
 
+    async fn supplies(&self, sku: String, location: String) -> Result<Vec<(i32, i32)>, StoreError> {
+        delegate!(self, d => d.supplies(sku, location).await)
+    }
+
+    async fn last_day(&self) -> Result<Option<i32>, StoreError> {
+        delegate!(self, d => d.last_day().await)
+    }
+
     async fn series(&self) -> Result<Vec<(String, String)>, StoreError> {
         delegate!(self, d => d.series().await)
     }

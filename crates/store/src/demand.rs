@@ -190,6 +190,14 @@ pub trait DemandStore: Journal<DemandEffects> {
     fn unpark(&self, events: Vec<Unparked>) -> impl Future<Output = Result<Vec<StagedRow>, StoreError>> + Send;
     /// A series' rollup, oldest day first.
     fn daily(&self, sku: String, location: String) -> impl Future<Output = Result<Vec<DailyRow>, StoreError>> + Send;
+    /// A series' receipts: `(business day, lead time in days)`, oldest first.
+    fn supplies(
+        &self,
+        sku: String,
+        location: String,
+    ) -> impl Future<Output = Result<Vec<(i32, i32)>, StoreError>> + Send;
+    /// The latest business day with any staged event.
+    fn last_day(&self) -> impl Future<Output = Result<Option<i32>, StoreError>> + Send;
     /// Every series with a rollup row: `(sku, location)`.
     fn series(&self) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
     /// Makes sure the event table can hold business days `from_day..=to_day` (PostgreSQL:

@@ -67,6 +67,7 @@ fn flush_of(staged: Vec<StagedRow>, parked: Vec<ParkedRow>, next_offset: u64) ->
 /// `unpark`, however often it is called.
 pub async fn demand_staging_is_exactly_once<S: DemandStore>(store: S) {
     store.migrate().await.expect("migrate");
+    assert_eq!(store.last_day().await.expect("last day"), None, "nothing staged yet");
     let jan = 20_454; // 2026-01-01
     let first = flush_of(
         vec![
@@ -98,6 +99,8 @@ pub async fn demand_staging_is_exactly_once<S: DemandStore>(store: S) {
     ];
     assert_eq!(daily, expected, "each event counted once");
     assert_eq!(store.series().await.expect("series"), vec![("milk".to_owned(), "berlin-1".to_owned())]);
+    assert_eq!(store.supplies("milk".into(), "berlin-1".into()).await.expect("supplies"), vec![(jan + 40, 5)]);
+    assert_eq!(store.last_day().await.expect("last day"), Some(jan + 365));
 
     // Parked until both references exist.
     assert_eq!(store.parked_count().await.expect("count"), 2);

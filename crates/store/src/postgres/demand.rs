@@ -366,6 +366,28 @@ impl DemandStore for PostgresDocuments {
             .map_err(backend("reading a demand series"))
     }
 
+    async fn supplies(&self, sku: String, location: String) -> Result<Vec<(i32, i32)>, StoreError> {
+        self.store.count(1);
+        sqlx::query_as(
+            "SELECT business_day - date '1970-01-01', lead_time_days FROM demand_events
+             WHERE sku = $1 AND location = $2 AND kind = 'supply' AND lead_time_days IS NOT NULL
+             ORDER BY business_day",
+        )
+        .bind(&sku)
+        .bind(&location)
+        .fetch_all(&self.store.pool)
+        .await
+        .map_err(backend("reading a series' supplies"))
+    }
+
+    async fn last_day(&self) -> Result<Option<i32>, StoreError> {
+        self.store.count(1);
+        sqlx::query_scalar("SELECT max(business_day) - date '1970-01-01' FROM demand_daily")
+            .fetch_one(&self.store.pool)
+            .await
+            .map_err(backend("reading the last business day"))
+    }
+
     async fn series(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.store.count(1);
         sqlx::query_as("SELECT DISTINCT sku, location FROM demand_daily ORDER BY sku, location")

@@ -344,6 +344,28 @@ impl DemandStore for SqliteDocuments {
             .await
     }
 
+    async fn supplies(&self, sku: String, location: String) -> Result<Vec<(i32, i32)>, StoreError> {
+        self.store
+            .read("reading a series' supplies", move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT business_day, lead_time_days FROM demand_events
+                     WHERE sku = ?1 AND location = ?2 AND kind = 'supply' AND lead_time_days IS NOT NULL
+                     ORDER BY business_day",
+                )?;
+                let rows = stmt.query_map(params![sku, location], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await
+    }
+
+    async fn last_day(&self) -> Result<Option<i32>, StoreError> {
+        self.store
+            .read("reading the last business day", |c| {
+                c.query_row("SELECT max(business_day) FROM demand_daily", [], |r| r.get(0))
+            })
+            .await
+    }
+
     async fn series(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.store
             .read("listing demand series", |c| {
