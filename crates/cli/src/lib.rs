@@ -86,6 +86,8 @@ pub enum RoleArg {
     Inventory,
     /// Fraud consumers only.
     Fraud,
+    /// Demand consumers and the forecast refresh only.
+    Forecast,
     /// HTTP API only.
     Api,
 }

@@ -12,6 +12,7 @@ pub async fn serve(config: Config, role: RoleArg) -> anyhow::Result<()> {
         RoleArg::All => Role::All,
         RoleArg::Inventory => Role::Inventory,
         RoleArg::Fraud => Role::Fraud,
+        RoleArg::Forecast => Role::Forecast,
         RoleArg::Api => Role::Api,
     };
     let app = App::new(config).start(role).await?;

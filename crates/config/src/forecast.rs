@@ -77,6 +77,10 @@ pub struct ForecastConfig {
     pub default_lead_time_days: f64,
     /// The model version used when no flag was ever set.
     pub default_version: String,
+    /// Connections in forecasting's own PostgreSQL pool (never the main contour's).
+    pub store_max_connections: u32,
+    /// Server-side limit on any one of forecasting's statements (ms).
+    pub store_statement_timeout_ms: u64,
 }
 
 impl Default for ForecastConfig {
@@ -103,11 +107,27 @@ impl Default for ForecastConfig {
             review_days: 7.0,
             default_lead_time_days: 7.0,
             default_version: "1".into(),
+            store_max_connections: 4,
+            store_statement_timeout_ms: 30_000,
         }
     }
 }
 
 impl ForecastConfig {
+    /// Suffixes the consumer group and every topic with `.{run}`: a test's or benchmark's own
+    /// names on a shared broker.
+    pub fn namespace(&mut self, run: &str) {
+        for name in [
+            &mut self.consumer_group,
+            &mut self.topics.sales,
+            &mut self.topics.supplies,
+            &mut self.topics.returns,
+            &mut self.topics.ready,
+        ] {
+            *name = format!("{name}.{run}");
+        }
+    }
+
     /// Checks values that must be in range, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, v) in [
@@ -115,6 +135,8 @@ impl ForecastConfig {
             ("forecast.batch_size", self.batch_size as u64),
             ("forecast.horizon_days", self.horizon_days as u64),
             ("forecast.period_days", self.period_days as u64),
+            ("forecast.store_max_connections", u64::from(self.store_max_connections)),
+            ("forecast.store_statement_timeout_ms", self.store_statement_timeout_ms),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be > 0"));

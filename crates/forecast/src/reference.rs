@@ -12,23 +12,27 @@ use crate::demand::DemandError;
 pub const MAX_NAME_LEN: usize = 128;
 
 /// A catalogue entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SkuInfo {
     /// The SKU.
     pub sku: Sku,
     /// Product category.
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub category: String,
     /// Brand.
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub brand: String,
     /// List price per unit (the catalogue's currency), used when a sale carries none.
     #[serde(default)]
+    #[schema(minimum = 0.0)]
     pub price: f64,
     /// Units per pack: an event counted in packs is multiplied by it, and orders are rounded
     /// up to whole packs.
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub pack_size: u32,
     /// Minimum order quantity in units (0: none).
     #[serde(default)]
@@ -40,13 +44,14 @@ fn one() -> u32 {
 }
 
 /// A location.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocationInfo {
     /// The location.
     pub location: LocationId,
     /// Region.
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub region: String,
     /// IANA time zone (`Europe/Berlin`): its local date is the business day of an event.
     pub time_zone: String,

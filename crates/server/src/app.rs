@@ -9,6 +9,7 @@ use anyhow::Context;
 use tally_bus::{AnyBus, EmbeddedLog, EmbeddedLogOptions, KafkaBus, KafkaBusOptions};
 use tally_cache::{AnyCache, MemoryCache, RedisCache, RedisCacheOptions};
 use tally_config::{BusConfig, CacheConfig, Config, Durability, ModelConfig, ModelTransport, StoreConfig};
+use tally_forecast_engine::{ForecastEngine, StockPort};
 use tally_fraud_engine::FraudEngine;
 use tally_inventory_engine::InventoryEngine;
 use tally_model::{ModelClient, ScoreConfig, Transport};
@@ -30,6 +31,8 @@ pub enum Role {
     Inventory,
     /// Only the fraud consumers.
     Fraud,
+    /// Only the demand consumers and the forecast refresh.
+    Forecast,
     /// Only the HTTP API.
     Api,
 }
@@ -40,6 +43,9 @@ impl Role {
     }
     fn runs_fraud(self) -> bool {
         matches!(self, Self::All | Self::Fraud)
+    }
+    fn runs_forecast(self) -> bool {
+        matches!(self, Self::All | Self::Forecast)
     }
     fn runs_api(self) -> bool {
         matches!(self, Self::All | Self::Api)
@@ -56,6 +62,42 @@ pub type Fraud = FraudEngine<AnyBus, AnyDocuments, AnyCache>;
 /// The store's subsystem name for fraud's documents.
 pub const FRAUD_SUBSYSTEM: &str = "fraud";
 
+/// The forecasting engine (its staging tables, and its documents in the ledger's tables).
+pub type Forecast = ForecastEngine<AnyBus, AnyDocuments, AnyCache>;
+
+/// The store's subsystem name for forecasting's documents.
+pub const FORECAST_SUBSYSTEM: &str = "forecast";
+
+/// Stock on hand for replenishment, read through the inventory engine's own read path (the
+/// hot aggregate, then its store): forecasting never touches inventory's tables.
+struct InventoryStock(Engine);
+
+impl StockPort for InventoryStock {
+    fn on_hand(
+        &self,
+        series: Vec<(String, String)>,
+    ) -> tally_forecast_engine::stock::BoxFuture<'_, Result<std::collections::HashMap<(String, String), i64>, String>>
+    {
+        Box::pin(async move {
+            let skus: Vec<tally_core::Sku> = series
+                .iter()
+                .filter_map(|(s, _)| tally_core::Sku::parse(s.as_str()).ok())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let states = self.0.read_states(&skus).await.map_err(|e| e.to_string())?;
+            Ok(series
+                .into_iter()
+                .filter_map(|(sku, location)| {
+                    let state = states.get(&tally_core::Sku::parse(sku.as_str()).ok()?)?;
+                    let stock = state.locations.get(&tally_core::LocationId::parse(location.as_str()).ok()?)?;
+                    Some(((sku, location), stock.on_hand))
+                })
+                .collect())
+        })
+    }
+}
+
 /// A configured, not yet started tally.
 pub struct App {
     config: Config,
@@ -70,6 +112,8 @@ pub struct RunningApp {
     pub engine: Engine,
     /// The fraud engine.
     pub fraud: Fraud,
+    /// The forecasting engine.
+    pub forecast: Forecast,
     /// The model server evaluating in this process (`[model] transport = "in_process"`): fault
     /// injection for drills and benchmarks.
     pub model_server: Option<Arc<tally_model_server::ModelServer>>,
@@ -142,6 +186,24 @@ pub fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
     })
 }
 
+/// Forecasting's store: in PostgreSQL its own pool, with forecasting's statement timeout, so
+/// a long refresh query can neither exhaust the main contour's connections nor run unbounded.
+/// The embedded file is shared (one writer serialises every transaction anyway).
+pub fn open_forecast_store(config: &Config) -> anyhow::Result<AnyStore> {
+    match &config.store {
+        StoreConfig::Sqlite => open_store(config),
+        StoreConfig::Postgres { url, acquire_timeout_ms, .. } => Ok(AnyStore::Postgres(
+            PostgresStore::connect(&PostgresStoreOptions {
+                url: url.expose().to_owned(),
+                max_connections: config.forecast.store_max_connections,
+                acquire_timeout: Duration::from_millis(*acquire_timeout_ms),
+                statement_timeout: Duration::from_millis(config.forecast.store_statement_timeout_ms),
+            })
+            .context("configuring forecasting's PostgreSQL pool (store.url)")?,
+        )),
+    }
+}
+
 impl App {
     /// A tally with this configuration.
     pub fn new(config: Config) -> Self {
@@ -151,7 +213,7 @@ impl App {
     async fn engines(
         &self,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<(Engine, Fraud, Option<Arc<tally_model_server::ModelServer>>)> {
+    ) -> anyhow::Result<(Engine, Fraud, Forecast, Option<Arc<tally_model_server::ModelServer>>)> {
         // Metric handles are taken as the engine is built: the recorder must exist first.
         let _ = crate::metrics::prometheus();
         let cfg = &self.config;
@@ -187,7 +249,16 @@ impl App {
             client,
             health.clone(),
         );
-        Ok((InventoryEngine::new(bus, store, cache, cfg.inventory.clone(), health), fraud, model_server))
+        let inventory = InventoryEngine::new(bus.clone(), store, cache.clone(), cfg.inventory.clone(), health.clone());
+        let forecast = ForecastEngine::new(
+            bus,
+            open_forecast_store(cfg)?.documents(FORECAST_SUBSYSTEM),
+            cache,
+            cfg.forecast.clone(),
+            Arc::new(InventoryStock(inventory.clone())),
+            health,
+        );
+        Ok((inventory, fraud, forecast, model_server))
     }
 
     /// Applies pending store migrations; returns their names.
@@ -199,7 +270,7 @@ impl App {
     /// Starts the given role; returns once the API is listening and consumers are running.
     pub async fn start(self, role: Role) -> anyhow::Result<RunningApp> {
         let shutdown = CancellationToken::new();
-        let (engine, fraud, model_server) = self.engines(&shutdown).await?;
+        let (engine, fraud, forecast, model_server) = self.engines(&shutdown).await?;
         if self.config.store.migrate_on_start() {
             let applied = engine.store.migrate().await.context("migrating the store")?;
             if !applied.is_empty() {
@@ -216,6 +287,7 @@ impl App {
         }
         engine.create_topics(self.config.bus.partitions()).await.context("creating topics")?;
         fraud.create_topics(self.config.bus.partitions()).await.context("creating fraud topics")?;
+        forecast.create_topics(self.config.bus.partitions()).await.context("creating forecast topics")?;
         let mut tasks = Vec::new();
         if role.runs_inventory() {
             // Supervised: a failure restarts the engine with backoff, reported on /readyz.
@@ -226,6 +298,9 @@ impl App {
         } else {
             // Lookups and flags still serve (the API role): keep this instance's flags current.
             tasks.push(tokio::spawn(fraud.clone().watch_flags(shutdown.clone())));
+        }
+        if role.runs_forecast() {
+            tasks.push(tokio::spawn(forecast.clone().run(shutdown.clone())));
         }
         if let AnyBus::Embedded(log) = &engine.bus {
             tasks.push(tokio::spawn(enforce_log_retention(
@@ -243,6 +318,7 @@ impl App {
         let state = AppState {
             engine: engine.clone(),
             fraud: fraud.clone(),
+            forecast: forecast.clone(),
             auth: Arc::new(Authenticator::new(&self.config.api)),
             warehouse: tally_core::ChannelId::parse(self.config.inventory.warehouse_channel.as_str())
                 .context("inventory.warehouse_channel")?,
@@ -262,6 +338,7 @@ impl App {
             addr,
             engine,
             fraud,
+            forecast,
             model_server,
             shutdown,
             tasks,

@@ -44,6 +44,7 @@ const INGEST_REJECTIONS: &[&str] =
 fn families() -> Vec<Family> {
     let mut all = tally_inventory_engine::metrics::families();
     all.extend(tally_fraud_engine::metrics::families());
+    all.extend(tally_forecast_engine::metrics::families());
     all.extend([
         Family {
             name: api::REQUESTS_TOTAL.into(),

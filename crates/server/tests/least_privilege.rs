@@ -72,6 +72,26 @@ async fn serve_runs_with_a_dml_only_role_and_refuses_a_schema_that_is_not_curren
         assert!(std::time::Instant::now() < deadline, "the writer's flush never landed");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // Demand for a month with no partition yet: the writer cannot create tables, the
+    // partition function (the owner's rights) makes it, and the event is staged.
+    let refs =
+        serde_json::json!({"skus": [{"sku": "SKU-LP"}], "locations": [{"location": "wh-1", "time_zone": "UTC"}]});
+    assert_eq!(app.put("/v1/forecast/references", ADMIN_KEY, &refs).await.status(), 204);
+    let sale = serde_json::json!({"specversion": "1.0", "id": "lp-sale-1", "source": "/pos", "type": "demand.sale",
+        "data": {"sku": "SKU-LP", "location": "wh-1", "quantity": 2, "occurred_at": "2019-03-04T10:00:00Z"}});
+    assert_eq!(app.post("/v1/forecast/events", ADMIN_KEY, &sale).await.status(), 202);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM demand_daily").fetch_one(&pool).await.unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(10), "the demand never landed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let partitions: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'demand_events'::regclass",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(partitions.contains(&"demand_events_2019_03".to_owned()), "{partitions:?}");
     app.stop().await;
 
     // A schema one migration behind: the writer refuses to start and names it.

@@ -481,6 +481,7 @@ pub async fn run(base: Config, args: FraudBenchArgs) -> anyhow::Result<()> {
         cfg.inventory.topics.events = format!("bench.events.{run_id}");
         cfg.inventory.topics.availability = format!("bench.availability.{run_id}");
         cfg.inventory.topics.outcomes = format!("bench.outcomes.{run_id}");
+        cfg.forecast.namespace(&format!("bench-{run_id}"));
     } else {
         cfg.bus = BusConfig::Embedded { partitions: PARTITIONS };
     }

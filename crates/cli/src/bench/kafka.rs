@@ -95,6 +95,7 @@ fn config(base: &Config, args: &InventoryBenchArgs, brokers: &str, pg: &str, red
     c.inventory.topics.events = format!("bench.events.{run}");
     c.inventory.topics.availability = format!("bench.availability.{run}");
     c.inventory.topics.outcomes = format!("bench.outcomes.{run}");
+    c.forecast.namespace(&format!("bench-{run}"));
     c.log = LogConfig { format: LogFormat::Pretty, level: "error".into() };
     // The role's health and metrics listener: any free port.
     c.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));

@@ -15,11 +15,13 @@ use tally_cache::Cache;
 use tally_core::ChannelId;
 use tally_store::InventoryStore;
 
+use tally_forecast_engine::ForecastEngine;
 use tally_fraud_engine::FraudEngine;
 use tally_inventory_engine::InventoryEngine;
 use tally_store::AnyDocuments;
 
 pub mod auth;
+pub mod forecast;
 pub mod fraud;
 pub mod ingest;
 pub mod openapi;
@@ -37,6 +39,8 @@ pub struct AppState<B, S, C> {
     pub engine: InventoryEngine<B, S, C>,
     /// The fraud engine (scoring, decisions, profiles, flags, quality).
     pub fraud: FraudEngine<B, AnyDocuments, C>,
+    /// The forecasting engine (forecasts, suggestions, runs, reference data).
+    pub forecast: ForecastEngine<B, AnyDocuments, C>,
     /// Credentials → principals.
     pub auth: Arc<Authenticator>,
     /// The channel stock facts belong to.
@@ -50,6 +54,7 @@ impl<B: Clone, S: Clone, C: Clone> Clone for AppState<B, S, C> {
         Self {
             engine: self.engine.clone(),
             fraud: self.fraud.clone(),
+            forecast: self.forecast.clone(),
             auth: self.auth.clone(),
             warehouse: self.warehouse.clone(),
             wait_timeout: self.wait_timeout,
@@ -66,7 +71,7 @@ impl<B, S, C> FromRef<AppState<B, S, C>> for Arc<Authenticator> {
 /// The OpenAPI document of the API (checked in as `docs/openapi.json`).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "tally", description = "Event-driven commerce backends: inventory sync engine and fraud scoring API.", version = "1"),
+    info(title = "tally", description = "Event-driven commerce backends: inventory sync engine, fraud scoring and demand forecasting API.", version = "1"),
     paths(
         ingest::ingest_events,
         ingest::adjust_stock,
@@ -83,15 +88,27 @@ impl<B, S, C> FromRef<AppState<B, S, C>> for Arc<Authenticator> {
         fraud::get_flags,
         fraud::put_flags,
         fraud::get_quality,
+        forecast::get_series,
+        forecast::get_location,
+        forecast::get_suggestions,
+        forecast::get_runs,
+        forecast::refresh,
+        forecast::put_references,
+        forecast::ingest_demand,
         ops::healthz,
         ops::readyz,
         ops::metrics,
     ),
     components(schemas(Problem, problem::ItemError, tally_inventory::Outcome, fraud::ScoreRequest, fraud::Amount, fraud::PaymentChannel,
-        fraud::ProfileRequest, fraud::FlagsRequest, fraud::QualityResponse)),
+        fraud::ProfileRequest, fraud::FlagsRequest, fraud::QualityResponse,
+        tally_forecast_engine::ForecastRecord, tally_forecast_engine::records::ForecastDay, tally_forecast::replenish::Suggestion,
+        tally_forecast_engine::RunSummary, tally_forecast_engine::RunKind, forecast::LocationForecasts, forecast::Suggestions,
+        forecast::Runs, forecast::RefreshStarted, forecast::ReferenceRequest, tally_forecast::reference::SkuInfo,
+        tally_forecast::reference::LocationInfo)),
     modifiers(&BearerAuth),
     tags((name = "inventory", description = "Stock, reservations and availability"),
         (name = "fraud", description = "Scoring, decisions, profiles, model version flags and quality"),
+        (name = "forecast", description = "Demand forecasts, replenishment suggestions, runs and reference data"),
         (name = "ops", description = "Health and metrics"))
 )]
 pub struct ApiDoc;
@@ -142,6 +159,13 @@ pub fn router<B: Bus, S: InventoryStore, C: Cache>(state: AppState<B, S, C>) -> 
         .route("/v1/fraud/profiles/{account_id}", axum::routing::put(fraud::put_profile::<B, S, C>))
         .route("/v1/fraud/flags", get(fraud::get_flags::<B, S, C>).put(fraud::put_flags::<B, S, C>))
         .route("/v1/fraud/quality", get(fraud::get_quality::<B, S, C>))
+        .route("/v1/forecast/series/{sku}/{location}", get(forecast::get_series::<B, S, C>))
+        .route("/v1/forecast/locations/{location}", get(forecast::get_location::<B, S, C>))
+        .route("/v1/forecast/suggestions", get(forecast::get_suggestions::<B, S, C>))
+        .route("/v1/forecast/runs", get(forecast::get_runs::<B, S, C>))
+        .route("/v1/forecast/refresh", post(forecast::refresh::<B, S, C>))
+        .route("/v1/forecast/references", axum::routing::put(forecast::put_references::<B, S, C>))
+        .route("/v1/forecast/events", post(forecast::ingest_demand::<B, S, C>))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz::<B, S, C>))
         .route("/metrics", get(ops::metrics))

@@ -95,6 +95,7 @@ pub async fn stack_config(stack: Stack, dir: &std::path::Path, auth: AuthMode) -
         c.fraud.topics.profiles = format!("customers.profiles.{run}");
         c.fraud.topics.labels = format!("fraud.labels.{run}");
         c.fraud.topics.decisions = format!("fraud.decisions.{run}");
+        c.forecast.namespace(&run);
     }
     if let Stack::PostgresRedis | Stack::KafkaPostgresRedis = stack {
         c.store = tally_config::StoreConfig::Postgres {

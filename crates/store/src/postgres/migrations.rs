@@ -189,8 +189,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (event_source, event_id, business_day)
         ) PARTITION BY RANGE (business_day)",
             "CREATE INDEX demand_events_by_series ON demand_events (sku, location, business_day)",
+            // SECURITY DEFINER: the servers run with DML rights only (the migration Job owns
+            // the schema), yet must make a month's partition when it is due; the function
+            // does that one thing with the owner's rights, on a pinned search path.
             "CREATE FUNCTION demand_ensure_partitions(from_day DATE, to_day DATE) RETURNS SETOF TEXT
-        LANGUAGE plpgsql AS $$
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
         DECLARE
             month DATE := date_trunc('month', from_day)::date;
             name  TEXT;
