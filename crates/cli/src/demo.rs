@@ -39,6 +39,12 @@ pub struct DemoArgs {
     /// Payment transactions per second through fraud scoring (0: none).
     #[arg(long, default_value_t = 500)]
     pub payments_rate: u64,
+    /// SKUs with demand history for forecasting (each at three locations; 0: none).
+    #[arg(long, default_value_t = 40)]
+    pub demand_skus: usize,
+    /// Days of demand history.
+    #[arg(long, default_value_t = 400)]
+    pub demand_days: i32,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -111,6 +117,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let (rate, duration) = (args.payments_rate, Duration::from_secs(args.duration));
         tokio::spawn(async move { payments::drive_payments(&bus, &topics, cfg, rate, duration, &stop).await })
     });
+    let demand = (args.demand_skus > 0).then(|| {
+        let sim = crate::demand::simulator(args.seed, args.demand_skus, args.demand_days);
+        println!(
+            "  demand      {} days of sales, supplies and returns for {} series (forecasting), after the traffic",
+            args.demand_days,
+            sim.series.len()
+        );
+        sim
+    });
     if payments.is_some() {
         println!(
             "  payments    {} transactions/s through fraud scoring (model in process, OIP v2)",
@@ -178,6 +193,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(payments) = payments {
         let driven = payments.await??;
         print_fraud(&app.fraud, &driven, &url).await?;
+    }
+    if let Some(sim) = demand {
+        // After the traffic: the history is a backfill, and its burst would otherwise show in
+        // the latencies printed above.
+        let driven = crate::demand::publish_history(&app.forecast, &sim, args.demand_days).await?;
+        crate::demand::report(&app.forecast, &sim, &driven, &url).await?;
     }
     app.shutdown().await;
     Ok(())

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod bench;
+pub mod demand;
 pub mod demo;
 pub mod driver;
 pub mod fraud;

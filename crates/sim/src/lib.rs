@@ -6,6 +6,7 @@
 //! The same seed and settings always produce the same event sequence (ids included), so a
 //! test can compute the expected state independently and a benchmark can be re-run exactly.
 
+pub mod demand;
 pub mod payments;
 
 use std::collections::VecDeque;
