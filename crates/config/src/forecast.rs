@@ -29,6 +29,18 @@ impl Default for ForecastTopics {
     }
 }
 
+/// Where the demand model is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForecastModel {
+    /// Over OIP v2 through `[model]`'s transport: the model server in this process in embedded
+    /// mode (the repository's `demand` model), or `tally model-server`, Triton … in production.
+    Server,
+    /// Evaluated directly by the forecast role with this section's settings (no model
+    /// repository needed).
+    Direct,
+}
+
 /// Demand forecasting settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +89,13 @@ pub struct ForecastConfig {
     pub default_lead_time_days: f64,
     /// The model version used when no flag was ever set.
     pub default_version: String,
+    /// Where the demand model is evaluated.
+    pub model: ForecastModel,
+    /// The demand model's name on the model server.
+    pub model_name: String,
+    /// The longest one batch's model call may take (ms); past it the batch is served from
+    /// the last forecasts, marked stale.
+    pub model_deadline_ms: u64,
     /// Connections in forecasting's own PostgreSQL pool (never the main contour's).
     pub store_max_connections: u32,
     /// Server-side limit on any one of forecasting's statements (ms).
@@ -107,6 +126,9 @@ impl Default for ForecastConfig {
             review_days: 7.0,
             default_lead_time_days: 7.0,
             default_version: "1".into(),
+            model: ForecastModel::Server,
+            model_name: "demand".into(),
+            model_deadline_ms: 60_000,
             store_max_connections: 4,
             store_statement_timeout_ms: 30_000,
         }
@@ -137,6 +159,7 @@ impl ForecastConfig {
             ("forecast.period_days", self.period_days as u64),
             ("forecast.store_max_connections", u64::from(self.store_max_connections)),
             ("forecast.store_statement_timeout_ms", self.store_statement_timeout_ms),
+            ("forecast.model_deadline_ms", self.model_deadline_ms),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be > 0"));

@@ -170,7 +170,7 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
             touched: touched.clone(),
             metrics: metrics.clone(),
         });
-        let model = DemandModel::in_process(model_settings(&cfg));
+        let model = DemandModel::direct(model_settings(&cfg));
         let instance = format!("{}-{}", std::process::id(), tally_core::now_ms() % 100_000);
         Self {
             bus,
@@ -193,6 +193,12 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
             consumer_metrics,
             unpark_now: Arc::default(),
         }
+    }
+
+    /// The same engine calling the demand model over OIP v2 (`remote`).
+    pub fn with_model(mut self, remote: model::Remote) -> Self {
+        self.model = DemandModel::remote(model_settings(&self.cfg), remote);
+        self
     }
 
     /// The consumer on the shared runtime, with the demand handler.

@@ -179,7 +179,8 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
             effects.put(records::features_doc(sku, location), Document { version: run.version, body });
         }
         self.metrics.reached(Stage::Features, run.data_ms);
-        let answer = self.model.forecast(histories.iter().map(|h| h.sold.clone()).collect()).await;
+        let answer =
+            self.model.forecast(histories.iter().map(|h| h.sold.clone()).collect(), &self.model_version()).await;
         let forecasts = match answer {
             Ok(f) if f.len() == batch.len() => Some(f),
             Ok(_) | Err(_) => {

@@ -16,6 +16,8 @@ use tally_forecast::day;
 use tally_forecast::demand::types;
 use tally_forecast_engine::records::{self, ForecastRecord};
 use tally_forecast_engine::{FixedStock, RunKind};
+
+type Engine = common::Engine;
 use tally_store::ledger::DocumentStore;
 
 const DAYS: i64 = 140;
@@ -54,8 +56,12 @@ fn history() -> Vec<(&'static str, tally_bus::OutRecord)> {
 }
 
 async fn loaded(dir: &std::path::Path) -> Stack {
+    loaded_with(dir, |e| e).await
+}
+
+async fn loaded_with(dir: &std::path::Path, adapt: impl FnOnce(Engine) -> Engine) -> Stack {
     let stock = FixedStock(HashMap::from([(("steady".to_owned(), "berlin".to_owned()), 25)]));
-    let s = stack_with(dir, Arc::new(stock), |c| c).await;
+    let s = stack_adapted(dir, Arc::new(stock), |c| c, adapt).await;
     s.engine
         .put_references(
             vec![sku("steady", 10), sku("rare", 1), sku("rising", 1)],
@@ -199,5 +205,64 @@ async fn a_fresh_sale_refreshes_its_series_on_its_own() {
     .await;
     let r = latest(&s, "rising").await;
     assert!(r.run_id.starts_with("incremental-"), "{}", r.run_id);
+    s.stop().await;
+}
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("root")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_oip_v2_the_model_server_gives_the_direct_forecasts_and_when_it_dies_the_last_ones_are_served_stale() {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let opts = tally_model_server::ServeOptions {
+        repository: root().join("models"),
+        rest: "127.0.0.1:0".parse().expect("addr"),
+        grpc: "127.0.0.1:0".parse().expect("addr"),
+        batch_window: Duration::from_micros(200),
+        poll: Duration::from_secs(5),
+        faults: tally_model_server::faults::FaultSettings::default(),
+    };
+    let c = cancel.clone();
+    let server = tokio::spawn(async move {
+        tally_model_server::serve(opts, None, c, move |b| {
+            let _ = tx.send(b);
+        })
+        .await
+        .expect("serves")
+    });
+    let bound = rx.await.expect("bound");
+    let transport = tally_model::client::Transport::grpc(&format!("http://{}", bound.grpc)).expect("transport");
+    let remote =
+        tally_forecast_engine::model::Remote { transport, model: "demand".into(), deadline: Duration::from_secs(30) };
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = loaded_with(dir.path(), |e| e.with_model(remote)).await;
+
+    let over_grpc = s.engine.refresh_now().await.expect("refresh").expect("data");
+    assert_eq!((over_grpc.series, over_grpc.stale), (3, 0));
+    let served = [latest(&s, "steady").await, latest(&s, "rare").await, latest(&s, "rising").await];
+    // The same history evaluated directly.
+    let mut direct = s.engine.clone();
+    direct.model = tally_forecast_engine::DemandModel::direct(tally_forecast_engine::model_settings(&direct.cfg));
+    direct.refresh_now().await.expect("refresh").expect("data");
+    for r in &served {
+        let d = latest(&s, &r.sku).await;
+        assert_eq!(r.method, d.method, "{}", r.sku);
+        assert_eq!(r.days.len(), d.days.len());
+        for (a, b) in r.days.iter().zip(&d.days) {
+            assert!((a.mean - b.mean).abs() <= 1e-4 * b.mean.abs().max(1.0), "{}: {} vs {}", r.sku, a.mean, b.mean);
+            assert!((a.quantiles["p90"] - b.quantiles["p90"]).abs() <= 1e-3 * b.quantiles["p90"].abs().max(1.0));
+        }
+        assert_eq!(r.suggestion.order_quantity, d.suggestion.order_quantity, "{}", r.sku);
+    }
+
+    // The model server dies: every series gets its last forecast, marked stale.
+    cancel.cancel();
+    server.await.expect("stopped");
+    let down = s.engine.refresh_now().await.expect("refresh").expect("data");
+    assert_eq!((down.series, down.stale), (3, 3));
+    let rows = s.engine.store.appended(records::run_rows(&down.run_id)).await.expect("rows");
+    assert!(rows.iter().all(|(_, body)| serde_json::from_str::<ForecastRecord>(body).expect("record").stale));
     s.stop().await;
 }

@@ -2,7 +2,8 @@
 //! its tensor contract.
 //!
 //! - input `history`, FP32 `[N, L]`: one series per row, oldest day first, **left-padded with
-//!   NaN** (a series shorter than `L` starts at its first non-NaN value);
+//!   −1** (a series shorter than `L` starts at its first value ≥ 0; JSON has no NaN, so
+//!   padding is a negative number — NaN is read as padding too, for binary clients);
 //! - outputs `mean` and `sigma`, FP32 `[N, H]` (point forecast and error deviation per day
 //!   ahead), `quantiles`, FP32 `[N, H, Q]` at the version's quantile levels, and `method`,
 //!   INT64 `[N]` (an index into [`METHODS`]).
@@ -112,26 +113,70 @@ pub fn forecast(history: &[f64], settings: &Settings) -> SeriesForecast {
     SeriesForecast::of(&select::choose(history, cfg), &settings.quantiles)
 }
 
-/// Histories as the `history` tensor: values and shape `[N, L]`, left-padded with NaN.
+/// Forecasts many series, spread over the machine's cores (blocking: call it off async
+/// threads). One forecast per history, in order.
+pub fn forecast_many(histories: &[Vec<f64>], settings: &Settings) -> Vec<SeriesForecast> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(histories.len()).max(1);
+    let chunk = histories.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = histories
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|h| forecast(h, settings)).collect::<Vec<_>>()))
+            .collect();
+        // A panicking forecast is a bug; its chunk comes back empty and the caller, finding
+        // fewer forecasts than series, treats the batch as failed.
+        parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+    })
+}
+
+/// Settings from a model version's `[demand]` section (absent keys take the defaults).
+pub fn settings_from(
+    period: Option<usize>,
+    horizon: Option<usize>,
+    windows: Option<usize>,
+    quantiles: Option<Vec<f64>>,
+) -> Result<Settings, String> {
+    let d = Settings::default();
+    let s = Settings {
+        period: period.unwrap_or(d.period),
+        horizon: horizon.unwrap_or(d.horizon),
+        windows: windows.unwrap_or(d.windows),
+        quantiles: quantiles.unwrap_or(d.quantiles),
+    };
+    if s.period == 0 || s.horizon == 0 || s.horizon > 366 {
+        return Err(format!("period must be > 0 and horizon 1 to 366, got {} and {}", s.period, s.horizon));
+    }
+    if s.quantiles.iter().any(|q| !(0.0 < *q && *q < 1.0)) {
+        return Err("quantile levels must be within 0 and 1 (exclusive)".into());
+    }
+    Ok(s)
+}
+
+/// The padding value before a series' first day.
+pub const PADDING: f32 = -1.0;
+
+/// Histories as the `history` tensor: values and shape `[N, L]`, left-padded with
+/// [`PADDING`]. A history's own negative days (returns exceeding sales) are sent as 0 — the
+/// model counts them as no demand anyway — so padding stays unambiguous.
 pub fn encode(histories: &[Vec<f64>]) -> (Vec<f32>, [i64; 2]) {
     let width = histories.iter().map(Vec::len).max().unwrap_or(0);
     let mut data = Vec::with_capacity(histories.len() * width);
     for h in histories {
-        data.extend(std::iter::repeat_n(f32::NAN, width - h.len()));
-        data.extend(h.iter().map(|&v| v as f32));
+        data.extend(std::iter::repeat_n(PADDING, width - h.len()));
+        data.extend(h.iter().map(|&v| v.max(0.0) as f32));
     }
     (data, [histories.len() as i64, width as i64])
 }
 
-/// The histories of a `history` tensor (each from its first non-NaN value); `None` if the
-/// shape does not match the data or a value after the padding is not finite.
+/// The histories of a `history` tensor (each from its first value ≥ 0); `None` if the shape
+/// does not match the data or a value after the padding is not finite.
 pub fn decode(data: &[f32], rows: usize, width: usize) -> Option<Vec<Vec<f64>>> {
     if data.len() != rows.checked_mul(width)? {
         return None;
     }
     let mut out = Vec::with_capacity(rows);
     for row in data.chunks(width.max(1)).take(rows) {
-        let start = row.iter().position(|v| !v.is_nan()).unwrap_or(row.len());
+        let start = row.iter().position(|v| *v >= 0.0).unwrap_or(row.len());
         let values = &row[start..];
         if values.iter().any(|v| !v.is_finite()) {
             return None;
@@ -153,10 +198,11 @@ mod tests {
         let histories = vec![vec![1.0, 2.0, 3.0], vec![4.0], vec![]];
         let (data, shape) = encode(&histories);
         assert_eq!(shape, [3, 3]);
-        assert!(data[3].is_nan() && data[4].is_nan() && data[5] == 4.0);
+        assert!(data[3] == PADDING && data[4] == PADDING && data[5] == 4.0);
         assert_eq!(decode(&data, 3, 3), Some(histories));
         assert_eq!(decode(&data, 2, 3), None, "shape and data disagree");
         assert_eq!(decode(&[1.0, f32::NAN], 1, 2), None, "a gap inside a series is not padding");
+        assert_eq!(decode(&[f32::NAN, 2.0], 1, 2), Some(vec![vec![2.0]]), "NaN pads too (binary clients)");
     }
 
     #[test]

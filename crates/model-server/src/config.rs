@@ -23,9 +23,10 @@ pub struct TensorConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VersionConfig {
-    /// `onnx` (the only platform served).
+    /// `onnx` (tree ensembles) or `tally-demand` (the demand model, configured by `[demand]`).
     pub platform: String,
-    /// The model file, relative to the version's directory.
+    /// The model file, relative to the version's directory (none for `tally-demand`).
+    #[serde(default)]
     pub file: String,
     /// Most rows one evaluation takes (dynamic batching stops there; a larger request is
     /// refused).

@@ -9,7 +9,7 @@ use tally_model::{Named, Values};
 use crate::ModelServer;
 use crate::faults::Injected;
 use crate::metrics;
-use crate::repository::Loaded;
+use crate::repository::{Evaluator, Loaded};
 
 /// An inference request, decoded.
 #[derive(Debug, Clone)]
@@ -83,6 +83,15 @@ impl ModelServer {
     }
 
     async fn infer_loaded(&self, loaded: Arc<Loaded>, call: Call) -> Result<Answer, ServeError> {
+        match &loaded.evaluator {
+            Evaluator::Trees { model, batcher, width } => self.infer_trees(&loaded, model, batcher, *width, call).await,
+            Evaluator::Demand(settings) => self.infer_demand(&loaded, Arc::clone(settings), call).await,
+        }
+    }
+
+    /// Checks the one input against the config: its name, FP32, `[N, …]` within the batch
+    /// limit; returns the data and N.
+    fn one_input<'a>(loaded: &Loaded, call: &'a Call) -> Result<(&'a Named, &'a [f32]), ServeError> {
         let spec = &loaded.config.inputs[0];
         let [input] = call.inputs.as_slice() else {
             return Err(ServeError::Invalid(format!(
@@ -105,23 +114,13 @@ impl ModelServer {
                 input.values.datatype()
             )));
         };
-        let rows = match input.shape.as_slice() {
-            [n, w] if *w == loaded.width as i64 && *n >= 0 => *n as usize,
-            other => {
-                return Err(ServeError::Invalid(format!(
-                    "input {} must have shape [N, {}], got {other:?}",
-                    input.name, loaded.width
-                )));
-            }
-        };
-        if rows > loaded.config.max_batch_size {
-            return Err(ServeError::Invalid(format!(
-                "{rows} rows exceed model {}'s max_batch_size {}",
-                loaded.name, loaded.config.max_batch_size
-            )));
-        }
-        let wanted: Vec<usize> = match &call.outputs {
-            None => (0..loaded.config.outputs.len()).collect(),
+        Ok((input, data))
+    }
+
+    /// The outputs asked for, as indexes into the config's (all when none is named).
+    fn wanted(loaded: &Loaded, call: &Call) -> Result<Vec<usize>, ServeError> {
+        match &call.outputs {
+            None => Ok((0..loaded.config.outputs.len()).collect()),
             Some(names) => names
                 .iter()
                 .map(|n| {
@@ -132,19 +131,57 @@ impl ModelServer {
                         .position(|o| &o.name == n)
                         .ok_or_else(|| ServeError::Invalid(format!("model {} has no output {n:?}", loaded.name)))
                 })
-                .collect::<Result<_, _>>()?,
-        };
-        match self.faults.apply().await {
-            Injected::Pass => {}
-            Injected::Error => return Err(ServeError::Internal("injected error (fault injection)".into())),
-            Injected::Down => return Err(ServeError::Unavailable("the model server is down (fault injection)".into())),
+                .collect::<Result<_, _>>(),
         }
-        let computed = loaded.batcher.call(rows, data.clone()).await.map_err(ServeError::Internal)?;
+    }
+
+    fn rows(loaded: &Loaded, input: &Named, width: Option<usize>) -> Result<usize, ServeError> {
+        let rows = match (input.shape.as_slice(), width) {
+            ([n, w], Some(width)) if *w == width as i64 && *n >= 0 => *n as usize,
+            ([n, w], None) if *n >= 0 && *w >= 0 => *n as usize,
+            (other, _) => {
+                let want = width.map_or_else(|| "L".to_owned(), |w| w.to_string());
+                return Err(ServeError::Invalid(format!(
+                    "input {} must have shape [N, {want}], got {other:?}",
+                    input.name
+                )));
+            }
+        };
+        if rows > loaded.config.max_batch_size {
+            return Err(ServeError::Invalid(format!(
+                "{rows} rows exceed model {}'s max_batch_size {}",
+                loaded.name, loaded.config.max_batch_size
+            )));
+        }
+        Ok(rows)
+    }
+
+    async fn faults(&self) -> Result<(), ServeError> {
+        match self.faults.apply().await {
+            Injected::Pass => Ok(()),
+            Injected::Error => Err(ServeError::Internal("injected error (fault injection)".into())),
+            Injected::Down => Err(ServeError::Unavailable("the model server is down (fault injection)".into())),
+        }
+    }
+
+    async fn infer_trees(
+        &self,
+        loaded: &Loaded,
+        model: &tally_trees::Model,
+        batcher: &tally_model::batch::Batcher<Vec<tally_trees::Tensor>>,
+        width: usize,
+        call: Call,
+    ) -> Result<Answer, ServeError> {
+        let (input, data) = Self::one_input(loaded, &call)?;
+        let rows = Self::rows(loaded, input, Some(width))?;
+        let wanted = Self::wanted(loaded, &call)?;
+        self.faults().await?;
+        let computed = batcher.call(rows, data.to_vec()).await.map_err(ServeError::Internal)?;
         let outputs = wanted
             .into_iter()
             .map(|i| {
                 let spec = &loaded.config.outputs[i];
-                let at = loaded.model.outputs().iter().position(|o| o.name == spec.name).unwrap_or(i);
+                let at = model.outputs().iter().position(|o| o.name == spec.name).unwrap_or(i);
                 let values = match &computed[at] {
                     tally_trees::Tensor::F32(v) => Values::F32(v.clone()),
                     tally_trees::Tensor::I64(v) => Values::I64(v.clone()),
@@ -162,6 +199,62 @@ impl ModelServer {
                 Ok(Named { name: spec.name.clone(), shape, values })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        Ok(Answer { model: loaded.name.clone(), version: loaded.version.clone(), outputs })
+    }
+
+    /// The demand model: histories (NaN-padded rows) in; mean, sigma, quantiles and method out
+    /// (`tally_forecast::model`), the series spread over the cores off the async threads.
+    async fn infer_demand(
+        &self,
+        loaded: &Loaded,
+        settings: Arc<tally_forecast::model::Settings>,
+        call: Call,
+    ) -> Result<Answer, ServeError> {
+        use tally_forecast::model as demand;
+        let (input, data) = Self::one_input(loaded, &call)?;
+        let rows = Self::rows(loaded, input, None)?;
+        let width = input.shape.get(1).map_or(0, |w| *w as usize);
+        let wanted = Self::wanted(loaded, &call)?;
+        let histories = demand::decode(data, rows, width).ok_or_else(|| {
+            ServeError::Invalid(format!(
+                "input {} must hold {rows} × {width} values, each row NaN before its first day and finite after",
+                input.name
+            ))
+        })?;
+        self.faults().await?;
+        metrics::batch(&loaded.name, &loaded.version, rows);
+        let forecasts = {
+            let settings = Arc::clone(&settings);
+            tokio::task::spawn_blocking(move || demand::forecast_many(&histories, &settings))
+                .await
+                .map_err(|e| ServeError::Internal(e.to_string()))?
+        };
+        if forecasts.len() != rows {
+            return Err(ServeError::Internal(format!("{} forecasts for {rows} series", forecasts.len())));
+        }
+        let (h, q) = (settings.horizon, settings.quantiles.len());
+        let f32s = |f: &dyn Fn(&demand::SeriesForecast) -> Vec<f64>| {
+            Values::F32(forecasts.iter().flat_map(|s| f(s).into_iter().map(|v| v as f32)).collect())
+        };
+        let outputs = wanted
+            .into_iter()
+            .map(|i| {
+                let name = loaded.config.outputs[i].name.clone();
+                let (shape, values) = match name.as_str() {
+                    demand::MEAN => (vec![rows as i64, h as i64], f32s(&|s| s.mean.clone())),
+                    demand::SIGMA => (vec![rows as i64, h as i64], f32s(&|s| s.sigma.clone())),
+                    demand::QUANTILES => (
+                        vec![rows as i64, h as i64, q as i64],
+                        f32s(&|s| (0..h).flat_map(|d| s.quantiles.iter().map(move |level| level[d])).collect()),
+                    ),
+                    _ => (
+                        vec![rows as i64],
+                        Values::I64(forecasts.iter().map(|s| demand::method_code(s.method)).collect()),
+                    ),
+                };
+                Named { name, shape, values }
+            })
+            .collect();
         Ok(Answer { model: loaded.name.clone(), version: loaded.version.clone(), outputs })
     }
 }

@@ -26,15 +26,41 @@ pub struct Loaded {
     pub version: String,
     /// Its config.
     pub config: VersionConfig,
-    /// The evaluator.
-    pub model: Arc<Model>,
-    /// Its dynamic-batching queue.
-    pub batcher: Batcher<Vec<Tensor>>,
-    /// Values per row.
-    pub width: usize,
+    /// What evaluates it.
+    pub evaluator: Evaluator,
     /// Newest modification time of its files when loaded (a newer one reloads it).
     stamp: SystemTime,
 }
+
+/// What evaluates a model version, by its config's `platform`.
+#[derive(Debug)]
+pub enum Evaluator {
+    /// `onnx`: a tree ensemble, dynamically batched.
+    Trees {
+        /// The evaluator.
+        model: Arc<Model>,
+        /// Its dynamic-batching queue.
+        batcher: Batcher<Vec<Tensor>>,
+        /// Values per row.
+        width: usize,
+    },
+    /// `tally-demand`: the demand model (`tally_forecast::model`) with the version's
+    /// `[demand]` settings.
+    Demand(Arc<tally_forecast::model::Settings>),
+}
+
+/// The `[demand]` section of a `tally-demand` version.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemandSection {
+    period: Option<usize>,
+    horizon: Option<usize>,
+    windows: Option<usize>,
+    quantiles: Option<Vec<f64>>,
+}
+
+/// The platform of the demand model.
+pub const DEMAND_PLATFORM: &str = "tally-demand";
 
 type Versions = BTreeMap<u64, Arc<Loaded>>;
 
@@ -146,9 +172,21 @@ impl Repository {
 
     fn load(&self, name: &str, number: u64, dir: &Path, stamp: SystemTime) -> Result<Loaded, String> {
         let config = VersionConfig::read(&dir.join("config.toml")).map_err(|e| e.to_string())?;
-        if config.platform != "onnx" {
-            return Err(format!("platform {:?} is not served (onnx is)", config.platform));
+        match config.platform.as_str() {
+            "onnx" => self.load_trees(name, number, dir, stamp, config),
+            DEMAND_PLATFORM => load_demand(name, number, stamp, config),
+            other => Err(format!("platform {other:?} is not served (onnx and {DEMAND_PLATFORM} are)")),
         }
+    }
+
+    fn load_trees(
+        &self,
+        name: &str,
+        number: u64,
+        dir: &Path,
+        stamp: SystemTime,
+        config: VersionConfig,
+    ) -> Result<Loaded, String> {
         let file = dir.join(&config.file);
         let bytes = std::fs::read(&file).map_err(|e| format!("reading {}: {e}", file.display()))?;
         let model = Model::from_onnx(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -171,10 +209,18 @@ impl Repository {
         let model = Arc::new(model);
         let batcher =
             batching::start(Arc::clone(&model), config.max_batch_size, self.window, (self.on_batch)(name, &version));
-        Ok(Loaded { name: name.to_owned(), version, config, model, batcher, width, stamp })
+        Ok(Loaded {
+            name: name.to_owned(),
+            version,
+            config,
+            evaluator: Evaluator::Trees { model, batcher, width },
+            stamp,
+        })
     }
 
     /// Rescans every `interval` until `cancel` fires.
+    ///
+    /// (The demand model's versions have no model file: their `config.toml` is the model.)
     pub async fn watch(self: Arc<Self>, interval: Duration, cancel: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {
@@ -210,4 +256,31 @@ impl Repository {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+fn load_demand(name: &str, number: u64, stamp: SystemTime, config: VersionConfig) -> Result<Loaded, String> {
+    use tally_forecast::model as demand;
+    let [input] = config.inputs.as_slice() else {
+        return Err("the config must declare exactly one input".into());
+    };
+    if input.name != demand::INPUT || input.datatype != tally_model::DataType::Fp32 || input.shape.len() != 2 {
+        return Err(format!("the demand model's input is {:?}, FP32 [-1, -1]", demand::INPUT));
+    }
+    let known = [demand::MEAN, demand::SIGMA, demand::QUANTILES, demand::METHOD];
+    if let Some(out) = config.outputs.iter().find(|o| !known.contains(&o.name.as_str())) {
+        return Err(format!("the demand model has no output {:?} (it has {known:?})", out.name));
+    }
+    let section: DemandSection = match &config.demand {
+        Some(table) => table.clone().try_into().map_err(|e| format!("[demand]: {e}"))?,
+        None => DemandSection::default(),
+    };
+    let settings = demand::settings_from(section.period, section.horizon, section.windows, section.quantiles)
+        .map_err(|e| format!("[demand]: {e}"))?;
+    Ok(Loaded {
+        name: name.to_owned(),
+        version: number.to_string(),
+        config,
+        evaluator: Evaluator::Demand(Arc::new(settings)),
+        stamp,
+    })
 }

@@ -144,3 +144,47 @@ async fn concurrent_requests_each_get_their_own_rows_back() {
     }
     cancel.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demand_model_answers_padded_histories_with_forecasts_and_refuses_rows_that_do_not_fill_the_shape() {
+    let (bound, cancel) = start(&root().join("models"), Duration::from_secs(5)).await;
+    let http = reqwest::Client::new();
+    let rest = bound.rest.to_string();
+    let meta: serde_json::Value =
+        http.get(format!("http://{rest}/v2/models/demand")).send().await.expect("meta").json().await.expect("json");
+    assert_eq!(meta["platform"], "tally-demand");
+    // Two series: 56 days of a weekly pattern, and 20 days (left-padded with -1).
+    let weekly: Vec<f64> = (0..56).map(|i| [5.0, 6.0, 7.0, 8.0, 9.0, 14.0, 3.0][i % 7]).collect();
+    let short: Vec<f64> = (0..56).map(|i| if i >= 36 { 2.0 } else { -1.0 }).collect();
+    let data: Vec<serde_json::Value> = weekly.iter().chain(&short).map(|v| serde_json::json!(v)).collect();
+    let body = serde_json::json!({"inputs": [{"name": "history", "shape": [2, 56], "datatype": "FP32", "data": data}]});
+    let r = http.post(format!("http://{rest}/v2/models/demand/infer")).json(&body).send().await.expect("infer");
+    let status = r.status().as_u16();
+    let answer: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(status, 200, "{answer}");
+    let output =
+        |name: &str| answer["outputs"].as_array().expect("outputs").iter().find(|o| o["name"] == name).cloned();
+    let mean = output("mean").expect("mean");
+    assert_eq!(mean["shape"], serde_json::json!([2, 28]));
+    let method = output("method").expect("method");
+    assert_eq!(method["datatype"], "INT64");
+    assert_eq!(output("quantiles").expect("quantiles")["shape"], serde_json::json!([2, 28, 3]));
+    let direct = tally_forecast::model::forecast(&weekly, &tally_forecast::model::Settings::default());
+    let got: Vec<f64> =
+        mean["data"].as_array().expect("data").iter().take(28).map(|v| v.as_f64().expect("number")).collect();
+    for (a, b) in got.iter().zip(&direct.mean) {
+        assert!((a - b).abs() < 1e-3 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    let short_mean: Vec<f64> =
+        mean["data"].as_array().expect("data").iter().skip(28).map(|v| v.as_f64().expect("number")).collect();
+    assert!(
+        short_mean.iter().all(|v| (v - 2.0).abs() < 0.5),
+        "the padded series is its own 20 days of 2: {short_mean:?}"
+    );
+    // Rows that do not fill the shape: refused, 400.
+    let mut short_body = body.clone();
+    short_body["inputs"][0]["shape"] = serde_json::json!([3, 56]);
+    let r = http.post(format!("http://{rest}/v2/models/demand/infer")).json(&short_body).send().await.expect("infer");
+    assert_eq!(r.status().as_u16(), 400);
+    cancel.cancel();
+}

@@ -240,7 +240,7 @@ impl App {
             ),
         };
         let health = Arc::new(Health::default());
-        let (client, model_server) = model_client(&cfg.model, shutdown)?;
+        let (client, transport, model_server) = model_client(&cfg.model, shutdown)?;
         let fraud = FraudEngine::new(
             bus.clone(),
             store.documents(FRAUD_SUBSYSTEM),
@@ -258,6 +258,14 @@ impl App {
             Arc::new(InventoryStock(inventory.clone())),
             health,
         );
+        let forecast = match cfg.forecast.model {
+            tally_config::ForecastModel::Direct => forecast,
+            tally_config::ForecastModel::Server => forecast.with_model(tally_forecast_engine::model::Remote {
+                transport,
+                model: cfg.forecast.model_name.clone(),
+                deadline: Duration::from_millis(cfg.forecast.model_deadline_ms),
+            }),
+        };
         Ok((inventory, fraud, forecast, model_server))
     }
 
@@ -378,7 +386,7 @@ impl RunningApp {
 pub fn model_client(
     cfg: &ModelConfig,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(Arc<ModelClient>, Option<Arc<tally_model_server::ModelServer>>)> {
+) -> anyhow::Result<(Arc<ModelClient>, Transport, Option<Arc<tally_model_server::ModelServer>>)> {
     let mut local = None;
     let transport = match cfg.transport {
         ModelTransport::InProcess => {
@@ -391,7 +399,7 @@ pub fn model_client(
         ModelTransport::Grpc => Transport::grpc(&cfg.url).map_err(|e| anyhow::anyhow!("model.url: {e}"))?,
     };
     let client = Arc::new(ModelClient::new(
-        transport,
+        transport.clone(),
         ScoreConfig {
             model: cfg.name.clone(),
             input: cfg.input.clone(),
@@ -405,7 +413,7 @@ pub fn model_client(
             breaker_cooldown: Duration::from_millis(cfg.breaker_cooldown_ms),
         },
     ));
-    Ok((client, local))
+    Ok((client, transport, local))
 }
 
 /// Trims the embedded log every minute; see [`EmbeddedLog::enforce_retention`].

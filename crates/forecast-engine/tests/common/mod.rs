@@ -38,6 +38,16 @@ pub async fn stack_with(
     stock: Arc<dyn StockPort>,
     tune: impl FnOnce(ForecastConfig) -> ForecastConfig,
 ) -> Stack {
+    stack_adapted(dir, stock, tune, |e| e).await
+}
+
+/// The same, with `adapt` applied to the engine before it runs (another model, say).
+pub async fn stack_adapted(
+    dir: &std::path::Path,
+    stock: Arc<dyn StockPort>,
+    tune: impl FnOnce(ForecastConfig) -> ForecastConfig,
+    adapt: impl FnOnce(Engine) -> Engine,
+) -> Stack {
     let bus = EmbeddedLog::open(EmbeddedLogOptions {
         path: dir.join("log.db"),
         default_partitions: 4,
@@ -53,7 +63,7 @@ pub async fn stack_with(
     store.migrate().await.expect("migrate");
     let cache = MemoryCache::new(16 << 20, Duration::from_secs(3600));
     let cfg = tune(ForecastConfig { flush_interval_ms: 20, unpark_interval_ms: 100, ..ForecastConfig::default() });
-    let engine = ForecastEngine::new(bus.clone(), store, cache, cfg, stock, Arc::new(Health::default()));
+    let engine = adapt(ForecastEngine::new(bus.clone(), store, cache, cfg, stock, Arc::new(Health::default())));
     engine.create_topics(4).await.expect("topics");
     let cancel = CancellationToken::new();
     let run = tokio::spawn(engine.clone().run(cancel.clone()));
