@@ -13,10 +13,12 @@ use tally_cache::Cache;
 use tally_config::ForecastConfig;
 use tally_forecast::reference::{LocationInfo, SkuInfo};
 use tally_runtime::{ConsumerMetrics, ConsumerSpec, FlushSettings, Health, Waiters};
+use tally_store::Flush;
 use tally_store::demand::DemandStore;
-use tally_store::ledger::DocumentStore;
+use tally_store::ledger::{AppendedRow, Document, DocumentStore, Documents, Journal};
 use tokio_util::sync::CancellationToken;
 
+pub mod flags;
 pub mod handler;
 pub mod metrics;
 pub mod model;
@@ -28,6 +30,7 @@ pub mod refresh;
 pub mod stock;
 pub mod touched;
 
+pub use flags::{FlagsError, FlagsView, ForecastFlags};
 pub use handler::{DemandHandler, DemandOutcome};
 pub use metrics::{ForecastMetrics, ForecastStats};
 pub use model::DemandModel;
@@ -37,6 +40,9 @@ pub use references::References;
 pub use stock::{FixedStock, NoStock, StockPort};
 pub use tally_runtime::EngineError;
 pub use touched::Touched;
+
+/// How often every instance re-reads the model version flags.
+const FLAGS_POLL: Duration = Duration::from_secs(1);
 
 /// How often the event table's partitions ahead are checked.
 const PARTITION_UPKEEP_EVERY: Duration = Duration::from_secs(6 * 3600);
@@ -72,6 +78,8 @@ pub struct ForecastEngine<B, S, C> {
     pub ownership: Arc<ownership::Ownership>,
     /// This instance's name in run shares and ids.
     pub instance: String,
+    /// The model version flags in force.
+    pub flags: Arc<FlagsView>,
     metrics: Arc<ForecastMetrics>,
     shared: Arc<handler::Shared<S>>,
     waiters: Arc<Waiters<DemandOutcome>>,
@@ -96,6 +104,7 @@ impl<B: Clone, S: Clone, C: Clone> Clone for ForecastEngine<B, S, C> {
             stock: self.stock.clone(),
             ownership: self.ownership.clone(),
             instance: self.instance.clone(),
+            flags: self.flags.clone(),
             metrics: self.metrics.clone(),
             shared: self.shared.clone(),
             waiters: self.waiters.clone(),
@@ -172,6 +181,7 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
         });
         let model = DemandModel::direct(model_settings(&cfg));
         let instance = format!("{}-{}", std::process::id(), tally_core::now_ms() % 100_000);
+        let flags = Arc::new(FlagsView::new(ForecastFlags { revision: 0, active: cfg.default_version.clone() }));
         Self {
             bus,
             store,
@@ -187,6 +197,7 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
             stock,
             ownership: Arc::default(),
             instance,
+            flags,
             metrics,
             shared,
             waiters: Arc::default(),
@@ -272,6 +283,67 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
         Ok(self.store.ensure_partitions(today, today.saturating_add(ahead)).await?)
     }
 
+    /// Reads the flags from the store now; whether they changed.
+    pub async fn refresh_flags(&self) -> Result<bool, EngineError> {
+        let stored = self.store.documents(vec![flags::FLAGS_DOC.to_owned()]).await?;
+        Ok(match stored.into_iter().next().and_then(|(_, _, body)| serde_json::from_str::<ForecastFlags>(&body).ok()) {
+            Some(f) => self.flags.offer(f),
+            None => false,
+        })
+    }
+
+    /// Switches the model version (a revision above the one in force) once the model answers
+    /// with it; every instance follows within a second.
+    pub async fn set_flags(&self, active: String) -> Result<ForecastFlags, FlagsError> {
+        let valid = !active.is_empty()
+            && active.len() <= 64
+            && active.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(FlagsError::Invalid(format!("version {active:?} must be 1 to 64 of A-Z a-z 0-9 - _")));
+        }
+        // A version the model cannot answer with would turn every forecast stale.
+        let probe: Vec<f64> = (0..28).map(|d| f64::from(d % 7)).collect();
+        self.model
+            .forecast(vec![probe], &active)
+            .await
+            .map_err(|e| FlagsError::Invalid(format!("model version {active:?} does not answer: {e}")))?;
+        self.refresh_flags().await?;
+        let flags = ForecastFlags { revision: self.flags.get().revision + 1, active };
+        let body = serde_json::to_string(&flags).unwrap_or_default();
+        let claim = flags::revision_row(flags.revision);
+        let mut effects = Documents::default();
+        effects.put(flags::FLAGS_DOC.to_owned(), Document { version: flags.revision, body: body.clone() });
+        effects.appended.push(AppendedRow { id: claim.clone(), key: claim.clone(), body });
+        Journal::<Documents>::flush(&self.store, &[Flush { effects, processed: Vec::new(), offsets: Vec::new() }])
+            .await
+            .map_err(EngineError::from)?;
+        let rows = self.store.appended(claim.clone()).await.map_err(EngineError::from)?;
+        let won = rows.iter().any(|(id, stored)| {
+            *id == claim && serde_json::from_str::<ForecastFlags>(stored).is_ok_and(|s| s == flags)
+        });
+        if won {
+            self.flags.offer(flags.clone());
+            return Ok(flags);
+        }
+        self.refresh_flags().await?;
+        Err(FlagsError::Conflict { revision: self.flags.get().revision })
+    }
+
+    /// Re-reads the flags every second until `shutdown`.
+    async fn watch_flags(self, shutdown: CancellationToken) {
+        loop {
+            match self.refresh_flags().await {
+                Ok(true) => tracing::info!(flags = ?self.flags.get(), "forecast flags changed"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the forecast flags failed; keeping the ones in force"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(FLAGS_POLL) => {}
+            }
+        }
+    }
+
     /// Sweeps parked events every `unpark_interval_ms` (and when references are stored here)
     /// until `shutdown`.
     async fn sweep_parked(self, shutdown: CancellationToken) {
@@ -313,7 +385,9 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
         let sweeper = tokio::spawn(self.clone().sweep_parked(shutdown.clone()));
         let upkeep = tokio::spawn(self.clone().upkeep_partitions(shutdown.clone()));
         let schedule = tokio::spawn(self.clone().schedule(shutdown.clone()));
+        let flags = tokio::spawn(self.clone().watch_flags(shutdown.clone()));
         self.consumer().supervise(shutdown).await;
+        let _ = flags.await;
         let _ = sweeper.await;
         let _ = upkeep.await;
         let _ = schedule.await;

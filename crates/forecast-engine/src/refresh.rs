@@ -139,9 +139,9 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
         Ok(summary)
     }
 
-    /// The model version in force.
+    /// The model version in force (the flags').
     pub fn model_version(&self) -> String {
-        self.cfg.default_version.clone()
+        self.flags.get().active.clone()
     }
 
     async fn history(&self, (sku, location): &SeriesId, as_of: i32) -> Result<History, EngineError> {

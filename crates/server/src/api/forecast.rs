@@ -12,8 +12,8 @@ use tally_config::Scope;
 use tally_core::{Envelope, EventKey};
 use tally_forecast::demand::{DemandEvent, DemandKind};
 use tally_forecast::reference::{LocationInfo, SkuInfo};
-use tally_forecast_engine::ReferenceError;
 use tally_forecast_engine::records::{self, ForecastRecord, RunSummary};
+use tally_forecast_engine::{FlagsError, ForecastFlags, ReferenceError};
 use tally_store::InventoryStore;
 use tally_store::demand::DemandStore;
 use tally_store::ledger::DocumentStore;
@@ -354,4 +354,51 @@ pub async fn ingest_demand<B: Bus, S: InventoryStore, C: Cache>(
         st.forecast.bus.publish(&topic, records).await.map_err(unavailable)?;
     }
     Ok((StatusCode::ACCEPTED, Json(IngestResponse { accepted })))
+}
+
+/// A model version switch.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastFlagsRequest {
+    /// The version every forecast is made with (one the model answers with; others are
+    /// refused with 422).
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    pub active: String,
+}
+
+/// The demand model version in force.
+#[utoipa::path(get, path = "/v1/forecast/flags", tag = "forecast",
+    responses((status = 200, body = ForecastFlags)), security(("api_key" = [])))]
+pub async fn get_flags<B: Bus, S: InventoryStore, C: Cache>(
+    State(st): State<AppState<B, S, C>>,
+    principal: Principal,
+) -> Result<Json<ForecastFlags>, ApiError> {
+    principal.require(&Scope::ForecastRead)?;
+    st.forecast.refresh_flags().await.map_err(unavailable)?;
+    Ok(Json((*st.forecast.flags.get()).clone()))
+}
+
+/// Switches the demand model version: every instance forecasts with it within a second.
+#[utoipa::path(put, path = "/v1/forecast/flags", tag = "forecast", request_body = ForecastFlagsRequest,
+    responses((status = 200, body = ForecastFlags), (status = 400, body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, body = super::Problem, content_type = "application/problem+json")),
+    security(("api_key" = [])))]
+pub async fn put_flags<B: Bus, S: InventoryStore, C: Cache>(
+    State(st): State<AppState<B, S, C>>,
+    principal: Principal,
+    ApiJson(req): ApiJson<ForecastFlagsRequest>,
+) -> Result<Json<ForecastFlags>, ApiError> {
+    principal.require(&Scope::Admin)?;
+    match st.forecast.set_flags(req.active).await {
+        Ok(flags) => Ok(Json(flags)),
+        Err(FlagsError::Invalid(detail)) => Err(ApiError::InvalidEvents {
+            detail: "the flags are not valid".into(),
+            errors: vec![ItemError { index: 0, code: "invalid_flags".into(), detail }],
+        }),
+        Err(e @ FlagsError::Conflict { .. }) => {
+            Err(ApiError::Conflict { code: "flags_changed_concurrently", detail: e.to_string(), outcome: None })
+        }
+        Err(FlagsError::Engine(e)) => Err(unavailable(e)),
+    }
 }

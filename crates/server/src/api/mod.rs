@@ -95,6 +95,8 @@ impl<B, S, C> FromRef<AppState<B, S, C>> for Arc<Authenticator> {
         forecast::refresh,
         forecast::put_references,
         forecast::ingest_demand,
+        forecast::get_flags,
+        forecast::put_flags,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -104,7 +106,7 @@ impl<B, S, C> FromRef<AppState<B, S, C>> for Arc<Authenticator> {
         tally_forecast_engine::ForecastRecord, tally_forecast_engine::records::ForecastDay, tally_forecast::replenish::Suggestion,
         tally_forecast_engine::RunSummary, tally_forecast_engine::RunKind, forecast::LocationForecasts, forecast::Suggestions,
         forecast::Runs, forecast::RefreshStarted, forecast::ReferenceRequest, tally_forecast::reference::SkuInfo,
-        tally_forecast::reference::LocationInfo)),
+        tally_forecast::reference::LocationInfo, tally_forecast_engine::ForecastFlags, forecast::ForecastFlagsRequest)),
     modifiers(&BearerAuth),
     tags((name = "inventory", description = "Stock, reservations and availability"),
         (name = "fraud", description = "Scoring, decisions, profiles, model version flags and quality"),
@@ -166,6 +168,7 @@ pub fn router<B: Bus, S: InventoryStore, C: Cache>(state: AppState<B, S, C>) -> 
         .route("/v1/forecast/refresh", post(forecast::refresh::<B, S, C>))
         .route("/v1/forecast/references", axum::routing::put(forecast::put_references::<B, S, C>))
         .route("/v1/forecast/events", post(forecast::ingest_demand::<B, S, C>))
+        .route("/v1/forecast/flags", get(forecast::get_flags::<B, S, C>).put(forecast::put_flags::<B, S, C>))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz::<B, S, C>))
         .route("/metrics", get(ops::metrics))

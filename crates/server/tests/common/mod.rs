@@ -16,6 +16,7 @@ pub const READER_KEY: &str = "reader-key";
 pub const WMS_KEY: &str = "wms-key";
 pub const CHECKOUT_KEY: &str = "checkout-key";
 pub const ANALYST_KEY: &str = "analyst-key";
+pub const PLANNER_KEY: &str = "planner-key";
 
 /// The checkout's root (the reference model lives in `models/`).
 pub fn repo_root() -> std::path::PathBuf {
@@ -49,6 +50,7 @@ pub fn config(dir: &std::path::Path, auth: AuthMode) -> Config {
         key("wms", WMS_KEY, &["stock:read", "stock:write:wms"], &["/wms"]),
         key("checkout", CHECKOUT_KEY, &["fraud:score"], &[]),
         key("analyst", ANALYST_KEY, &["fraud:read"], &[]),
+        key("planner", PLANNER_KEY, &["forecast:read"], &[]),
     ];
     c.fraud.models = repo_root().join("models/fraud").display().to_string();
     c.fraud.flush_interval_ms = 20;
