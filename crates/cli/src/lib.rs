@@ -100,6 +100,8 @@ pub enum BenchScenario {
     Inventory(bench::InventoryBenchArgs),
     /// The fraud scoring service, the model server against MLServer, model quality.
     Fraud(bench::fraud::FraudBenchArgs),
+    /// Demand forecasting: the full refresh (model and end to end) and its accuracy.
+    Forecast(bench::forecast::ForecastBenchArgs),
 }
 
 /// `tally config …`
@@ -169,6 +171,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(config_path)?;
             runtime()?.block_on(bench::fraud::run(config, args))
         }
+        Command::Bench { scenario: BenchScenario::Forecast(args) } => runtime()?.block_on(bench::forecast::run(args)),
         Command::Bench { scenario: BenchScenario::Inventory(args) } => {
             let config = load_config(config_path)?;
             runtime()?.block_on(bench::inventory(config, args))

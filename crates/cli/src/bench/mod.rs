@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod embedded;
+pub mod forecast;
 pub mod fraud;
 pub mod kafka;
 
