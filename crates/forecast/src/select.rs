@@ -105,13 +105,19 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
     let cuts = folds(y.len(), cfg.horizon, cfg.windows, cfg.step);
     let mut scores = Vec::with_capacity(candidates.len());
     let mut errors_of = Vec::with_capacity(candidates.len());
+    // Each automatic method chooses its structure (ETS model, Theta variant) once, on the
+    // earliest fold's training data — where the backtest cannot have seen the test days — and
+    // later folds and the final forecast refit only that structure's parameters.
+    let mut pins = Vec::with_capacity(candidates.len());
     for &method in &candidates {
         let mut errors = Vec::new();
         let mut mase_sum = 0.0;
         let mut scored = !cuts.is_empty();
+        let mut pin = None;
         for fold in &cuts {
             let (train, test) = (&y[..fold.train_end], &y[fold.train_end..fold.train_end + fold.h]);
-            let f = method.forecast(train, fold.h);
+            let (f, chosen) = method.forecast_pinned(train, fold.h, pin);
+            pin = pin.or(Some(chosen));
             errors.extend(test.iter().zip(&f.mean).map(|(a, p)| a - p));
             match accuracy::mase(train, test, &f.mean, cfg.period) {
                 Some(m) => mase_sum += m,
@@ -120,6 +126,7 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
         }
         scores.push((method, scored.then(|| mase_sum / cuts.len() as f64)));
         errors_of.push(errors);
+        pins.push(pin);
     }
     // The least backtest MASE; without scores, the first candidate (seasonal naive).
     let best = scores
@@ -129,7 +136,7 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map_or(0, |(i, _)| i);
     let method = candidates[best];
-    let forecast = method.forecast(&y, cfg.horizon);
+    let (forecast, _) = method.forecast_pinned(&y, cfg.horizon, pins[best]);
     let spread = match &forecast.sigma {
         Some(sigma) => sigma.clone(),
         None => {

@@ -77,7 +77,50 @@ pub enum Method {
     },
 }
 
+/// The structure an automatic method chose on one stretch of a series (the ETS model, the
+/// Theta variant, MSTL's ETS model), to be refitted — parameters only — on another.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pin {
+    /// Nothing to pin (the method has no structure to choose, or it fell back).
+    None,
+    /// ETS with this model.
+    Ets(ets::Spec),
+    /// Theta with this variant.
+    Theta(theta::Variant),
+    /// MSTL with this model for the adjusted series.
+    Mstl(ets::Spec),
+}
+
 impl Method {
+    /// Forecasts `h` steps after `y` with the structure `pin` (or chooses one when `pin` is
+    /// `None`); returns the forecast and the structure used. Choosing is what costs: AutoETS
+    /// fits 15 models, a pinned ETS one.
+    pub fn forecast_pinned(&self, y: &[f64], h: usize, pin: Option<Pin>) -> (Forecast, Pin) {
+        let naive = |period: usize| (seasonal_naive(y, period, h), Pin::None);
+        match (*self, pin) {
+            (Self::AutoEts { period }, Some(Pin::Ets(spec))) => {
+                ets::fit(spec, y, period).map_or_else(|| naive(period), |f| (f.forecast(h), Pin::Ets(spec)))
+            }
+            (Self::AutoEts { period }, _) => {
+                ets::auto(y, period).map_or_else(|| naive(period), |f| (f.forecast(h), Pin::Ets(f.spec)))
+            }
+            (Self::AutoTheta { period }, Some(Pin::Theta(variant))) => {
+                theta::auto_among(y, period, h, &[variant]).map_or_else(|| naive(period), |(f, v)| (f, Pin::Theta(v)))
+            }
+            (Self::AutoTheta { period }, _) => theta::auto_among(y, period, h, &theta::Variant::ALL)
+                .map_or_else(|| naive(period), |(f, v)| (f, Pin::Theta(v))),
+            (Self::Mstl { period, yearly }, pin) => {
+                let periods: &[usize] = if yearly { &[period, 365] } else { &[period] };
+                let spec = match pin {
+                    Some(Pin::Mstl(spec)) => Some(spec),
+                    _ => None,
+                };
+                mstl::forecast_among(y, periods, h, spec).map_or_else(|| naive(period), |(f, s)| (f, Pin::Mstl(s)))
+            }
+            (method, _) => (method.forecast(y, h), Pin::None),
+        }
+    }
+
     /// A short name (`seasonal_naive`, `croston_sba` …), as forecasts record it.
     pub fn name(&self) -> &'static str {
         match self {

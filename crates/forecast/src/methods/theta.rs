@@ -178,6 +178,11 @@ fn seasonal(y: &[f64], m: usize) -> bool {
 /// zeros or tiny indices), fit the four variants, keep the one with the least in-sample error,
 /// reseasonalise its forecast.
 pub fn auto(y: &[f64], m: usize, h: usize) -> Option<Forecast> {
+    auto_among(y, m, h, &Variant::ALL).map(|(f, _)| f)
+}
+
+/// AutoTheta among `variants`; the forecast and the variant that made it.
+pub fn auto_among(y: &[f64], m: usize, h: usize, variants: &[Variant]) -> Option<(Forecast, Variant)> {
     let indices = if seasonal(y, m) {
         let positive = y.iter().all(|&v| v > 0.0);
         let multiplicative = positive
@@ -196,7 +201,7 @@ pub fn auto(y: &[f64], m: usize, h: usize) -> Option<Forecast> {
         Some((Kind::Multiplicative, s)) => y.iter().enumerate().map(|(t, v)| v / s[t % m]).collect(),
         Some((Kind::Additive, s)) => y.iter().enumerate().map(|(t, v)| v - s[t % m]).collect(),
     };
-    let best = Variant::ALL
+    let best = variants
         .iter()
         .filter_map(|&v| fit(v, &adjusted))
         .filter(|f| f.score.is_finite())
@@ -215,7 +220,7 @@ pub fn auto(y: &[f64], m: usize, h: usize) -> Option<Forecast> {
             }
         }
     }
-    Some(forecast)
+    Some((forecast, best.variant))
 }
 
 #[cfg(test)]
