@@ -142,10 +142,12 @@ enabled = false
 EOF2
 # 422 is a valid answer to schema-valid data where the engine judges it: a reservation
 # rejected, an idempotency key (a transaction id) reused for another request, flags naming a
-# model version that has no card.
+# model version that has no card (or that the demand model does not answer with), a CloudEvent
+# that is no demand event, a time zone name the time zone database does not know.
 for op in "POST /v1/events" "POST /v1/reservations" "POST /v1/reservations/{reservation_id}/release" \
   "POST /v1/reservations/{reservation_id}/commit" "POST /v1/stock/{sku}/locations/{location}/adjustments" \
-  "POST /v1/fraud/score" "PUT /v1/fraud/profiles/{account_id}" "PUT /v1/fraud/flags"; do
+  "POST /v1/fraud/score" "PUT /v1/fraud/profiles/{account_id}" "PUT /v1/fraud/flags" \
+  "POST /v1/forecast/events" "PUT /v1/forecast/flags" "PUT /v1/forecast/references"; do
   cat >>"$tmp/schemathesis.toml" <<EOF2
 
 [[operations]]

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod demand;
 pub mod demo;
 pub mod driver;
+pub mod forecast;
 pub mod fraud;
 pub mod model_server;
 pub mod payments;
@@ -69,6 +70,19 @@ pub enum Command {
         #[command(subcommand)]
         action: FraudAction,
     },
+    /// Demand forecasting tools.
+    Forecast {
+        /// What to do.
+        #[command(subcommand)]
+        action: ForecastAction,
+    },
+}
+
+/// `tally forecast …`
+#[derive(Debug, Subcommand)]
+pub enum ForecastAction {
+    /// Load demand history from a CSV file into the staging tables (idempotent per file).
+    Import(forecast::ImportArgs),
 }
 
 /// `tally fraud …`
@@ -162,6 +176,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let (rows, frauds) = fraud::dataset(&args)?;
             eprintln!("wrote {rows} transactions ({frauds} fraud) to {}", args.out.display());
             Ok(())
+        }
+        Command::Forecast { action: ForecastAction::Import(args) } => {
+            let config = load_config(config_path)?;
+            tally_server::telemetry::init(&config.log);
+            runtime()?.block_on(forecast::import(config, args))
         }
         Command::Simulate(args) => {
             let config = load_config(config_path)?;

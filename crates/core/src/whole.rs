@@ -51,6 +51,11 @@ pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     whole(d)
 }
 
+/// A `u32` written as an integer or an integral float.
+pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    whole(d)
+}
+
 struct Optional<T>(std::marker::PhantomData<T>);
 
 impl<'de, T: TryFrom<i128>> Visitor<'de> for Optional<T> {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod flags;
 pub mod handler;
+pub mod import;
 pub mod metrics;
 pub mod model;
 pub mod ownership;

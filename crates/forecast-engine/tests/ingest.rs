@@ -207,3 +207,46 @@ async fn bad_demand_events_are_dead_lettered_with_a_reason_and_nothing_is_staged
     assert_eq!(s.engine.store.parked_count().await.expect("parked"), 0);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_import_stages_each_row_once_parks_unknown_references_and_reports_bad_rows() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = stack(dir.path()).await;
+    s.engine.put_references(vec![sku("milk", 6)], vec![location("berlin", "Europe/Berlin")]).await.expect("references");
+    let csv = "type,sku,location,quantity,unit,occurred_at,ordered_at,received_at,promo\n\
+               sale,milk,berlin,3,,2026-03-10T10:00:00Z,,,true\n\
+               sale,milk,berlin,2,pack,2026-03-10T22:30:00Z,,,\n\
+               return,milk,berlin,1,,2026-03-11T09:00:00Z,,,\n\
+               supply,milk,berlin,60,,,2026-03-01T08:00:00Z,2026-03-05T08:00:00Z,\n\
+               sale,bread,berlin,4,,2026-03-10T10:00:00Z,,,\n\
+               sale,milk,berlin,0,,2026-03-10T10:00:00Z,,,\n\
+               refund,milk,berlin,1,,2026-03-10T10:00:00Z,,,\n";
+    let refs = &s.engine.references;
+    let first = tally_forecast_engine::import::import_csv(&s.engine.store, refs, "/import/march", csv.as_bytes())
+        .await
+        .expect("import");
+    assert_eq!((first.rows, first.staged, first.parked, first.refused_count), (7, 4, 1, 2));
+    assert_eq!(first.refused.iter().map(|(line, _)| *line).collect::<Vec<_>>(), vec![7, 8]);
+    assert!(first.refused[0].1.contains("quantity") && first.refused[1].1.contains("type"), "{:?}", first.refused);
+    let again = tally_forecast_engine::import::import_csv(&s.engine.store, refs, "/import/march", csv.as_bytes())
+        .await
+        .expect("again");
+    assert_eq!(again.staged, 4, "staging is idempotent: the rows are there already");
+    let day = |d: &str| day::parse_iso(d).expect("day");
+    let staged = rollup(&s.engine.store).await;
+    // 3 + 2 packs of 6 on the 10th (22:30 UTC is still the 10th in Berlin in March: UTC+1 … 23:30).
+    assert_eq!(staged.get(&("milk".into(), "berlin".into(), day("2026-03-10"))), Some(&(15, 0, 0)));
+    assert_eq!(staged.get(&("milk".into(), "berlin".into(), day("2026-03-11"))), Some(&(0, 1, 0)));
+    assert_eq!(staged.get(&("milk".into(), "berlin".into(), day("2026-03-05"))), Some(&(0, 0, 60)));
+    assert_eq!(s.engine.store.parked_count().await.expect("parked"), 1);
+    s.engine.put_references(vec![sku("bread", 1)], vec![]).await.expect("references");
+    eventually("bread released", Duration::from_secs(20), || async {
+        s.engine.store.parked_count().await.expect("n") == 0
+    })
+    .await;
+    assert_eq!(
+        rollup(&s.engine.store).await.get(&("bread".into(), "berlin".into(), day("2026-03-10"))),
+        Some(&(4, 0, 0))
+    );
+    s.stop().await;
+}

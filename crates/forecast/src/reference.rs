@@ -27,15 +27,16 @@ pub struct SkuInfo {
     pub brand: String,
     /// List price per unit (the catalogue's currency), used when a sale carries none.
     #[serde(default)]
-    #[schema(minimum = 0.0)]
+    #[schema(minimum = 0.0, maximum = 1e12)]
     pub price: f64,
     /// Units per pack: an event counted in packs is multiplied by it, and orders are rounded
     /// up to whole packs.
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "tally_core::whole::u32")]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub pack_size: u32,
     /// Minimum order quantity in units (0: none).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tally_core::whole::u32")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub moq: u32,
 }
 
@@ -53,7 +54,9 @@ pub struct LocationInfo {
     #[serde(default)]
     #[schema(max_length = 128)]
     pub region: String,
-    /// IANA time zone (`Europe/Berlin`): its local date is the business day of an event.
+    /// IANA time zone (`Europe/Berlin`): its local date is the business day of an event. A
+    /// name the time zone database does not know is refused with 422.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")]
     pub time_zone: String,
 }
 
@@ -77,11 +80,14 @@ impl SkuInfo {
     pub fn checked(self) -> Result<Self, DemandError> {
         name("category", &self.category)?;
         name("brand", &self.brand)?;
-        if !(self.price.is_finite() && self.price >= 0.0) {
-            return Err(DemandError::field(format!("price must be a finite number ≥ 0, got {}", self.price)));
+        if !(self.price.is_finite() && (0.0..=1e12).contains(&self.price)) {
+            return Err(DemandError::field(format!("price must be 0 to 10^12, got {}", self.price)));
         }
         if self.pack_size == 0 || self.pack_size > 1_000_000 {
             return Err(DemandError::field(format!("pack_size must be 1 to 1000000, got {}", self.pack_size)));
+        }
+        if self.moq > 1_000_000_000 {
+            return Err(DemandError::field(format!("moq must be at most 1000000000, got {}", self.moq)));
         }
         Ok(self)
     }

@@ -43,9 +43,83 @@ pub struct ForecastBenchArgs {
     /// Seed of the simulator.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Also run statsforecast (a venv `scripts/forecast/venv.sh` makes) on the accuracy
+    /// series with the same cut: its models' accuracy and per-series choice, and its time
+    /// scaled to `--series` (one core per process, as many processes as cores).
+    #[arg(long)]
+    pub statsforecast: bool,
     /// One JSON object on the last line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What statsforecast measured on the accuracy series (`scripts/forecast/compare.py`).
+#[derive(Debug, serde::Deserialize)]
+struct Peer {
+    series: usize,
+    models: std::collections::BTreeMap<String, PeerModel>,
+    best_single: PeerBest,
+    choice_by_cv: PeerChoice,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PeerModel {
+    wape: Option<f64>,
+    mase: Option<f64>,
+    bias: Option<f64>,
+    coverage_80: Option<f64>,
+    seconds: f64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PeerBest {
+    model: String,
+    wape: Option<f64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PeerChoice {
+    wape: Option<f64>,
+    cv_seconds: f64,
+}
+
+/// Writes `unique_id,ds,y` rows of `series` starting at day `first`.
+fn write_csv(path: &std::path::Path, series: &[Vec<f64>], first: &[i32]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "unique_id,ds,y")?;
+    for (i, (ys, start)) in series.iter().zip(first).enumerate() {
+        for (d, y) in ys.iter().enumerate() {
+            writeln!(out, "s{i},{},{y}", start + d as i32)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs statsforecast on the same training days and scores it on the same held-out days.
+fn statsforecast(dir: &std::path::Path, train: &[Vec<f64>], actual: &[Vec<f64>], h: usize) -> anyhow::Result<Peer> {
+    let root = std::env::current_dir()?;
+    let venv = root.join("scripts/forecast/venv.sh");
+    anyhow::ensure!(venv.exists(), "run from the checkout: {} is not here", venv.display());
+    let python = std::process::Command::new(&venv).output()?;
+    anyhow::ensure!(
+        python.status.success(),
+        "making the statsforecast venv failed: {}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    let python = String::from_utf8(python.stdout)?.trim().to_owned();
+    let (train_csv, test_csv) = (dir.join("train.csv"), dir.join("test.csv"));
+    write_csv(&train_csv, train, &vec![0; train.len()])?;
+    let starts: Vec<i32> = train.iter().map(|t| t.len() as i32).collect();
+    write_csv(&test_csv, actual, &starts)?;
+    let out = std::process::Command::new(python)
+        .arg(root.join("scripts/forecast/compare.py"))
+        .args([train_csv.as_os_str(), test_csv.as_os_str()])
+        .args(["--horizon", &h.to_string(), "--windows", "2", "--n-jobs", "1"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "statsforecast failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout)?;
+    Ok(serde_json::from_str(text.lines().last().unwrap_or_default())?)
 }
 
 fn simulator(args: &ForecastBenchArgs) -> DemandSim {
@@ -226,6 +300,43 @@ pub async fn run(args: ForecastBenchArgs) -> anyhow::Result<()> {
         "  accuracy     {a} series, last {h} days held out: WAPE {:.4}  MASE {:.3}  bias {:+.4}  80 % coverage {:.3}",
         tally.wape, tally.mase, tally.bias, tally.coverage_80
     );
+    let peer = if args.statsforecast {
+        let peer = statsforecast(dir.path(), &train, &actual, h)?;
+        for (name, m) in &peer.models {
+            let f = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.4}"));
+            println!(
+                "  statsforecast {name:<17} WAPE {}  MASE {}  bias {}  80 % coverage {}  ({:.1} ms per series, one core)",
+                f(m.wape),
+                f(m.mase),
+                f(m.bias),
+                f(m.coverage_80),
+                m.seconds * 1000.0 / peer.series.max(1) as f64
+            );
+        }
+        println!(
+            "  statsforecast best single model: {} (WAPE {:.4}); its per-series choice by cross-validation: WAPE {:.4}",
+            peer.best_single.model,
+            peer.best_single.wape.unwrap_or(f64::NAN),
+            peer.choice_by_cv.wape.unwrap_or(f64::NAN)
+        );
+        Some(peer)
+    } else {
+        None
+    };
+    // statsforecast fitting the same candidates and choosing by the same folds, per series on
+    // one core, scaled to every series on every core.
+    let peer_s = peer.as_ref().map(|p| {
+        let per_series =
+            (p.models.values().map(|m| m.seconds).sum::<f64>() + p.choice_by_cv.cv_seconds) / p.series.max(1) as f64;
+        per_series * series as f64 / cores as f64
+    });
+    if let Some(s) = peer_s {
+        println!(
+            "  statsforecast full refresh ≈ {s:.0} s for {series} series (measured on {a}, scaled; models fitted and chosen by cross-validation) vs tally's model {:.0} s: {:.1}×",
+            model_s * series as f64 / series as f64,
+            s / model_s.max(1e-9)
+        );
+    }
     if args.json {
         println!(
             "{}",
@@ -241,9 +352,11 @@ pub async fn run(args: ForecastBenchArgs) -> anyhow::Result<()> {
                 "bias": tally.bias,
                 "coverage_80": tally.coverage_80,
                 "accuracy_series": a,
-                "statsforecast_s": serde_json::Value::Null,
-                "statsforecast_subset": serde_json::Value::Null,
-                "statsforecast_best_wape": serde_json::Value::Null,
+                "statsforecast_s": peer_s,
+                "statsforecast_subset": peer.as_ref().map(|p| p.series),
+                "statsforecast_best_wape": peer.as_ref().and_then(|p| p.best_single.wape),
+                "statsforecast_best_model": peer.as_ref().map(|p| p.best_single.model.clone()),
+                "statsforecast_choice_wape": peer.as_ref().and_then(|p| p.choice_by_cv.wape),
                 "incremental_p99_ms": serde_json::Value::Null,
             })
         );

@@ -20,6 +20,7 @@ use tally_store::ledger::DocumentStore;
 
 use super::ingest::{IngestResponse, MAX_INGEST_BATCH};
 use super::problem::{ApiJson, ItemError};
+use super::stock::parse_id;
 use super::{ApiError, AppState, Principal};
 
 /// Most forecasts one location read returns.
@@ -27,10 +28,12 @@ const MAX_PAGE: usize = 1000;
 
 /// Paging of list reads.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Page {
     /// Most items (1 … 1000, default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -121,6 +124,8 @@ pub async fn get_series<B: Bus, S: InventoryStore, C: Cache>(
     Path((sku, location)): Path<(String, String)>,
 ) -> Result<Json<ForecastRecord>, ApiError> {
     principal.require(&Scope::ForecastRead)?;
+    let _: tally_core::Sku = parse_id(&sku)?;
+    let _: tally_core::LocationId = parse_id(&location)?;
     forecasts_of(&st, &[(sku.clone(), location.clone())]).await?.pop().map(Json).ok_or_else(|| ApiError::NotFound {
         code: "forecast-not-found",
         detail: format!("no forecast for {sku:?} at {location:?} yet"),
@@ -136,10 +141,11 @@ pub async fn get_location<B: Bus, S: InventoryStore, C: Cache>(
     State(st): State<AppState<B, S, C>>,
     principal: Principal,
     Path(location): Path<String>,
-    Query(page): Query<Page>,
+    page: QueryResult<Page>,
 ) -> Result<Json<LocationForecasts>, ApiError> {
     principal.require(&Scope::ForecastRead)?;
-    let limit = page.limit()?;
+    let _: tally_core::LocationId = parse_id(&location)?;
+    let limit = query(page)?.limit()?;
     let series: Vec<(String, String)> = st
         .forecast
         .store
@@ -155,14 +161,23 @@ pub async fn get_location<B: Bus, S: InventoryStore, C: Cache>(
 
 /// Query of the suggestions.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SuggestionQuery {
     /// Only this location's series.
     #[serde(default)]
+    #[param(value_type = Option<tally_core::LocationId>)]
     pub location: Option<String>,
     /// Most items (1 … 1000, default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+}
+
+type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query<T>(q: QueryResult<T>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v).map_err(|e| ApiError::bad_request("invalid-query", e.body_text()))
 }
 
 /// Series with a suggested order, most likely to run out first.
@@ -172,9 +187,13 @@ pub struct SuggestionQuery {
 pub async fn get_suggestions<B: Bus, S: InventoryStore, C: Cache>(
     State(st): State<AppState<B, S, C>>,
     principal: Principal,
-    Query(q): Query<SuggestionQuery>,
+    q: QueryResult<SuggestionQuery>,
 ) -> Result<Json<Suggestions>, ApiError> {
     principal.require(&Scope::ForecastRead)?;
+    let q = query(q)?;
+    if let Some(location) = &q.location {
+        let _: tally_core::LocationId = parse_id(location)?;
+    }
     let limit = Page { limit: q.limit }.limit()?;
     let series: Vec<(String, String)> = st
         .forecast
@@ -201,10 +220,10 @@ pub async fn get_suggestions<B: Bus, S: InventoryStore, C: Cache>(
 pub async fn get_runs<B: Bus, S: InventoryStore, C: Cache>(
     State(st): State<AppState<B, S, C>>,
     principal: Principal,
-    Query(page): Query<Page>,
+    page: QueryResult<Page>,
 ) -> Result<Json<Runs>, ApiError> {
     principal.require(&Scope::ForecastRead)?;
-    let limit = page.limit()?;
+    let limit = query(page)?.limit()?;
     let rows = st.forecast.store.appended(records::RUNS.to_owned()).await.map_err(unavailable)?;
     let runs: Vec<RunSummary> =
         rows.iter().rev().filter_map(|(_, body)| serde_json::from_str(body).ok()).take(limit).collect();
