@@ -12,8 +12,8 @@ pub struct ImportArgs {
     /// The CSV file (header: type, sku, location, quantity, occurred_at | ordered_at +
     /// received_at; optional unit, unit_price, promo, id).
     pub file: std::path::PathBuf,
-    /// Idempotency source of the rows (default `/import/<file name>`): importing a file again
-    /// under the same source stages nothing twice.
+    /// Idempotency source of the rows (default `/import/<file name>/<hash of its contents>`):
+    /// importing the same rows again under the same source stages nothing twice.
     #[arg(long)]
     pub source: Option<String>,
 }
@@ -24,14 +24,19 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
     if config.store.migrate_on_start() {
         store.migrate().await?;
     }
+    let bytes = std::fs::read(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    // By default the source names the file and its contents: another file of the same name
+    // (next month's `sales.csv`) is new data, the same file again is not.
     let source = args.source.clone().unwrap_or_else(|| {
-        format!("/import/{}", args.file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()))
+        format!(
+            "/import/{}/{:016x}",
+            args.file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            tally_core::fnv1a(bytes.iter().copied())
+        )
     });
     let references = tally_forecast_engine::References::new(Duration::from_secs(config.forecast.reference_ttl_seconds));
-    let file = std::fs::File::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let started = Instant::now();
-    let done =
-        tally_forecast_engine::import::import_csv(&store, &references, &source, std::io::BufReader::new(file)).await?;
+    let done = tally_forecast_engine::import::import_csv(&store, &references, &source, bytes.as_slice()).await?;
     let took = started.elapsed().as_secs_f64();
     println!(
         "imported {}: {} rows in {took:.2} s ({:.0} rows/s) — {} staged, {} parked (reference data missing; staged once it arrives), {} refused",

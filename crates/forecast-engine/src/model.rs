@@ -50,6 +50,8 @@ pub struct Remote {
 #[derive(Debug, Clone)]
 pub struct DemandModel {
     settings: Arc<Settings>,
+    /// The one version direct evaluation answers to (the configuration's default).
+    version: String,
     remote: Option<Arc<Remote>>,
     /// Fault injection.
     pub outage: Arc<Outage>,
@@ -64,15 +66,21 @@ fn f32s(named: &[Named], name: &str, len: usize) -> Result<Vec<f32>, ModelUnavai
 }
 
 impl DemandModel {
-    /// Evaluated directly in this process with `settings`.
-    pub fn direct(settings: Settings) -> Self {
-        Self { settings: Arc::new(settings), remote: None, outage: Arc::default() }
+    /// Evaluated directly in this process with `settings`, as model version `version` (the
+    /// only one it has).
+    pub fn direct(settings: Settings, version: impl Into<String>) -> Self {
+        Self { settings: Arc::new(settings), version: version.into(), remote: None, outage: Arc::default() }
     }
 
     /// Over OIP v2; `settings` name the quantile levels (the server's own settings decide the
     /// method and the horizon).
     pub fn remote(settings: Settings, remote: Remote) -> Self {
-        Self { settings: Arc::new(settings), remote: Some(Arc::new(remote)), outage: Arc::default() }
+        Self {
+            settings: Arc::new(settings),
+            version: String::new(),
+            remote: Some(Arc::new(remote)),
+            outage: Arc::default(),
+        }
     }
 
     /// Its settings.
@@ -90,6 +98,9 @@ impl DemandModel {
             return Err(ModelUnavailable("injected outage".into()));
         }
         match &self.remote {
+            None if version != self.version => {
+                Err(ModelUnavailable(format!("direct evaluation has one version, {:?}, not {version:?}", self.version)))
+            }
             None => {
                 let settings = self.settings.clone();
                 tokio::task::spawn_blocking(move || model::forecast_many(&histories, &settings))

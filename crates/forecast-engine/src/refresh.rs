@@ -225,9 +225,9 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
                 key: records::run_rows(&run.id),
                 body: body.clone(),
             });
-            if !r.stale {
-                effects.put(records::forecast_doc(&r.sku, &r.location), Document { version: run.version, body });
-            }
+            // A stale answer is the last forecast again, marked stale with its age: readers
+            // see that it is stale and how old it is.
+            effects.put(records::forecast_doc(&r.sku, &r.location), Document { version: run.version, body });
         }
         Journal::<Documents>::flush(&self.store, &[Flush { effects, processed: Vec::new(), offsets: Vec::new() }])
             .await?;

@@ -205,6 +205,9 @@ impl DemandEvent {
                 (instant("occurred_at", w.occurred_at)?, None)
             }
         };
+        if w.sku.contains('@') {
+            return Err(DemandError::field("sku must not contain '@' (it separates SKU and location in a series key)"));
+        }
         Ok(Self {
             kind,
             sku: Sku::parse(w.sku)?,
@@ -234,6 +237,14 @@ impl DemandEvent {
             return Err(DemandError::field(format!("{units} units is more than {MAX_QUANTITY}")));
         }
         let day = business_day(self.occurred_at, &zone)?;
+        let today = business_day(jiff::Timestamp::now(), &zone)?;
+        if day > today + 1 {
+            return Err(DemandError::field(format!(
+                "business day {} is in the future (today is {} at the location)",
+                day::iso(day),
+                day::iso(today)
+            )));
+        }
         let lead_time_days =
             self.ordered_at.map(|ordered| business_day(ordered, &zone).map(|o| day - o)).transpose()?;
         let revenue = match self.kind {
@@ -356,6 +367,19 @@ mod tests {
             )
             .contains("sku")
         );
+        assert!(
+            refuse(
+                DemandKind::Sale,
+                r#"{"sku":"a@b","location":"c","quantity":1,"occurred_at":"2026-01-01T00:00:00Z"}"#
+            )
+            .contains("'@'")
+        );
+        let future = DemandEvent::from_payload(
+            DemandKind::Sale,
+            br#"{"sku":"milk","location":"b","quantity":1,"occurred_at":"2098-01-01T12:00:00Z"}"#,
+        )
+        .expect("valid");
+        assert!(future.stage(&milk(), &berlin()).expect_err("refused").detail.contains("future"));
         let old = DemandEvent::from_payload(
             DemandKind::Sale,
             br#"{"sku":"milk","location":"b","quantity":1,"occurred_at":"1999-01-01T12:00:00Z"}"#,

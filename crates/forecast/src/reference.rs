@@ -78,6 +78,9 @@ impl SkuInfo {
 
     /// The entry if its values are in range.
     pub fn checked(self) -> Result<Self, DemandError> {
+        if self.sku.as_str().contains('@') {
+            return Err(DemandError::field("sku must not contain '@' (it separates SKU and location in a series key)"));
+        }
         name("category", &self.category)?;
         name("brand", &self.brand)?;
         if !(self.price.is_finite() && (0.0..=1e12).contains(&self.price)) {

@@ -98,9 +98,12 @@ impl Method {
     pub fn forecast_pinned(&self, y: &[f64], h: usize, pin: Option<Pin>) -> (Forecast, Pin) {
         let naive = |period: usize| (seasonal_naive(y, period, h), Pin::None);
         match (*self, pin) {
-            (Self::AutoEts { period }, Some(Pin::Ets(spec))) => {
-                ets::fit(spec, y, period).map_or_else(|| naive(period), |f| (f.forecast(h), Pin::Ets(spec)))
-            }
+            (Self::AutoEts { period }, Some(Pin::Ets(spec))) => match ets::fit(spec, y, period) {
+                Some(f) => (f.forecast(h), Pin::Ets(spec)),
+                // The pinned model no longer fits (a zero arrived for a multiplicative one):
+                // choose again.
+                None => self.forecast_pinned(y, h, None),
+            },
             (Self::AutoEts { period }, _) => {
                 ets::auto(y, period).map_or_else(|| naive(period), |f| (f.forecast(h), Pin::Ets(f.spec)))
             }
@@ -115,7 +118,11 @@ impl Method {
                     Some(Pin::Mstl(spec)) => Some(spec),
                     _ => None,
                 };
-                mstl::forecast_among(y, periods, h, spec).map_or_else(|| naive(period), |(f, s)| (f, Pin::Mstl(s)))
+                match (mstl::forecast_among(y, periods, h, spec), spec) {
+                    (Some((f, s)), _) => (f, Pin::Mstl(s)),
+                    (None, Some(_)) => self.forecast_pinned(y, h, None),
+                    (None, None) => naive(period),
+                }
             }
             (method, _) => (method.forecast(y, h), Pin::None),
         }

@@ -90,6 +90,9 @@ pub async fn demand_staging_is_exactly_once<S: DemandStore>(store: S) {
         ))
         .await
         .expect("flush");
+    // The same event again with another business day (its location's time zone corrected in
+    // between): still staged once.
+    store.flush(&flush_of(vec![staged("s1", "sale", "milk", jan + 1, 3, 0)], vec![], 7)).await.expect("flush");
     assert_eq!(store.committed_offset("forecast", "demand.sales", 0).await.expect("offset"), Some(7));
     let daily = store.daily("milk".into(), "berlin-1".into()).await.expect("daily");
     let expected = vec![

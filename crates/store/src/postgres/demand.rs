@@ -33,13 +33,20 @@ async fn stage(
     let partition: Vec<i32> = rows.iter().map(|r| i32::try_from(r.partition).unwrap_or(i32::MAX)).collect();
     let offset: Vec<i64> = rows.iter().map(|r| i64_of(r.offset)).collect();
     let landed = sqlx::query(
-        "WITH ins AS (
-             INSERT INTO demand_events (event_source, event_id, kind, sku, location, business_day, units, revenue, promo,
-                 lead_time_days, event_time_ms, topic, partition, \"offset\", recorded_at_ms)
-             SELECT s, i, k, sk, l, date '1970-01-01' + d, u, r, p, lt, t, tp, pa, o, $15
+        "WITH x AS (
+             SELECT DISTINCT ON (s, i) *
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[],
                  $8::float8[], $9::bool[], $10::int[], $11::bigint[], $12::text[], $13::int[], $14::bigint[])
                  AS x(s, i, k, sk, l, d, u, r, p, lt, t, tp, pa, o)
+         ), keys AS (
+             INSERT INTO demand_event_keys (event_source, event_id) SELECT s, i FROM x
+             ON CONFLICT DO NOTHING
+             RETURNING event_source, event_id
+         ), ins AS (
+             INSERT INTO demand_events (event_source, event_id, kind, sku, location, business_day, units, revenue, promo,
+                 lead_time_days, event_time_ms, topic, partition, \"offset\", recorded_at_ms)
+             SELECT s, i, k, sk, l, date '1970-01-01' + d, u, r, p, lt, t, tp, pa, o, $15
+             FROM x JOIN keys ON keys.event_source = x.s AND keys.event_id = x.i
              ON CONFLICT DO NOTHING
              RETURNING event_source, event_id, kind, sku, location, business_day, units, revenue, promo
          ), up AS (
@@ -126,10 +133,11 @@ impl PostgresDocuments {
             let days: HashSet<i32> = rows.iter().map(|r| r.day).filter(|d| !known.contains(d)).collect();
             days.into_iter().collect()
         };
-        let (Some(&from), Some(&to)) = (unseen.iter().min(), unseen.iter().max()) else {
-            return Ok(());
-        };
-        self.ensure_partitions(from, to).await?;
+        // Each day's own month (not the range between the earliest and the latest: an old
+        // and a far-future row in one batch must not make every month in between).
+        for &day in &unseen {
+            self.ensure_partitions(day, day).await?;
+        }
         self.store.demand_days.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(unseen);
         Ok(())
     }

@@ -189,6 +189,14 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (event_source, event_id, business_day)
         ) PARTITION BY RANGE (business_day)",
             "CREATE INDEX demand_events_by_series ON demand_events (sku, location, business_day)",
+            // The event table's key must include the partition column; this one does not, so an
+            // event whose business day came out differently the second time (its location's
+            // time zone corrected in between) is still staged once.
+            "CREATE TABLE demand_event_keys (
+            event_source TEXT NOT NULL,
+            event_id     TEXT NOT NULL,
+            PRIMARY KEY (event_source, event_id)
+        )",
             // SECURITY DEFINER: the servers run with DML rights only (the migration Job owns
             // the schema), yet must make a month's partition when it is due; the function
             // does that one thing with the owner's rights, on a pinned search path.
