@@ -1,7 +1,7 @@
 //! Which version of the `demand` model forecasts: a flag every instance follows, switched by
 //! an administrator (`PUT /v1/forecast/flags`) as fraud's are. Stored as a document that only
-//! a newer revision replaces; each revision is claimed by a first-wins row written in the same
-//! transaction, so of two administrators writing at once exactly one wins and the other is told.
+//! a newer revision replaces, each revision claimed first-wins (`ledger::claim_version`), so of
+//! two administrators writing at once exactly one wins and the other is told.
 
 use std::sync::{Arc, RwLock};
 
@@ -9,11 +9,6 @@ use serde::{Deserialize, Serialize};
 
 /// Document key of the flags.
 pub const FLAGS_DOC: &str = "forecast/flags";
-
-/// Row id claiming a revision.
-pub fn revision_row(revision: i64) -> String {
-    format!("flags/{revision}")
-}
 
 /// The flags in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -13,9 +13,8 @@ use tally_cache::Cache;
 use tally_config::ForecastConfig;
 use tally_forecast::reference::{LocationInfo, SkuInfo};
 use tally_runtime::{ConsumerMetrics, ConsumerSpec, FlushSettings, Health, Waiters};
-use tally_store::Flush;
 use tally_store::demand::DemandStore;
-use tally_store::ledger::{AppendedRow, Document, DocumentStore, Documents, Journal};
+use tally_store::ledger::{DocumentStore, claim_version};
 use tokio_util::sync::CancellationToken;
 
 pub mod flags;
@@ -311,17 +310,11 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
         self.refresh_flags().await?;
         let flags = ForecastFlags { revision: self.flags.get().revision + 1, active };
         let body = serde_json::to_string(&flags).unwrap_or_default();
-        let claim = flags::revision_row(flags.revision);
-        let mut effects = Documents::default();
-        effects.put(flags::FLAGS_DOC.to_owned(), Document { version: flags.revision, body: body.clone() });
-        effects.appended.push(AppendedRow { id: claim.clone(), key: claim.clone(), body });
-        Journal::<Documents>::flush(&self.store, &[Flush { effects, processed: Vec::new(), offsets: Vec::new() }])
-            .await
-            .map_err(EngineError::from)?;
-        let rows = self.store.appended(claim.clone()).await.map_err(EngineError::from)?;
-        let won = rows.iter().any(|(id, stored)| {
-            *id == claim && serde_json::from_str::<ForecastFlags>(stored).is_ok_and(|s| s == flags)
-        });
+        let won = claim_version(&self.store, flags::FLAGS_DOC, flags.revision, body, |stored| {
+            serde_json::from_str::<ForecastFlags>(stored).is_ok_and(|s| s == flags)
+        })
+        .await
+        .map_err(EngineError::from)?;
         if won {
             self.flags.offer(flags.clone());
             return Ok(flags);

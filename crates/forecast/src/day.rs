@@ -45,18 +45,6 @@ pub fn weekday(days: i32) -> usize {
     (days + 3).rem_euclid(7) as usize
 }
 
-/// The first day of the day's month.
-pub fn month_start(days: i32) -> i32 {
-    let (y, m, _) = to_civil(days);
-    from_civil(y, m, 1)
-}
-
-/// The first day of the month after the day's.
-pub fn next_month_start(days: i32) -> i32 {
-    let (y, m, _) = to_civil(days);
-    if m == 12 { from_civil(y + 1, 1, 1) } else { from_civil(y, m + 1, 1) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,10 +63,8 @@ mod tests {
     }
 
     #[test]
-    fn weekdays_and_month_bounds() {
+    fn weekdays_count_from_monday() {
         assert_eq!(weekday(from_civil(2026, 11, 30)), 0, "a Monday");
         assert_eq!(weekday(from_civil(2026, 11, 29)), 6, "a Sunday");
-        assert_eq!(iso(month_start(from_civil(2026, 11, 30))), "2026-11-01");
-        assert_eq!(iso(next_month_start(from_civil(2026, 12, 5))), "2027-01-01");
     }
 }

@@ -14,8 +14,7 @@ use tally_config::FraudConfig;
 use tally_fraud::HardRules;
 use tally_model::ModelClient;
 use tally_runtime::{ConsumerMetrics, ConsumerSpec, FlushSettings, Health, OutputTopic, PublishHook, Waiters};
-use tally_store::Flush;
-use tally_store::ledger::{AppendedRow, Document, DocumentStore, Documents};
+use tally_store::ledger::{DocumentStore, claim_version};
 use tokio_util::sync::CancellationToken;
 
 pub mod cards;
@@ -229,23 +228,13 @@ impl<B: Bus, S: DocumentStore, C: Cache> FraudEngine<B, S, C> {
         self.refresh_flags().await?;
         flags.revision = self.flags.get().revision + 1;
         let body = serde_json::to_string(&flags).unwrap_or_default();
-        // Two writers that read the same revision both write the next one. The revision is
-        // claimed by an appended row (first wins by id) in the same transaction as the document
-        // (lands only if newer), so the writer whose row stands is the one whose document
-        // landed; the others changed nothing.
-        let claim = records::flags_revision_row(flags.revision);
-        let mut effects = Documents::default();
-        effects.put(records::FLAGS_DOC.to_owned(), Document { version: flags.revision, body: body.clone() });
-        effects.appended.push(AppendedRow { id: claim.clone(), key: claim.clone(), body });
-        self.store
-            .flush(&[Flush { effects, processed: Vec::new(), offsets: Vec::new() }])
-            .await
-            .map_err(EngineError::from)?;
-        let rows = self.store.appended(claim.clone()).await.map_err(EngineError::from)?;
-        // Compared as flags, not text: PostgreSQL may give a JSON body back re-serialised.
-        let won = rows
-            .iter()
-            .any(|(id, stored)| *id == claim && serde_json::from_str::<Flags>(stored).is_ok_and(|s| s == flags));
+        // Two writers that read the same revision both write the next one: the revision is
+        // claimed, and only the writer whose claim stands changed anything.
+        let won = claim_version(&self.store, records::FLAGS_DOC, flags.revision, body, |stored| {
+            serde_json::from_str::<Flags>(stored).is_ok_and(|s| s == flags)
+        })
+        .await
+        .map_err(EngineError::from)?;
         if won {
             self.flags.offer(flags.clone());
             return Ok(flags);

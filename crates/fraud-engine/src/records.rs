@@ -91,10 +91,6 @@ pub fn transaction_rows(transaction: &str) -> String {
     format!("tx/{transaction}")
 }
 
-/// The flags' document key.
+/// The flags' document key (each revision is claimed by the row `flags/<revision>`,
+/// `ledger::claim_version`).
 pub const FLAGS_DOC: &str = "flags";
-
-/// The appended row that claims a flags revision (its id and key): one writer per revision.
-pub fn flags_revision_row(revision: i64) -> String {
-    format!("flags/{revision}")
-}

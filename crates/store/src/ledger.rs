@@ -333,3 +333,24 @@ pub trait DocumentStore: Journal<Documents> {
     /// The rows appended for `key`, oldest first: `(row id, body)`.
     fn appended(&self, key: String) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
 }
+
+/// Writes document `key` at `version` together with a first-wins row claiming that version, in
+/// one transaction, and tells whether this writer's claim stands. Of writers that read the same
+/// version and race to write the next one, exactly one wins (its row stands, so its document
+/// landed); the others changed nothing. `mine` recognises this writer's body as stored — compare
+/// parsed values, not text: PostgreSQL may give JSON back re-serialised.
+pub async fn claim_version<S: DocumentStore>(
+    store: &S,
+    key: &str,
+    version: i64,
+    body: String,
+    mine: impl Fn(&str) -> bool,
+) -> Result<bool, StoreError> {
+    let claim = format!("{key}/{version}");
+    let mut effects = Documents::default();
+    effects.put(key.to_owned(), Document { version, body: body.clone() });
+    effects.appended.push(AppendedRow { id: claim.clone(), key: claim.clone(), body });
+    store.flush(&[Flush { effects, processed: Vec::new(), offsets: Vec::new() }]).await?;
+    let rows = store.appended(claim.clone()).await?;
+    Ok(rows.iter().any(|(id, stored)| *id == claim && mine(stored)))
+}

@@ -18,7 +18,7 @@ use tally_store::InventoryStore;
 use tally_store::demand::DemandStore;
 use tally_store::ledger::DocumentStore;
 
-use super::ingest::{IngestResponse, MAX_INGEST_BATCH};
+use super::ingest::{IngestResponse, MAX_INGEST_BATCH, event_items};
 use super::problem::{ApiJson, ItemError};
 use super::stock::parse_id;
 use super::{ApiError, AppState, Principal};
@@ -93,6 +93,15 @@ fn unavailable(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Unavailable(e.into())
 }
 
+/// The series with staged demand, of one location or all.
+async fn series_at<B: Bus, S: InventoryStore, C: Cache>(
+    st: &AppState<B, S, C>,
+    location: Option<&str>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let all = st.forecast.store.series().await.map_err(unavailable)?;
+    Ok(all.into_iter().filter(|(_, l)| location.is_none_or(|want| want == l)).collect())
+}
+
 async fn forecasts_of<B: Bus, S: InventoryStore, C: Cache>(
     st: &AppState<B, S, C>,
     series: &[(String, String)],
@@ -146,16 +155,7 @@ pub async fn get_location<B: Bus, S: InventoryStore, C: Cache>(
     principal.require(&Scope::ForecastRead)?;
     let _: tally_core::LocationId = parse_id(&location)?;
     let limit = query(page)?.limit()?;
-    let series: Vec<(String, String)> = st
-        .forecast
-        .store
-        .series()
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .filter(|(_, l)| *l == location)
-        .take(limit)
-        .collect();
+    let series: Vec<(String, String)> = series_at(&st, Some(&location)).await?.into_iter().take(limit).collect();
     Ok(Json(LocationForecasts { forecasts: forecasts_of(&st, &series).await?, location }))
 }
 
@@ -195,15 +195,7 @@ pub async fn get_suggestions<B: Bus, S: InventoryStore, C: Cache>(
         let _: tally_core::LocationId = parse_id(location)?;
     }
     let limit = Page { limit: q.limit }.limit()?;
-    let series: Vec<(String, String)> = st
-        .forecast
-        .store
-        .series()
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .filter(|(_, l)| q.location.as_ref().is_none_or(|want| want == l))
-        .collect();
+    let series = series_at(&st, q.location.as_deref()).await?;
     let mut all: Vec<ForecastRecord> = Vec::new();
     for chunk in series.chunks(500) {
         all.extend(forecasts_of(&st, chunk).await?.into_iter().filter(|r| r.suggestion.order_quantity > 0));
@@ -307,22 +299,7 @@ pub async fn ingest_demand<B: Bus, S: InventoryStore, C: Cache>(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     principal.require(&Scope::Admin)?;
-    let items = match body {
-        serde_json::Value::Array(items) => items,
-        obj @ serde_json::Value::Object(_) => vec![obj],
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid-json",
-                "the body must be a CloudEvent object or an array of them",
-            ));
-        }
-    };
-    if items.is_empty() || items.len() > MAX_INGEST_BATCH {
-        return Err(ApiError::bad_request(
-            "invalid-batch-size",
-            format!("send 1 to {MAX_INGEST_BATCH} events, got {}", items.len()),
-        ));
-    }
+    let (items, _) = event_items(body)?;
     let topics = &st.forecast.cfg.topics;
     let mut errors = Vec::new();
     let mut by_topic: std::collections::BTreeMap<String, Vec<OutRecord>> = Default::default();

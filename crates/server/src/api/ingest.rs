@@ -67,6 +67,28 @@ pub struct IngestResponse {
     pub accepted: Vec<EventKey>,
 }
 
+/// The events of an ingest body — one CloudEvent object or an array of 1 to
+/// [`MAX_INGEST_BATCH`] — and whether it was a single object.
+pub fn event_items(body: serde_json::Value) -> Result<(Vec<serde_json::Value>, bool), ApiError> {
+    let (items, single) = match body {
+        serde_json::Value::Array(items) => (items, false),
+        obj @ serde_json::Value::Object(_) => (vec![obj], true),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid-json",
+                "the body must be a CloudEvent object or an array of them",
+            ));
+        }
+    };
+    if items.is_empty() || items.len() > MAX_INGEST_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid-batch-size",
+            format!("send 1 to {MAX_INGEST_BATCH} events, got {}", items.len()),
+        ));
+    }
+    Ok((items, single))
+}
+
 /// Ingests one CloudEvent (structured JSON) or an array of them.
 ///
 /// Validation is all-or-nothing: if any event is invalid, none is accepted and the problem
@@ -89,22 +111,7 @@ pub async fn ingest_events<B: Bus, S: InventoryStore, C: Cache>(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     let key_header = idempotency_key(&headers)?;
-    let (items, single) = match body {
-        serde_json::Value::Array(items) => (items, false),
-        obj @ serde_json::Value::Object(_) => (vec![obj], true),
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid-json",
-                "the body must be a CloudEvent object or an array of them",
-            ));
-        }
-    };
-    if items.is_empty() || items.len() > MAX_INGEST_BATCH {
-        return Err(ApiError::bad_request(
-            "invalid-batch-size",
-            format!("send 1 to {MAX_INGEST_BATCH} events, got {}", items.len()),
-        ));
-    }
+    let (items, single) = event_items(body)?;
     if !single && key_header.is_some() {
         // Well-formed but meaningless: a 422 (the request cannot be processed as sent).
         return Err(ApiError::InvalidEvents {
