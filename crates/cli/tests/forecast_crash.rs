@@ -66,7 +66,7 @@ async fn kill_dash_nine_of_the_forecast_role_loses_no_demand_and_counts_none_twi
     let cfg = tally_config::Config::load(Some(&config), Vec::new()).unwrap();
     let store = tally_server::app::open_forecast_store(&cfg).unwrap().documents("forecast");
     store.migrate().await.unwrap();
-    let sim = DemandSim::new(DemandConfig { seed: 5, skus: 40, locations: 3, ..DemandConfig::default() });
+    let sim = DemandSim::new(DemandConfig { seed: 5, skus: 60, locations: 3, ..DemandConfig::default() });
     store.put_skus(sim.skus().iter().map(tally_forecast_engine::references::sku_row).collect()).await.unwrap();
     store
         .put_locations(sim.locations().iter().map(tally_forecast_engine::references::location_row).collect())
@@ -74,7 +74,9 @@ async fn kill_dash_nine_of_the_forecast_role_loses_no_demand_and_counts_none_twi
         .unwrap();
 
     // Every distinct event, and what the rollup must end up holding.
-    let days = 240;
+    // Enough that each part takes the role well over a second to stage: the kills, a few
+    // hundred milliseconds after each start, land in the middle of the work.
+    let days = 365;
     let events: Vec<tally_core::Envelope> = (0..days).flat_map(|d| sim.events(sim.first_day() + d)).collect();
     let mut expected: BTreeMap<(String, String, i32), (i64, i64, i64)> = BTreeMap::new();
     for e in &events {
@@ -123,7 +125,7 @@ async fn kill_dash_nine_of_the_forecast_role_loses_no_demand_and_counts_none_twi
             }
         }
         let mut child = start(&config);
-        tokio::time::sleep(Duration::from_millis(300 + 170 * round as u64)).await;
+        tokio::time::sleep(Duration::from_millis(150 + 60 * round as u64)).await;
         child.kill().unwrap(); // SIGKILL: no drain, no flush
         child.wait().unwrap();
         if committed(&store).await < published {
