@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Starts throwaway PostgreSQL, Redis and Kafka-protocol (nisshi) servers on loopback, on free
-# ports, in a temporary directory, installing what is missing; prints `export` lines for the
-# URLs the tests and benchmarks read. Stop them with `scripts/services.sh stop <dir>`.
+# Starts throwaway PostgreSQL, Redis, Kafka-protocol (nisshi) and ClickHouse servers on
+# loopback, on free ports, in a temporary directory, installing what is missing; prints `export`
+# lines for the URLs the tests and benchmarks read. Stop them with `scripts/services.sh stop <dir>`.
 #
-#   eval "$(scripts/services.sh start)"      # all three; sets TEST_TALLY_* and TEST_TALLY_SERVICES_DIR
+#   eval "$(scripts/services.sh start)"      # all four; sets TEST_TALLY_* and TEST_TALLY_SERVICES_DIR
 #   eval "$(scripts/services.sh start postgres redis)"
 #   scripts/services.sh stop "$TEST_TALLY_SERVICES_DIR"
 #
@@ -119,11 +119,52 @@ start_kafka() { # dir
   echo "export TEST_TALLY_NISSHI_BIN=$bin"
 }
 
+# Debian's clickhouse-server (18.16): the forecast exporter's HTTP interface is all the tests
+# use. Its own minimal configuration: loopback only, data under the directory, no system paths.
+start_clickhouse() { # dir
+  local dir="$1/clickhouse" http tcp
+  command -v clickhouse-server >/dev/null 2>&1 || apt_install clickhouse-server
+  http="$(free_port)"
+  tcp="$(free_port)"
+  mkdir -p "$dir"
+  cat >"$dir/config.xml" <<EOF
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$dir/server.log</log><errorlog>$dir/server.err.log</errorlog></logger>
+  <http_port>$http</http_port>
+  <tcp_port>$tcp</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>$dir/data/</path>
+  <tmp_path>$dir/tmp/</tmp_path>
+  <user_files_path>$dir/user_files/</user_files_path>
+  <format_schema_path>$dir/format_schemas/</format_schema_path>
+  <users_config>$dir/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>67108864</mark_cache_size>
+  <max_concurrent_queries>50</max_concurrent_queries>
+</yandex>
+EOF
+  cat >"$dir/users.xml" <<EOF
+<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default></default></quotas>
+</yandex>
+EOF
+  nohup clickhouse-server --config-file="$dir/config.xml" </dev/null >"$dir/stdout.log" 2>&1 &
+  echo $! >"$dir/clickhouse.pid"
+  wait_port "$http" clickhouse
+  echo "export TEST_TALLY_CLICKHOUSE_URL=http://127.0.0.1:$http"
+}
+
 stop_all() { # dir
   local dir="$1"
   [ -d "$dir" ] || return 0
   if [ -f "$dir/kafka/broker.pid" ]; then kill "$(cat "$dir/kafka/broker.pid")" 2>/dev/null || true; fi
   if [ -f "$dir/redis/redis.pid" ]; then kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true; fi
+  if [ -f "$dir/clickhouse/clickhouse.pid" ]; then kill "$(cat "$dir/clickhouse/clickhouse.pid")" 2>/dev/null || true; fi
   if [ -d "$dir/postgres/data" ]; then
     local run=()
     [ "$(id -u)" -eq 0 ] && run=(runuser -u postgres --)
@@ -136,14 +177,14 @@ case "${1:-}" in
   start)
     shift
     wanted=("$@")
-    [ ${#wanted[@]} -gt 0 ] || wanted=(postgres redis kafka)
+    [ ${#wanted[@]} -gt 0 ] || wanted=(postgres redis kafka clickhouse)
     dir="$(mktemp -d /tmp/tally-services.XXXXXX)"
     chmod 755 "$dir"
     echo "export TEST_TALLY_SERVICES_DIR=$dir"
     for service in "${wanted[@]}"; do
       case "$service" in
-        postgres|redis|kafka) "start_$service" "$dir" ;;
-        *) log "unknown service $service (postgres, redis, kafka)"; exit 2 ;;
+        postgres|redis|kafka|clickhouse) "start_$service" "$dir" ;;
+        *) log "unknown service $service (postgres, redis, kafka, clickhouse)"; exit 2 ;;
       esac
     done
     ;;

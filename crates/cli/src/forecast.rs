@@ -1,4 +1,4 @@
-//! `tally forecast import`: demand history from CSV into the staging tables (see
+//! `tally forecast import`: demand history from CSV or Parquet into the staging tables (see
 //! `tally_forecast_engine::import`), with the rate it loaded at.
 
 use std::time::{Duration, Instant};
@@ -9,8 +9,9 @@ use tally_store::Ledger;
 /// Arguments of `tally forecast import`.
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
-    /// The CSV file (header: type, sku, location, quantity, occurred_at | ordered_at +
-    /// received_at; optional unit, unit_price, promo, id).
+    /// The CSV or Parquet file (told apart by Parquet's magic bytes; columns: type, sku,
+    /// location, quantity, occurred_at | ordered_at + received_at; optional unit, unit_price,
+    /// promo, id).
     pub file: std::path::PathBuf,
     /// Idempotency source of the rows (default `/import/<file name>/<hash of its contents>`):
     /// importing the same rows again under the same source stages nothing twice.
@@ -36,7 +37,12 @@ pub async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
     });
     let references = tally_forecast_engine::References::new(Duration::from_secs(config.forecast.reference_ttl_seconds));
     let started = Instant::now();
-    let done = tally_forecast_engine::import::import_csv(&store, &references, &source, bytes.as_slice()).await?;
+    let done = if bytes.starts_with(b"PAR1") {
+        let file = std::fs::File::open(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+        tally_forecast_engine::import::import_parquet(&store, &references, &source, file).await?
+    } else {
+        tally_forecast_engine::import::import_csv(&store, &references, &source, bytes.as_slice()).await?
+    };
     let took = started.elapsed().as_secs_f64();
     println!(
         "imported {}: {} rows in {took:.2} s ({:.0} rows/s) — {} staged, {} parked (reference data missing; staged once it arrives), {} refused",

@@ -41,6 +41,57 @@ pub enum ForecastModel {
     Direct,
 }
 
+/// `[forecast.export]`: where every run's forecasts and suggestions go besides the store. An
+/// exporter (its own consumer group over `forecast.ready`) writes each run it hears of; with
+/// neither destination set it does not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecastExport {
+    /// Consumer group of the exporter.
+    pub consumer_group: String,
+    /// ClickHouse's HTTP interface (`http://host:8123`); unset: no ClickHouse export.
+    pub clickhouse_url: Option<String>,
+    /// Database of the `forecasts` and `suggestions` tables (created when missing).
+    pub clickhouse_database: String,
+    /// ClickHouse user.
+    pub clickhouse_user: String,
+    /// ClickHouse password.
+    pub clickhouse_password: String,
+    /// Rows per ClickHouse insert.
+    pub clickhouse_insert_rows: usize,
+    /// Longest one ClickHouse request may take (ms).
+    pub clickhouse_timeout_ms: u64,
+    /// Directory Parquet files are written under (`forecasts/as_of=…/<run>.parquet`,
+    /// `suggestions/…`); unset: no Parquet files.
+    pub parquet_dir: Option<String>,
+    /// Whether incremental runs get Parquet files too (many small files: off by default;
+    /// full and manual runs always do).
+    pub parquet_incremental: bool,
+}
+
+impl Default for ForecastExport {
+    fn default() -> Self {
+        Self {
+            consumer_group: "tally-forecast-export".into(),
+            clickhouse_url: None,
+            clickhouse_database: "tally".into(),
+            clickhouse_user: "default".into(),
+            clickhouse_password: String::new(),
+            clickhouse_insert_rows: 100_000,
+            clickhouse_timeout_ms: 30_000,
+            parquet_dir: None,
+            parquet_incremental: false,
+        }
+    }
+}
+
+impl ForecastExport {
+    /// Whether any destination is set.
+    pub fn enabled(&self) -> bool {
+        self.clickhouse_url.is_some() || self.parquet_dir.is_some()
+    }
+}
+
 /// Demand forecasting settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -100,6 +151,8 @@ pub struct ForecastConfig {
     pub store_max_connections: u32,
     /// Server-side limit on any one of forecasting's statements (ms).
     pub store_statement_timeout_ms: u64,
+    /// Exports of every run.
+    pub export: ForecastExport,
 }
 
 impl Default for ForecastConfig {
@@ -131,6 +184,7 @@ impl Default for ForecastConfig {
             model_deadline_ms: 60_000,
             store_max_connections: 4,
             store_statement_timeout_ms: 30_000,
+            export: ForecastExport::default(),
         }
     }
 }
@@ -145,6 +199,7 @@ impl ForecastConfig {
             &mut self.topics.supplies,
             &mut self.topics.returns,
             &mut self.topics.ready,
+            &mut self.export.consumer_group,
         ] {
             *name = format!("{name}.{run}");
         }
@@ -160,6 +215,8 @@ impl ForecastConfig {
             ("forecast.store_max_connections", u64::from(self.store_max_connections)),
             ("forecast.store_statement_timeout_ms", self.store_statement_timeout_ms),
             ("forecast.model_deadline_ms", self.model_deadline_ms),
+            ("forecast.export.clickhouse_insert_rows", self.export.clickhouse_insert_rows as u64),
+            ("forecast.export.clickhouse_timeout_ms", self.export.clickhouse_timeout_ms),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be > 0"));
@@ -176,6 +233,15 @@ impl ForecastConfig {
         }
         if !(self.review_days >= 0.0 && self.default_lead_time_days >= 0.0) {
             return Err(invalid("forecast.review_days", "review_days and default_lead_time_days must be ≥ 0"));
+        }
+        if let Some(url) = &self.export.clickhouse_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid("forecast.export.clickhouse_url", "must be an http:// or https:// URL"));
+        }
+        let db = &self.export.clickhouse_database;
+        if db.is_empty() || !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(invalid("forecast.export.clickhouse_database", "must be 1 or more of A-Z a-z 0-9 _"));
         }
         Ok(())
     }

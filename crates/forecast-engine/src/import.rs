@@ -1,4 +1,4 @@
-//! Backfill: demand history from a CSV file straight into the staging tables — the usual way a
+//! Backfill: demand history from a CSV or Parquet file straight into the staging tables — the usual way a
 //! retailer starts. Each row is parsed and normalised exactly as an event from the bus would be
 //! (`DemandEvent`), keyed by the file's source and the row's id (its `id` column, else its line
 //! number), so importing the same file again stages nothing twice; rows whose SKU or location is
@@ -8,6 +8,8 @@
 //! Columns (a header row, any order): `type` (`sale`, `supply`, `return`), `sku`, `location`,
 //! `quantity`, and `occurred_at` (sales, returns) or `ordered_at` + `received_at` (supplies);
 //! optional `unit` (`each`, `pack`), `unit_price`, `promo` (`true`/`false`, `1`/`0`), `id`.
+//! Parquet columns have the same names; times may be strings (RFC 3339) or timestamps, dates
+//! `DATE`, numbers any integer or floating type. A Parquet row's "line" is its row number + 1.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -84,28 +86,99 @@ pub async fn import_csv<S: DemandStore>(
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
     let header: Vec<String> =
         reader.headers().map_err(|e| ImportError::Format(e.to_string()))?.iter().map(str::to_owned).collect();
+    let rows = reader.into_records().enumerate().map(|(i, record)| {
+        let fields = record.map(|r| r.iter().map(str::to_owned).collect()).map_err(|e| format!("not CSV: {e}"));
+        (i + 2, fields)
+    });
+    stage_rows(store, references, source, &header, rows).await
+}
+
+/// Imports a Parquet file under idempotency source `source` into `store`, streaming its rows
+/// in batches of 5,000.
+pub async fn import_parquet<S: DemandStore>(
+    store: &S,
+    references: &References,
+    source: &str,
+    file: std::fs::File,
+) -> Result<Imported, ImportError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(file).map_err(|e| ImportError::Format(format!("not Parquet: {e}")))?;
+    let header: Vec<String> =
+        reader.metadata().file_metadata().schema_descr().columns().iter().map(|c| c.name().to_owned()).collect();
+    let rows = reader.get_row_iter(None).map_err(|e| ImportError::Format(format!("reading Parquet: {e}")))?;
+    let rows = rows.enumerate().map(|(i, row)| {
+        let fields = row
+            .map(|row| {
+                let mut fields = vec![String::new(); header.len()];
+                for (name, field) in row.get_column_iter() {
+                    if let Some(slot) = header.iter().position(|h| h == name) {
+                        fields[slot] = parquet_text(field);
+                    }
+                }
+                fields
+            })
+            .map_err(|e| format!("not readable: {e}"));
+        (i + 1, fields)
+    });
+    stage_rows(store, references, source, &header, rows).await
+}
+
+/// Stages `rows` — `(line, the fields in `header`'s order or why the row is unreadable)` — in
+/// batches of 5,000.
+async fn stage_rows<S: DemandStore>(
+    store: &S,
+    references: &References,
+    source: &str,
+    header: &[String],
+    rows: impl Iterator<Item = (usize, Result<Vec<String>, String>)>,
+) -> Result<Imported, ImportError> {
+    check_header(header)?;
+    let mut out = Imported::default();
+    let mut pending: Vec<(usize, Vec<String>)> = Vec::with_capacity(BATCH);
+    for (line, fields) in rows {
+        out.rows += 1;
+        match fields {
+            Ok(fields) => pending.push((line, fields)),
+            Err(reason) => refuse(&mut out, line, reason),
+        }
+        if pending.len() == BATCH {
+            stage_batch(store, references, source, header, std::mem::take(&mut pending), &mut out).await?;
+        }
+    }
+    if !pending.is_empty() {
+        stage_batch(store, references, source, header, pending, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// A Parquet value as the text a CSV cell would hold.
+fn parquet_text(field: &parquet::record::Field) -> String {
+    use parquet::record::Field;
+    match field {
+        Field::Null => String::new(),
+        Field::Str(s) => s.clone(),
+        Field::Date(days) => tally_forecast::day::iso(*days),
+        Field::TimestampMillis(ms) => rfc3339(*ms),
+        Field::TimestampMicros(us) => rfc3339(us.div_euclid(1000)),
+        other => other.to_string(),
+    }
+}
+
+/// Unix milliseconds as an RFC 3339 UTC time.
+fn rfc3339(ms: i64) -> String {
+    let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let date = tally_forecast::day::iso(i32::try_from(days).unwrap_or_default());
+    let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    format!("{date}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+fn check_header(header: &[String]) -> Result<(), ImportError> {
     for required in ["type", "sku", "location", "quantity"] {
         if !header.iter().any(|h| h == required) {
             return Err(ImportError::Format(format!("the header has no {required:?} column (it has {header:?})")));
         }
     }
-    let mut out = Imported::default();
-    let mut pending: Vec<(usize, csv::StringRecord)> = Vec::with_capacity(BATCH);
-    for (i, record) in reader.records().enumerate() {
-        out.rows += 1;
-        let line = i + 2;
-        match record {
-            Ok(r) => pending.push((line, r)),
-            Err(e) => refuse(&mut out, line, format!("not CSV: {e}")),
-        }
-        if pending.len() == BATCH {
-            stage_batch(store, references, source, &header, std::mem::take(&mut pending), &mut out).await?;
-        }
-    }
-    if !pending.is_empty() {
-        stage_batch(store, references, source, &header, pending, &mut out).await?;
-    }
-    Ok(out)
+    Ok(())
 }
 
 fn refuse(out: &mut Imported, line: usize, reason: String) {
@@ -120,12 +193,13 @@ async fn stage_batch<S: DemandStore>(
     references: &References,
     source: &str,
     header: &[String],
-    rows: Vec<(usize, csv::StringRecord)>,
+    rows: Vec<(usize, Vec<String>)>,
     out: &mut Imported,
 ) -> Result<(), ImportError> {
     let mut parsed = Vec::with_capacity(rows.len());
     for (line, record) in &rows {
-        let row: HashMap<&str, &str> = header.iter().map(String::as_str).zip(record.iter()).collect();
+        let row: HashMap<&str, &str> =
+            header.iter().map(String::as_str).zip(record.iter().map(String::as_str)).collect();
         let kind = match row.get("type").copied().and_then(DemandKind::parse) {
             Some(k) => k,
             None => {

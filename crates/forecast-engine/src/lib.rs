@@ -17,6 +17,7 @@ use tally_store::demand::DemandStore;
 use tally_store::ledger::{DocumentStore, claim_version};
 use tokio_util::sync::CancellationToken;
 
+pub mod export;
 pub mod flags;
 pub mod handler;
 pub mod import;
@@ -49,6 +50,17 @@ const PARTITION_UPKEEP_EVERY: Duration = Duration::from_secs(6 * 3600);
 
 /// The consumer engine type of forecasting.
 pub type Consumer<B, S, C> = tally_runtime::Engine<B, S, C, DemandHandler<S>>;
+
+/// The consumer engine type of the exporter.
+pub type ExportConsumer<B, S, C> = tally_runtime::Engine<B, S, C, export::ExportHandler<S>>;
+
+/// The exporter's destinations and consumer settings.
+struct ExportParts {
+    exporter: Arc<export::Exporter>,
+    spec: Arc<ConsumerSpec>,
+    metrics: Arc<ConsumerMetrics>,
+    waiters: Arc<Waiters<export::ExportOutcome>>,
+}
 
 /// Everything the forecast consumer's tasks and the HTTP API share.
 pub struct ForecastEngine<B, S, C> {
@@ -86,6 +98,7 @@ pub struct ForecastEngine<B, S, C> {
     spec: Arc<ConsumerSpec>,
     consumer_metrics: Arc<ConsumerMetrics>,
     unpark_now: Arc<tokio::sync::Notify>,
+    export: Option<Arc<ExportParts>>,
 }
 
 impl<B: Clone, S: Clone, C: Clone> Clone for ForecastEngine<B, S, C> {
@@ -111,8 +124,41 @@ impl<B: Clone, S: Clone, C: Clone> Clone for ForecastEngine<B, S, C> {
             spec: self.spec.clone(),
             consumer_metrics: self.consumer_metrics.clone(),
             unpark_now: self.unpark_now.clone(),
+            export: self.export.clone(),
         }
     }
+}
+
+fn export_spec(cfg: &ForecastConfig) -> ConsumerSpec {
+    let group = cfg.export.consumer_group.clone();
+    ConsumerSpec {
+        subsystem: metrics::EXPORT_SUBSYSTEM,
+        group: group.clone(),
+        topics: vec![cfg.topics.ready.clone()],
+        outputs: Vec::new(),
+        cache_prefix: "forecast-export".into(),
+        // A run is thousands of rows: a few runs per poll.
+        poll_max_records: 16,
+        dedupe_window: 10_000,
+        flush: FlushSettings { group, interval: Duration::from_millis(100), max_rows: 1_000, parallelism: 1 },
+    }
+}
+
+fn export_parts(cfg: &ForecastConfig) -> Option<Arc<ExportParts>> {
+    let exporter = match export::Exporter::new(&cfg.export, &cfg.quantiles) {
+        Ok(e) => e?,
+        Err(e) => {
+            tracing::error!(error = %e, "the forecast exporter cannot start; forecasts are not exported");
+            return None;
+        }
+    };
+    let stats = Arc::new(tally_runtime::ConsumerStats::default());
+    Some(Arc::new(ExportParts {
+        exporter,
+        spec: Arc::new(export_spec(cfg)),
+        metrics: Arc::new(ConsumerMetrics::new(metrics::EXPORT_SUBSYSTEM, stats).with_outcomes(&["exported"])),
+        waiters: Arc::default(),
+    }))
 }
 
 fn spec(cfg: &ForecastConfig) -> ConsumerSpec {
@@ -182,6 +228,7 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
         let model = DemandModel::direct(model_settings(&cfg), cfg.default_version.clone());
         let instance = format!("{}-{}", std::process::id(), tally_core::now_ms() % 100_000);
         let flags = Arc::new(FlagsView::new(ForecastFlags { revision: 0, active: cfg.default_version.clone() }));
+        let export = export_parts(&cfg);
         Self {
             bus,
             store,
@@ -203,6 +250,7 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
             waiters: Arc::default(),
             consumer_metrics,
             unpark_now: Arc::default(),
+            export,
         }
     }
 
@@ -233,10 +281,32 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
         )
     }
 
+    /// The exporter of every run to ClickHouse and Parquet files (`[forecast.export]`), when
+    /// a destination is set.
+    pub fn exporter(&self) -> Option<ExportConsumer<B, S, C>> {
+        let parts = self.export.as_ref()?;
+        let (store, exporter) = (self.store.clone(), parts.exporter.clone());
+        let factory = Arc::new(move |_: &str, _: u32| export::ExportHandler::new(store.clone(), exporter.clone()));
+        Some(tally_runtime::Engine::new(
+            self.bus.clone(),
+            self.store.clone(),
+            self.cache.clone(),
+            parts.spec.clone(),
+            parts.waiters.clone(),
+            parts.metrics.clone(),
+            self.health.clone(),
+            None,
+            factory,
+        ))
+    }
+
     /// Creates the engine's topics.
     pub async fn create_topics(&self, partitions: u32) -> Result<(), EngineError> {
         self.consumer().create_topics(partitions).await?;
         self.bus.create_topic(&self.cfg.topics.ready, partitions).await?;
+        if let Some(exporter) = self.exporter() {
+            exporter.create_topics(partitions).await?;
+        }
         Ok(())
     }
 
@@ -380,7 +450,11 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
         let upkeep = tokio::spawn(self.clone().upkeep_partitions(shutdown.clone()));
         let schedule = tokio::spawn(self.clone().schedule(shutdown.clone()));
         let flags = tokio::spawn(self.clone().watch_flags(shutdown.clone()));
+        let exporter = self.exporter().map(|e| tokio::spawn(e.supervise(shutdown.clone())));
         self.consumer().supervise(shutdown).await;
+        if let Some(exporter) = exporter {
+            let _ = exporter.await;
+        }
         let _ = flags.await;
         let _ = sweeper.await;
         let _ = upkeep.await;

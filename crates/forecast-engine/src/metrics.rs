@@ -32,6 +32,21 @@ pub mod names {
     /// Age of the newest event reflected at each stage (`ingest`: staged; `features`:
     /// features computed; `forecast`: forecasts published), seconds.
     pub const DATA_FRESHNESS_SECONDS: &str = "tally_forecast_data_freshness_seconds";
+    /// Rows the exporter wrote, by table (`forecasts`, `suggestions`).
+    pub const EXPORT_ROWS_TOTAL: &str = "tally_forecast_export_rows_total";
+    /// Time from a run's end to its export, for the run exported last, seconds.
+    pub const EXPORT_LAG_SECONDS: &str = "tally_forecast_export_lag_seconds";
+}
+
+/// Subsystem name of the exporter's consumer (`tally_forecast_export_…`).
+pub const EXPORT_SUBSYSTEM: &str = "forecast_export";
+
+/// The exporter wrote one run: its rows, and how long after the run ended.
+pub fn exported(forecast_rows: usize, suggestion_rows: usize, lag_seconds: f64) {
+    use names::*;
+    metrics::counter!(EXPORT_ROWS_TOTAL, "table" => "forecasts").increment(forecast_rows as u64);
+    metrics::counter!(EXPORT_ROWS_TOTAL, "table" => "suggestions").increment(suggestion_rows as u64);
+    metrics::gauge!(EXPORT_LAG_SECONDS).set(lag_seconds);
 }
 
 /// Forecasting's metric families, its own and its consumer runtime's.
@@ -95,6 +110,21 @@ pub fn families() -> Vec<Family> {
         },
     ];
     all.extend(tally_runtime::metrics::families("forecast", &DemandOutcome::CODES, &REFUSALS));
+    all.extend([
+        Family {
+            name: EXPORT_ROWS_TOTAL.into(),
+            kind: Counter,
+            help: "Rows the forecast exporter wrote (ClickHouse, Parquet), by table.",
+            known: Some(("table", vec!["forecasts", "suggestions"])),
+        },
+        Family {
+            name: EXPORT_LAG_SECONDS.into(),
+            kind: Gauge,
+            help: "Seconds from the end of the run exported last to its export.",
+            known: None,
+        },
+    ]);
+    all.extend(tally_runtime::metrics::families(EXPORT_SUBSYSTEM, &["exported"], &crate::export::handler::REFUSALS));
     all
 }
 

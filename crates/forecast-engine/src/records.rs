@@ -66,6 +66,9 @@ pub struct ForecastRecord {
     pub location: String,
     /// The run that made it.
     pub run_id: String,
+    /// That run's version (its start, Unix ms): exports keep the forecast of the newest run.
+    #[serde(default)]
+    pub run_version: i64,
     /// Last business day of the history it saw (`YYYY-MM-DD`).
     pub as_of: String,
     /// Model version.

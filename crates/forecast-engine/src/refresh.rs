@@ -59,10 +59,11 @@ fn kind_name(kind: RunKind) -> &'static str {
     }
 }
 
-/// Quantile key: `p10`, `p50`, `p975` …
-fn quantile_name(q: f64) -> String {
+/// Quantile key: `p10`, `p50`, `p97_5` … (percent to a tenth; `_` for the decimal point, so
+/// 0.025 and 0.25 stay apart).
+pub(crate) fn quantile_name(q: f64) -> String {
     let pct = format!("{}", (q * 1000.0).round() / 10.0);
-    format!("p{}", pct.replace('.', ""))
+    format!("p{}", pct.replace('.', "_"))
 }
 
 impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> ForecastEngine<B, S, C> {
@@ -210,6 +211,7 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
                             Some((tally_core::now_ms() - previous.made_at_ms).max(0) as f64 / 1e3);
                         previous.stale = true;
                         previous.run_id = run.id.clone();
+                        previous.run_version = run.version;
                         made.push(previous);
                     } else {
                         tracing::warn!(sku = %series.0, location = %series.1, "the demand model is unavailable and the series has no forecast yet");
@@ -288,6 +290,7 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
             sku: sku.clone(),
             location: location.clone(),
             run_id: run.id.clone(),
+            run_version: run.version,
             as_of: day::iso(run.as_of),
             model_version: self.model_version(),
             method: f.method.to_owned(),
@@ -428,7 +431,8 @@ mod tests {
     fn quantile_names_read_as_percentiles() {
         assert_eq!(quantile_name(0.1), "p10");
         assert_eq!(quantile_name(0.5), "p50");
-        assert_eq!(quantile_name(0.975), "p975");
+        assert_eq!(quantile_name(0.975), "p97_5");
+        assert_ne!(quantile_name(0.025), quantile_name(0.25));
         let share: std::collections::BTreeSet<u32> = [0, 2, 3].into_iter().collect();
         assert_eq!(share_name(&share), "p0-p2-p3");
     }

@@ -72,16 +72,7 @@ async fn loaded_with(dir: &std::path::Path, adapt: impl FnOnce(Engine) -> Engine
     let events = history();
     let n = events.len() as u64;
     publish(&s.bus, events).await;
-    eventually("history staged", Duration::from_secs(60), || async {
-        tally_runtime::ConsumerStats::get(&s.engine.consumer_stats.applied) >= n
-    })
-    .await;
-    // Staged durably: the series are in the rollup.
-    let store = s.engine.store.clone();
-    eventually("series in the rollup", Duration::from_secs(10), || async {
-        tally_store::demand::DemandStore::series(&store).await.expect("series").len() == 3
-    })
-    .await;
+    wait_staged(&s, n, 3).await;
     s
 }
 

@@ -194,3 +194,25 @@ pub async fn read_all<K: Consumer>(consumer: &mut K, n: usize) -> Vec<tally_bus:
     }
     found
 }
+
+/// The test venv's python (scripts/venv.sh makes it once per machine).
+pub fn venv_python() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(root.join("scripts/venv.sh")).output().expect("scripts/venv.sh runs");
+    assert!(out.status.success(), "the test venv: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+}
+
+/// Waits until the stack has applied `events` and its rollup holds `series` series.
+pub async fn wait_staged(s: &Stack, events: u64, series: usize) {
+    eventually("history staged", Duration::from_secs(60), || async {
+        tally_runtime::ConsumerStats::get(&s.engine.consumer_stats.applied) >= events
+    })
+    .await;
+    // Staged durably: the series are in the rollup.
+    let store = s.engine.store.clone();
+    eventually("series in the rollup", Duration::from_secs(10), || async {
+        store.series().await.expect("series").len() == series
+    })
+    .await;
+}
