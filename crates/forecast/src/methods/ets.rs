@@ -136,7 +136,9 @@ fn run(spec: Spec, p: Params, start: &State, y: &[f64]) -> Option<Run> {
     let (mut l, mut b) = (start.level, start.trend);
     let mut season = start.season.clone();
     let phi = if spec.trend == TrendKind::Ad { p.phi } else { 1.0 };
-    let (mut sse, mut log_f) = (0.0, 0.0);
+    // Σ ln|f| as ln of a running product, taken only when the product leaves a safe range:
+    // a logarithm per step was a third of all fitting time.
+    let (mut sse, mut log_f, mut prod_f) = (0.0, 0.0, 1.0_f64);
     for (t, &obs) in y.iter().enumerate() {
         let (phib, q) = match spec.trend {
             TrendKind::N => (0.0, l),
@@ -152,7 +154,11 @@ fn run(spec: Spec, p: Params, start: &State, y: &[f64]) -> Option<Run> {
             ErrorKind::A => obs - f,
             ErrorKind::M => {
                 let denom = if f.abs() < TINY { f + TINY } else { f };
-                log_f += f.abs().max(1e-8).ln();
+                prod_f *= f.abs().clamp(1e-8, 1e100);
+                if !(1e-150..=1e150).contains(&prod_f) {
+                    log_f += prod_f.ln();
+                    prod_f = 1.0;
+                }
                 (obs - f) / denom
             }
         };
@@ -186,6 +192,7 @@ fn run(spec: Spec, p: Params, start: &State, y: &[f64]) -> Option<Run> {
             return None;
         }
     }
+    log_f += prod_f.ln();
     let n = y.len() as f64;
     let lik = n * (sse.max(1e-300)).ln() + 2.0 * log_f;
     Some(Run { lik, sse, state: State { level: l, trend: b, season } })
@@ -350,6 +357,8 @@ pub fn fit(spec: Spec, y: &[f64], m: usize) -> Option<Fitted> {
         }
         run(spec, p, &trial, y).map_or(f64::INFINITY, |r| r.lik)
     };
+    // A looser tolerance (1e-2 on the −2 log-likelihood) was tried on long series: 8 % faster,
+    // but the choice among the 15 models moved and held-out WAPE went 0.4045 → 0.4070.
     let settings = Settings { max_iter: 200 * x0.len(), ..Settings::default() };
     let best = optimize::minimize(objective, &x0, &lower, &upper, settings);
     if !best.value.is_finite() {
