@@ -158,18 +158,10 @@ fn parquet_text(field: &parquet::record::Field) -> String {
         Field::Null => String::new(),
         Field::Str(s) => s.clone(),
         Field::Date(days) => tally_forecast::day::iso(*days),
-        Field::TimestampMillis(ms) => rfc3339(*ms),
-        Field::TimestampMicros(us) => rfc3339(us.div_euclid(1000)),
+        Field::TimestampMillis(ms) => tally_forecast::day::rfc3339(*ms),
+        Field::TimestampMicros(us) => tally_forecast::day::rfc3339(us.div_euclid(1000)),
         other => other.to_string(),
     }
-}
-
-/// Unix milliseconds as an RFC 3339 UTC time.
-fn rfc3339(ms: i64) -> String {
-    let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let date = tally_forecast::day::iso(i32::try_from(days).unwrap_or_default());
-    let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
-    format!("{date}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
 fn check_header(header: &[String]) -> Result<(), ImportError> {

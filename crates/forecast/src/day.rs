@@ -33,6 +33,14 @@ pub fn iso(days: i32) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Unix milliseconds as an RFC 3339 UTC time (`2026-03-10T10:00:00.000Z`).
+pub fn rfc3339(ms: i64) -> String {
+    let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let date = iso(i32::try_from(days).unwrap_or_default());
+    let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    format!("{date}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
 /// A `YYYY-MM-DD` date, checked.
 pub fn parse_iso(raw: &str) -> Option<i32> {
     let date: jiff::civil::Date = raw.parse().ok()?;
@@ -48,6 +56,13 @@ pub fn weekday(days: i32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milliseconds_read_as_rfc_3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_773_136_800_123), "2026-03-10T10:00:00.123Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
+    }
 
     #[test]
     fn day_numbers_round_trip_across_leap_years_and_eras() {
