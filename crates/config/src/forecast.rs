@@ -147,6 +147,9 @@ pub struct ForecastConfig {
     /// The longest one batch's model call may take (ms); past it the batch is served from
     /// the last forecasts, marked stale.
     pub model_deadline_ms: u64,
+    /// Threads a direct evaluation of the model uses (0: one per core). Fewer leave cores to
+    /// the main contour when forecasting shares its machine (`docs/benchmarks.md`, isolation).
+    pub model_threads: usize,
     /// Connections in forecasting's own PostgreSQL pool (never the main contour's).
     pub store_max_connections: u32,
     /// Server-side limit on any one of forecasting's statements (ms).
@@ -182,6 +185,7 @@ impl Default for ForecastConfig {
             model: ForecastModel::Server,
             model_name: "demand".into(),
             model_deadline_ms: 60_000,
+            model_threads: 0,
             store_max_connections: 4,
             store_statement_timeout_ms: 30_000,
             export: ForecastExport::default(),

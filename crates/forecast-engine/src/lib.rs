@@ -225,7 +225,8 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
             touched: touched.clone(),
             metrics: metrics.clone(),
         });
-        let model = DemandModel::direct(model_settings(&cfg), cfg.default_version.clone());
+        let model =
+            DemandModel::direct(model_settings(&cfg), cfg.default_version.clone()).on_threads(cfg.model_threads);
         let instance = format!("{}-{}", std::process::id(), tally_core::now_ms() % 100_000);
         let flags = Arc::new(FlagsView::new(ForecastFlags { revision: 0, active: cfg.default_version.clone() }));
         let export = export_parts(&cfg);

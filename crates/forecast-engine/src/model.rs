@@ -53,6 +53,8 @@ pub struct DemandModel {
     /// The one version direct evaluation answers to (the configuration's default).
     version: String,
     remote: Option<Arc<Remote>>,
+    /// Threads of direct evaluation (0: one per core).
+    threads: usize,
     /// Fault injection.
     pub outage: Arc<Outage>,
 }
@@ -69,7 +71,13 @@ impl DemandModel {
     /// Evaluated directly in this process with `settings`, as model version `version` (the
     /// only one it has).
     pub fn direct(settings: Settings, version: impl Into<String>) -> Self {
-        Self { settings: Arc::new(settings), version: version.into(), remote: None, outage: Arc::default() }
+        Self { settings: Arc::new(settings), version: version.into(), remote: None, threads: 0, outage: Arc::default() }
+    }
+
+    /// The same evaluated on at most `threads` threads (0: one per core).
+    pub fn on_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
     }
 
     /// Over OIP v2; `settings` name the quantile levels (the server's own settings decide the
@@ -79,6 +87,7 @@ impl DemandModel {
             settings: Arc::new(settings),
             version: String::new(),
             remote: Some(Arc::new(remote)),
+            threads: 0,
             outage: Arc::default(),
         }
     }
@@ -103,7 +112,8 @@ impl DemandModel {
             }
             None => {
                 let settings = self.settings.clone();
-                tokio::task::spawn_blocking(move || model::forecast_many(&histories, &settings))
+                let threads = self.threads;
+                tokio::task::spawn_blocking(move || model::forecast_many_on(&histories, &settings, threads))
                     .await
                     .map_err(|e| ModelUnavailable(e.to_string()))
             }

@@ -116,7 +116,13 @@ pub fn forecast(history: &[f64], settings: &Settings) -> SeriesForecast {
 /// Forecasts many series, spread over the machine's cores (blocking: call it off async
 /// threads). One forecast per history, in order.
 pub fn forecast_many(histories: &[Vec<f64>], settings: &Settings) -> Vec<SeriesForecast> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(histories.len()).max(1);
+    forecast_many_on(histories, settings, 0)
+}
+
+/// The same on at most `threads` threads (0: one per core).
+pub fn forecast_many_on(histories: &[Vec<f64>], settings: &Settings, threads: usize) -> Vec<SeriesForecast> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = if threads == 0 { cores } else { threads }.min(histories.len()).max(1);
     let chunk = histories.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let parts: Vec<_> = histories

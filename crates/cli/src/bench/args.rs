@@ -41,6 +41,18 @@ pub struct InventoryBenchArgs {
     /// Rate of the desync phase on `--stack kafka` (events/s).
     #[arg(long, default_value_t = 5_000)]
     pub kafka_rate: u64,
+    /// `--stack kafka`: also run the desync phase again while a separate `tally serve --role
+    /// forecast` process runs a full forecast refresh of this many simulated series (730 days
+    /// each, staged in the same PostgreSQL) — forecasting's isolation from the main contour.
+    /// 0: skip.
+    #[arg(long, default_value_t = 0)]
+    pub forecast_series: usize,
+    /// The forecast process's `forecast.model_threads` (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub forecast_model_threads: usize,
+    /// Start the forecast process under `nice -n` this (0: as is).
+    #[arg(long, default_value_t = 0)]
+    pub forecast_nice: u32,
     /// A librdkafka setting for every Kafka client of `--stack kafka` (repeatable), as in
     /// `[bus.properties]`: `--kafka-property fetch.wait.max.ms=100`.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]

@@ -139,7 +139,7 @@ fn simulator(args: &ForecastBenchArgs) -> DemandSim {
 }
 
 /// Staged rows of a series' simulated days (one sale per day with sales).
-fn staged(sim: &DemandSim, i: usize, days: usize) -> Vec<StagedRow> {
+pub(crate) fn staged(sim: &DemandSim, i: usize, days: usize) -> Vec<StagedRow> {
     let s = &sim.series[i];
     (0..days)
         .filter_map(|d| {

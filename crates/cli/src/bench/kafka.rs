@@ -4,7 +4,9 @@
 //! reads the same topic (the ceiling), how long a restarted engine takes to apply again, the
 //! channel desync at a fixed rate, and PostgreSQL
 //! statements and rows per 1,000 events as the server counts them, against a naive
-//! one-upsert-per-event consumer of the same events.
+//! one-upsert-per-event consumer of the same events. With `--forecast-series`, the desync phase
+//! runs again while a separate forecast process refreshes that many series (forecasting's
+//! isolation from the main contour: its own process, group and pool, but the same machine).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -65,6 +67,25 @@ pub struct KafkaBenchResult {
     pub restart_to_applied_ms: f64,
     /// SKUs.
     pub skus: usize,
+    /// The desync phase again, while a forecast process runs a full refresh (`--forecast-series`).
+    pub isolation: Option<Isolation>,
+}
+
+/// Inventory's desync with and without a full forecast refresh running beside it.
+#[derive(Debug, Serialize)]
+pub struct Isolation {
+    /// Series the refresh forecast.
+    pub forecast_series: usize,
+    /// Desync p50 while it ran.
+    pub desync_p50_ms: f64,
+    /// Desync p99 while it ran.
+    pub desync_p99_ms: f64,
+    /// That p99 ÷ the p99 without it (aim ≤ 1.2).
+    pub p99_ratio: f64,
+    /// Share of the phase the refresh was running (1: throughout).
+    pub refresh_overlap: f64,
+    /// How long the refresh took.
+    pub refresh_s: f64,
 }
 
 fn config(base: &Config, args: &InventoryBenchArgs, brokers: &str, pg: &str, redis: &str, run: &str) -> Config {
@@ -288,6 +309,10 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     let restart_to_applied_ms = restarted.elapsed().as_secs_f64() * 1000.0;
     eprintln!("restart: applying again on every partition after {restart_to_applied_ms:.0} ms");
 
+    // The isolation phase's demand history is staged (and the database vacuumed and analysed)
+    // before the baseline, so both desync phases see the same database.
+    let demand_series = if args.forecast_series > 0 { stage_demand(&cfg, &pg, args.forecast_series).await? } else { 0 };
+
     // Phase 3: desync at a fixed rate, the restarted engine continuing on the same topic.
     let engine = app.engine.clone();
     let sink = Sink::Bus { bus: engine.bus.clone(), topic: cfg.inventory.topics.events.clone() };
@@ -305,6 +330,12 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let visible = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let isolation = if args.forecast_series > 0 {
+        let without_p99_ms = desync.value_at_quantile(0.99) as f64 / 1000.0;
+        Some(isolation(&cfg, args, demand_series, &mut sim, &engine, &sink, without_p99_ms, &run).await?)
+    } else {
+        None
+    };
     app.shutdown().await;
 
     // Phase 4: the naive consumer on the same events, on its own database.
@@ -338,6 +369,7 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
         seed_events_per_s,
         restart_to_applied_ms,
         skus: args.skus,
+        isolation,
     };
     println!("tally bench inventory --stack kafka (Kafka + PostgreSQL + Redis, {PARTITIONS} partitions)");
     println!("  {:<52} {:>12}", "metric", "value");
@@ -358,8 +390,153 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     println!("  {:<52} {:>12.2}", "PostgreSQL rows / 1k events", result.pg_rows_per_1k_events);
     println!("  {:<52} {:>12.2}", "naive: statements / 1k events", result.naive_pg_statements_per_1k_events);
     println!("  {:<52} {:>12.2}", "naive: rows / 1k events", result.naive_pg_rows_per_1k_events);
+    if let Some(i) = &result.isolation {
+        println!(
+            "  {:<52} {:>12.2}",
+            format!("… desync p99 ms during a {}-series forecast refresh", i.forecast_series),
+            i.desync_p99_ms
+        );
+        println!(
+            "  {:<52} {:>12.2}",
+            format!("… ratio to without (aim ≤ 1.2; refresh ran {:.0} % of it)", i.refresh_overlap * 100.0),
+            i.p99_ratio
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     }
     Ok(())
+}
+
+/// The forecast role's configuration for the same servers as `cfg`: one full refresh at once
+/// (the interval is an hour), evaluated directly (no model server).
+fn forecast_config(cfg: &Config, threads: usize, dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let (
+        BusConfig::Kafka { brokers, .. },
+        StoreConfig::Postgres { url, .. },
+        CacheConfig::Redis { url: redis, key_prefix, .. },
+    ) = (&cfg.bus, &cfg.store, &cfg.cache)
+    else {
+        anyhow::bail!("the isolation phase runs on the Kafka stack")
+    };
+    let f = &cfg.forecast;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"error\"\n\
+         [bus]\nkind = \"kafka\"\nbrokers = {brokers:?}\npartitions = {PARTITIONS}\n\
+         [store]\nkind = \"postgres\"\nurl = {pg:?}\n\
+         [cache]\nkind = \"redis\"\nurl = {redis:?}\nkey_prefix = {key_prefix:?}\n\
+         [forecast]\nconsumer_group = {group:?}\nmodel = \"direct\"\nrefresh_interval_seconds = 3600\nmodel_threads = {threads}\n\
+         [forecast.topics]\nsales = {sales:?}\nsupplies = {supplies:?}\nreturns = {returns:?}\nready = {ready:?}\n",
+        pg = url.expose(),
+        redis = redis.expose(),
+        group = f.consumer_group,
+        sales = f.topics.sales,
+        supplies = f.topics.supplies,
+        returns = f.topics.returns,
+        ready = f.topics.ready,
+    );
+    let path = dir.join("forecast.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Stages `series` simulated series × 730 days of demand for the forecast role, then vacuums
+/// and analyses the database (so autovacuum does not start during a measured phase).
+async fn stage_demand(cfg: &Config, pg: &str, series: usize) -> anyhow::Result<usize> {
+    use sqlx::Connection;
+    let store = tally_server::app::open_forecast_store(cfg)?.documents(tally_server::app::FORECAST_SUBSYSTEM);
+    let demand = tally_sim::demand::DemandSim::new(tally_sim::demand::DemandConfig {
+        seed: 11,
+        skus: series.div_ceil(3),
+        locations: 3,
+        ..Default::default()
+    });
+    let series = demand.series.len().min(series);
+    eprintln!("isolation: staging {series} series × 730 days of demand…");
+    for chunk in (0..series).collect::<Vec<_>>().chunks(50) {
+        let staged = chunk.iter().flat_map(|&i| super::forecast::staged(&demand, i, 730)).collect();
+        let effects = tally_store::demand::DemandEffects { staged, parked: Vec::new() };
+        let flush = tally_store::Flush { effects, processed: Vec::new(), offsets: Vec::new() };
+        tally_store::ledger::Journal::flush(&store, &[flush]).await?;
+    }
+    let mut conn = sqlx::PgConnection::connect(pg).await?;
+    sqlx::query("VACUUM ANALYZE").execute(&mut conn).await?;
+    Ok(series)
+}
+
+/// Starts `tally serve --role forecast` (a full refresh of the staged `series` begins at once),
+/// drives the same rate again and measures inventory's desync.
+#[allow(clippy::too_many_arguments)]
+async fn isolation(
+    cfg: &Config,
+    args: &InventoryBenchArgs,
+    series: usize,
+    sim: &mut Simulator,
+    engine: &tally_server::app::Engine,
+    sink: &Sink,
+    without_p99_ms: f64,
+    run: &str,
+) -> anyhow::Result<Isolation> {
+    use tally_store::ledger::DocumentStore;
+    let store = tally_server::app::open_forecast_store(cfg)?.documents(tally_server::app::FORECAST_SUBSYSTEM);
+    let dir = tempfile::tempdir()?;
+    let config = forecast_config(cfg, args.forecast_model_threads, dir.path())?;
+    let exe = std::env::current_exe()?;
+    let mut command = if args.forecast_nice > 0 {
+        let mut c = std::process::Command::new("nice");
+        c.args(["-n", &args.forecast_nice.to_string()]).arg(&exe);
+        c
+    } else {
+        std::process::Command::new(&exe)
+    };
+    let mut child = command
+        .args(["serve", "--role", "forecast", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let spawned_ms = tally_core::now_ms();
+    // Its start (group join, the first batch read) before the measured phase.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    eprintln!("isolation: driving {} ev/s for {} s beside the refresh…", args.kafka_rate, args.latency_seconds);
+    let (phase_start_ms, stop) = (tally_core::now_ms(), CancellationToken::new());
+    let before = engine.stats.handled();
+    let driven =
+        driver::drive(sim, sink, args.kafka_rate, Duration::from_secs(args.latency_seconds), &stop, |_| {}).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while engine.stats.handled() < before + driven.sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let phase_end_ms = tally_core::now_ms();
+    let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // The refresh's end: its summary row, once written.
+    let mut finished_ms = None;
+    let waited = Instant::now();
+    while finished_ms.is_none() && waited.elapsed() < Duration::from_secs(1200) {
+        let summaries = store.appended(tally_forecast_engine::records::RUNS.to_owned()).await?;
+        finished_ms = summaries
+            .iter()
+            .filter_map(|(_, body)| serde_json::from_str::<tally_forecast_engine::RunSummary>(body).ok())
+            .filter(|s| s.run_id.starts_with("full-") && s.series > 0)
+            .map(|s| s.finished_at_ms)
+            .max();
+        if finished_ms.is_none() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let finished_ms = finished_ms.ok_or_else(|| anyhow::anyhow!("the forecast refresh did not finish ({run})"))?;
+    let overlap =
+        (finished_ms.min(phase_end_ms) - phase_start_ms).max(0) as f64 / (phase_end_ms - phase_start_ms).max(1) as f64;
+    let p99 = desync.value_at_quantile(0.99) as f64 / 1000.0;
+    Ok(Isolation {
+        forecast_series: series,
+        desync_p50_ms: desync.value_at_quantile(0.5) as f64 / 1000.0,
+        desync_p99_ms: p99,
+        p99_ratio: p99 / without_p99_ms.max(1e-9),
+        refresh_overlap: overlap.min(1.0),
+        refresh_s: (finished_ms - spawned_ms) as f64 / 1000.0,
+    })
 }
