@@ -145,31 +145,15 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
         self.flags.get().active.clone()
     }
 
-    async fn history(&self, (sku, location): &SeriesId, as_of: i32) -> Result<History, EngineError> {
-        let rows = self.store.daily(sku.clone(), location.clone()).await?;
-        let supplies = self.store.supplies(sku.clone(), location.clone()).await?;
-        let first_day = rows.first().map_or(as_of, |r| r.day.min(as_of));
-        let len = usize::try_from(as_of - first_day + 1).unwrap_or(0);
-        let (mut sold, mut promo_sold) = (vec![0.0; len], vec![0.0; len]);
-        for r in rows.iter().filter(|r| r.day <= as_of) {
-            let i = (r.day - first_day) as usize;
-            sold[i] = r.sold as f64;
-            promo_sold[i] = r.promo_sold as f64;
-        }
-        Ok(History {
-            first_day,
-            sold,
-            promo_sold,
-            supplies: supplies.into_iter().filter(|(d, _)| *d <= as_of).collect(),
-        })
+    /// The batch's histories up to `as_of`, read in one round trip.
+    async fn histories(&self, batch: &[SeriesId], as_of: i32) -> Result<Vec<History>, EngineError> {
+        let stored = self.store.histories(batch.to_vec()).await?;
+        Ok(stored.into_iter().map(|h| history_until(h, as_of)).collect())
     }
 
     /// Forecasts one batch; returns (series forecast, of them stale).
     async fn forecast_batch(&self, run: &Run, batch: &[SeriesId]) -> Result<(usize, usize), EngineError> {
-        let mut histories = Vec::with_capacity(batch.len());
-        for s in batch {
-            histories.push(self.history(s, run.as_of).await?);
-        }
+        let histories = self.histories(batch, run.as_of).await?;
         let features: Vec<Features> = histories.iter().map(Features::of).collect();
         let mut effects = Documents::default();
         let mut cached = Vec::with_capacity(batch.len() * 2);
@@ -414,6 +398,26 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
             self.run_share(&run, series, &self.instance).await?;
         }
         Ok(())
+    }
+}
+
+/// A stored history as the model reads it: every day from the first to `as_of` (days without
+/// a row are zeros), receipts up to `as_of`.
+fn history_until(stored: tally_store::demand::History, as_of: i32) -> History {
+    let rows = stored.daily;
+    let first_day = rows.first().map_or(as_of, |r| r.day.min(as_of));
+    let len = usize::try_from(as_of - first_day + 1).unwrap_or(0);
+    let (mut sold, mut promo_sold) = (vec![0.0; len], vec![0.0; len]);
+    for r in rows.iter().filter(|r| r.day <= as_of) {
+        let i = (r.day - first_day) as usize;
+        sold[i] = r.sold as f64;
+        promo_sold[i] = r.promo_sold as f64;
+    }
+    History {
+        first_day,
+        sold,
+        promo_sold,
+        supplies: stored.supplies.into_iter().filter(|(d, _)| *d <= as_of).collect(),
     }
 }
 

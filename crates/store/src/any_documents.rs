@@ -2,7 +2,9 @@
 //! records) in whichever backend configuration chose — what fraud and forecast journal into.
 
 use crate::StoreError;
-use crate::demand::{DailyRow, DemandEffects, DemandStore, LocationRow, ParkedRow, SkuRow, StagedRow, Unparked};
+use crate::demand::{
+    DailyRow, DemandEffects, DemandStore, History, LocationRow, ParkedRow, SkuRow, StagedRow, Unparked,
+};
 use crate::ledger::{DocumentStore, Documents, Flush, Journal};
 use crate::postgres::PostgresDocuments;
 use crate::sqlite::SqliteDocuments;
@@ -157,6 +159,10 @@ impl DemandStore for AnyDocuments {
 
     async fn supplies(&self, sku: String, location: String) -> Result<Vec<(i32, i32)>, StoreError> {
         delegate!(self, d => d.supplies(sku, location).await)
+    }
+
+    async fn histories(&self, series: Vec<(String, String)>) -> Result<Vec<History>, StoreError> {
+        delegate!(self, d => d.histories(series).await)
     }
 
     async fn last_day(&self) -> Result<Option<i32>, StoreError> {

@@ -170,6 +170,15 @@ pub fn touched_series<'a>(rows: impl IntoIterator<Item = &'a StagedRow>) -> Vec<
     series
 }
 
+/// A series' rollup and receipts as [`DemandStore::histories`] reads them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// The rollup, oldest day first.
+    pub daily: Vec<DailyRow>,
+    /// Receipts: `(business day, lead time in days)`, oldest first.
+    pub supplies: Vec<(i32, i32)>,
+}
+
 /// Demand forecasting's tables.
 pub trait DemandStore: Journal<DemandEffects> {
     /// Upserts catalogue rows.
@@ -196,6 +205,10 @@ pub trait DemandStore: Journal<DemandEffects> {
         sku: String,
         location: String,
     ) -> impl Future<Output = Result<Vec<(i32, i32)>, StoreError>> + Send;
+    /// Many series' rollups and receipts at once, in the order asked (what a refresh batch
+    /// reads: one round trip per batch, not two per series, on a server).
+    fn histories(&self, series: Vec<(String, String)>)
+    -> impl Future<Output = Result<Vec<History>, StoreError>> + Send;
     /// The latest business day with any staged event.
     fn last_day(&self) -> impl Future<Output = Result<Option<i32>, StoreError>> + Send;
     /// Every series with a rollup row: `(sku, location)`.

@@ -134,6 +134,18 @@ pub async fn demand_staging_is_exactly_once<S: DemandStore>(store: S) {
     assert_eq!(store.parked_count().await.expect("count"), 0);
     let bread_daily = store.daily("bread".into(), "berlin-1".into()).await.expect("daily");
     assert_eq!(bread_daily.iter().map(|d| (d.day, d.sold)).collect::<Vec<_>>(), vec![(jan, 2)]);
+    // Many series at once: each as read alone, in the order asked, an unknown one empty.
+    let asked = vec![
+        ("bread".to_owned(), "berlin-1".to_owned()),
+        ("nothing".to_owned(), "here".to_owned()),
+        ("milk".to_owned(), "berlin-1".to_owned()),
+    ];
+    let many = store.histories(asked.clone()).await.expect("histories");
+    assert_eq!(many.len(), 3);
+    for ((sku, location), history) in asked.into_iter().zip(many) {
+        assert_eq!(history.daily, store.daily(sku.clone(), location.clone()).await.expect("daily"), "{sku}");
+        assert_eq!(history.supplies, store.supplies(sku, location).await.expect("supplies"));
+    }
 }
 
 /// PostgreSQL's monthly partitions: made ahead on request, once, and on demand for a month a

@@ -9,7 +9,9 @@ use sqlx::{Postgres, Row, Transaction};
 use super::ledger::{PostgresDocuments, store_processed};
 use super::{backend, i64_of, store_offsets};
 use crate::StoreError;
-use crate::demand::{DailyRow, DemandEffects, DemandStore, LocationRow, ParkedRow, SkuRow, StagedRow, Unparked};
+use crate::demand::{
+    DailyRow, DemandEffects, DemandStore, History, LocationRow, ParkedRow, SkuRow, StagedRow, Unparked,
+};
 use crate::ledger::{Flush, Journal};
 
 /// Inserts staged events (one already there is left alone) and, in the same statement, the
@@ -372,6 +374,57 @@ impl DemandStore for PostgresDocuments {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(backend("reading a demand series"))
+    }
+
+    async fn histories(&self, series: Vec<(String, String)>) -> Result<Vec<History>, StoreError> {
+        if series.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store.count(2);
+        let (skus, locations): (Vec<String>, Vec<String>) = series.iter().cloned().unzip();
+        let daily = sqlx::query(
+            "SELECT d.sku, d.location, d.business_day - date '1970-01-01', d.sold, d.returned, d.received,
+                    d.revenue, d.promo_sold, d.events
+             FROM demand_daily d JOIN unnest($1::text[], $2::text[]) AS s(sku, location) USING (sku, location)
+             ORDER BY d.sku, d.location, d.business_day",
+        )
+        .bind(&skus)
+        .bind(&locations)
+        .fetch_all(&self.store.pool)
+        .await
+        .map_err(backend("reading demand series"))?;
+        let supplies: Vec<(String, String, i32, i32)> = sqlx::query_as(
+            "SELECT e.sku, e.location, e.business_day - date '1970-01-01', e.lead_time_days
+             FROM demand_events e JOIN unnest($1::text[], $2::text[]) AS s(sku, location) USING (sku, location)
+             WHERE e.kind = 'supply' AND e.lead_time_days IS NOT NULL
+             ORDER BY e.sku, e.location, e.business_day",
+        )
+        .bind(&skus)
+        .bind(&locations)
+        .fetch_all(&self.store.pool)
+        .await
+        .map_err(backend("reading series' supplies"))?;
+        let mut by_series: std::collections::HashMap<(String, String), History> = std::collections::HashMap::new();
+        let read = |r: &sqlx::postgres::PgRow| -> Result<((String, String), DailyRow), sqlx::Error> {
+            let row = DailyRow {
+                day: r.try_get(2)?,
+                sold: r.try_get(3)?,
+                returned: r.try_get(4)?,
+                received: r.try_get(5)?,
+                revenue: r.try_get(6)?,
+                promo_sold: r.try_get(7)?,
+                events: r.try_get(8)?,
+            };
+            Ok(((r.try_get(0)?, r.try_get(1)?), row))
+        };
+        for r in &daily {
+            let (key, row) = read(r).map_err(backend("reading demand series"))?;
+            by_series.entry(key).or_default().daily.push(row);
+        }
+        for (sku, location, day, lead) in supplies {
+            by_series.entry((sku, location)).or_default().supplies.push((day, lead));
+        }
+        Ok(series.into_iter().map(|k| by_series.remove(&k).unwrap_or_default()).collect())
     }
 
     async fn supplies(&self, sku: String, location: String) -> Result<Vec<(i32, i32)>, StoreError> {

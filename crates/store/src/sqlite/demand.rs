@@ -10,7 +10,9 @@ use tally_sqlite::rusqlite::{self, params};
 use super::ledger::{PROCESSED_TABLE, SqliteDocuments, processed_rows};
 use super::{OFFSETS_TABLE, int, offset_rows, text};
 use crate::StoreError;
-use crate::demand::{DailyRow, DemandEffects, DemandStore, LocationRow, ParkedRow, SkuRow, StagedRow, Unparked};
+use crate::demand::{
+    DailyRow, DemandEffects, DemandStore, History, LocationRow, ParkedRow, SkuRow, StagedRow, Unparked,
+};
 use crate::ledger::{Flush, Journal};
 
 const PARKED_TABLE: Table = Table {
@@ -342,6 +344,16 @@ impl DemandStore for SqliteDocuments {
                 rows.collect()
             })
             .await
+    }
+
+    async fn histories(&self, series: Vec<(String, String)>) -> Result<Vec<History>, StoreError> {
+        // In process, a query per series costs no round trip.
+        let mut out = Vec::with_capacity(series.len());
+        for (sku, location) in series {
+            let daily = self.daily(sku.clone(), location.clone()).await?;
+            out.push(History { daily, supplies: self.supplies(sku, location).await? });
+        }
+        Ok(out)
     }
 
     async fn supplies(&self, sku: String, location: String) -> Result<Vec<(i32, i32)>, StoreError> {
