@@ -147,6 +147,9 @@ pub struct ForecastConfig {
     /// The longest one batch's model call may take (ms); past it the batch is served from
     /// the last forecasts, marked stale.
     pub model_deadline_ms: u64,
+    /// A PostgreSQL read replica (hot standby) forecasting reads its series from
+    /// (`postgres://…`); unset: the primary (`store.url`). Writes always go to the primary.
+    pub replica_url: Option<crate::Secret>,
     /// Threads a direct evaluation of the model uses (0: one per core). Fewer leave cores to
     /// the main contour when forecasting shares its machine (`docs/benchmarks.md`, isolation).
     pub model_threads: usize,
@@ -185,6 +188,7 @@ impl Default for ForecastConfig {
             model: ForecastModel::Server,
             model_name: "demand".into(),
             model_deadline_ms: 60_000,
+            replica_url: None,
             model_threads: 0,
             store_max_connections: 4,
             store_statement_timeout_ms: 30_000,

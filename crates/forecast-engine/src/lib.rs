@@ -68,6 +68,8 @@ pub struct ForecastEngine<B, S, C> {
     pub bus: B,
     /// Store (demand's tables and forecasting's documents).
     pub store: S,
+    /// Where refreshes read series from: a read replica when one is configured, else `store`.
+    pub reads: S,
     /// Cache.
     pub cache: C,
     /// Settings.
@@ -106,6 +108,7 @@ impl<B: Clone, S: Clone, C: Clone> Clone for ForecastEngine<B, S, C> {
         Self {
             bus: self.bus.clone(),
             store: self.store.clone(),
+            reads: self.reads.clone(),
             cache: self.cache.clone(),
             cfg: self.cfg.clone(),
             health: self.health.clone(),
@@ -232,6 +235,7 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
         let export = export_parts(&cfg);
         Self {
             bus,
+            reads: store.clone(),
             store,
             cache,
             spec: Arc::new(spec(&cfg)),
@@ -253,6 +257,13 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
             unpark_now: Arc::default(),
             export,
         }
+    }
+
+    /// The same engine reading series for refreshes from `replica` (a hot standby: writes,
+    /// the last forecasts and flags stay on the primary).
+    pub fn with_replica(mut self, replica: S) -> Self {
+        self.reads = replica;
+        self
     }
 
     /// The same engine calling the demand model over OIP v2 (`remote`).

@@ -69,7 +69,7 @@ pub(crate) fn quantile_name(q: f64) -> String {
 impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> ForecastEngine<B, S, C> {
     /// A run starting now.
     pub async fn start_run(&self, id: String, kind: RunKind) -> Result<Option<Run>, EngineError> {
-        let Some(as_of) = self.store.last_day().await? else {
+        let Some(as_of) = self.reads.last_day().await? else {
             return Ok(None);
         };
         let data_ms = self.stats.ingest_data_ms.load(std::sync::atomic::Ordering::Relaxed);
@@ -81,7 +81,7 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
         &self,
         owned: Option<&std::collections::BTreeSet<u32>>,
     ) -> Result<Vec<SeriesId>, EngineError> {
-        let all = self.store.series().await?;
+        let all = self.reads.series().await?;
         let Some(owned) = owned else {
             return Ok(all);
         };
@@ -147,7 +147,7 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
 
     /// The batch's histories up to `as_of`, read in one round trip.
     async fn histories(&self, batch: &[SeriesId], as_of: i32) -> Result<Vec<History>, EngineError> {
-        let stored = self.store.histories(batch.to_vec()).await?;
+        let stored = self.reads.histories(batch.to_vec()).await?;
         Ok(stored.into_iter().map(|h| history_until(h, as_of)).collect())
     }
 

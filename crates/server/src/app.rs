@@ -192,16 +192,37 @@ pub fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
 pub fn open_forecast_store(config: &Config) -> anyhow::Result<AnyStore> {
     match &config.store {
         StoreConfig::Sqlite => open_store(config),
-        StoreConfig::Postgres { url, acquire_timeout_ms, .. } => Ok(AnyStore::Postgres(
-            PostgresStore::connect(&PostgresStoreOptions {
-                url: url.expose().to_owned(),
-                max_connections: config.forecast.store_max_connections,
-                acquire_timeout: Duration::from_millis(*acquire_timeout_ms),
-                statement_timeout: Duration::from_millis(config.forecast.store_statement_timeout_ms),
-            })
-            .context("configuring forecasting's PostgreSQL pool (store.url)")?,
-        )),
+        StoreConfig::Postgres { url, acquire_timeout_ms, .. } => {
+            forecast_pool(config, url.expose(), *acquire_timeout_ms).context("forecasting's pool (store.url)")
+        }
     }
+}
+
+/// A PostgreSQL pool with forecasting's own limits.
+fn forecast_pool(config: &Config, url: &str, acquire_timeout_ms: u64) -> anyhow::Result<AnyStore> {
+    Ok(AnyStore::Postgres(PostgresStore::connect(&PostgresStoreOptions {
+        url: url.to_owned(),
+        max_connections: config.forecast.store_max_connections,
+        acquire_timeout: Duration::from_millis(acquire_timeout_ms),
+        statement_timeout: Duration::from_millis(config.forecast.store_statement_timeout_ms),
+    })?))
+}
+
+/// Forecasting's read replica (`forecast.replica_url`), when configured: a pool of its own with
+/// forecasting's limits.
+pub fn open_forecast_replica(config: &Config) -> anyhow::Result<Option<AnyStore>> {
+    let (Some(url), StoreConfig::Postgres { acquire_timeout_ms, .. }) = (&config.forecast.replica_url, &config.store)
+    else {
+        anyhow::ensure!(
+            config.forecast.replica_url.is_none(),
+            "forecast.replica_url needs store.kind = \"postgres\" (a replica of that database)"
+        );
+        return Ok(None);
+    };
+    Ok(Some(
+        forecast_pool(config, url.expose(), *acquire_timeout_ms)
+            .context("forecasting's replica pool (forecast.replica_url)")?,
+    ))
 }
 
 impl App {
@@ -258,6 +279,10 @@ impl App {
             Arc::new(InventoryStock(inventory.clone())),
             health,
         );
+        let forecast = match open_forecast_replica(cfg)? {
+            Some(replica) => forecast.with_replica(replica.documents(FORECAST_SUBSYSTEM)),
+            None => forecast,
+        };
         let forecast = match cfg.forecast.model {
             tally_config::ForecastModel::Direct => forecast,
             tally_config::ForecastModel::Server => forecast.with_model(tally_forecast_engine::model::Remote {
