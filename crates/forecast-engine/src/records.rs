@@ -27,6 +27,17 @@ pub fn run_row(run_id: &str, sku: &str, location: &str) -> String {
     format!("run/{run_id}/{sku}@{location}")
 }
 
+/// Document key of the latest manual run requested (through the API): every forecast
+/// instance runs its share of it.
+pub const MANUAL_REQUEST_DOC: &str = "runs/manual-request";
+
+/// A manual run requested, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualRequest {
+    /// The run's id.
+    pub run_id: String,
+}
+
 /// Key the run summaries are appended under.
 pub const RUNS: &str = "forecast_runs";
 

@@ -330,15 +330,64 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
         Ok(Some(self.run_share(&run, series, &share_name(&owned)).await?))
     }
 
+    /// Requests a manual run of every series: stored as a command every forecast instance
+    /// runs its share of (within a second, on its schedule), so it works from an API-only
+    /// instance too. `None` when nothing is staged yet.
+    pub async fn request_manual_run(&self) -> Result<Option<String>, EngineError> {
+        if self.reads.last_day().await?.is_none() {
+            return Ok(None);
+        }
+        let requested_ms = tally_core::now_ms();
+        let request = records::ManualRequest { run_id: format!("manual-{requested_ms}") };
+        let mut effects = Documents::default();
+        let body = serde_json::to_string(&request).unwrap_or_default();
+        effects.put(records::MANUAL_REQUEST_DOC.to_owned(), Document { version: requested_ms, body });
+        Journal::<Documents>::flush(&self.store, &[Flush { effects, processed: Vec::new(), offsets: Vec::new() }])
+            .await?;
+        Ok(Some(request.run_id))
+    }
+
+    /// The latest manual run requested, if any.
+    async fn manual_request(&self) -> Result<Option<String>, EngineError> {
+        let stored = self.store.documents(vec![records::MANUAL_REQUEST_DOC.to_owned()]).await?;
+        Ok(stored
+            .into_iter()
+            .next()
+            .and_then(|(_, _, body)| serde_json::from_str::<records::ManualRequest>(&body).ok())
+            .map(|r| r.run_id))
+    }
+
+    /// This instance's share of manual run `id`.
+    async fn manual_share(&self, id: String) -> Result<(), EngineError> {
+        if let Some(run) = self.start_run(id, RunKind::Manual).await? {
+            let owned = self.ownership.owned();
+            let series = self.owned_series(Some(&owned)).await?;
+            let summary = self.run_share(&run, series, &share_name(&owned)).await?;
+            tracing::info!(run = %summary.run_id, series = summary.series, "manual forecast run share finished");
+        }
+        Ok(())
+    }
+
     /// Runs the schedule until `shutdown`: the full run of each interval (and its share of
-    /// partitions gained mid-interval), incremental runs for touched series once quiet.
+    /// partitions gained mid-interval), manual runs requested, incremental runs for touched
+    /// series once quiet.
     pub(crate) async fn schedule(self, shutdown: tokio_util::sync::CancellationToken) {
         let interval_ms =
             i64::try_from(self.cfg.refresh_interval_seconds.saturating_mul(1000)).unwrap_or(i64::MAX).max(1);
         let debounce = Duration::from_millis(self.cfg.debounce_ms);
         let max_wait = Duration::from_millis(self.cfg.debounce_max_wait_ms);
         let mut done: Option<(i64, std::collections::BTreeSet<u32>)> = None;
+        // Requests from before this instance started are not replayed.
+        let mut manual_seen = self.manual_request().await.ok().flatten();
         loop {
+            match self.manual_request().await {
+                Ok(Some(id)) if manual_seen.as_ref() != Some(&id) => match self.manual_share(id.clone()).await {
+                    Ok(()) => manual_seen = Some(id),
+                    Err(e) => tracing::warn!(error = %e, run = %id, "a manual forecast run failed; retrying"),
+                },
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading manual run requests failed"),
+            }
             let now = tally_core::now_ms();
             let bucket = now - now.rem_euclid(interval_ms);
             let owned = self.ownership.owned();

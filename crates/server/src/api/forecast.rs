@@ -222,8 +222,8 @@ pub async fn get_runs<B: Bus, S: InventoryStore, C: Cache>(
     Ok(Json(Runs { runs }))
 }
 
-/// Forecasts every series this instance owns now (a manual run); answers at once with the
-/// run's id.
+/// Requests a manual run of every series: each forecast instance runs its share of it within
+/// a second (so an API-only instance can ask); answers at once with the run's id.
 #[utoipa::path(post, path = "/v1/forecast/refresh", tag = "forecast",
     responses((status = 202, body = RefreshStarted), (status = 409, body = super::Problem, content_type = "application/problem+json")),
     security(("api_key" = [])))]
@@ -232,29 +232,11 @@ pub async fn refresh<B: Bus, S: InventoryStore, C: Cache>(
     principal: Principal,
 ) -> Result<(StatusCode, Json<RefreshStarted>), ApiError> {
     principal.require(&Scope::Admin)?;
-    let run = st
-        .forecast
-        .start_run(format!("manual-{}", tally_core::now_ms()), tally_forecast_engine::RunKind::Manual)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::Conflict {
-            code: "no-demand-data",
-            detail: "no demand has been staged yet: there is nothing to forecast".into(),
-            outcome: None,
-        })?;
-    let run_id = run.id.clone();
-    let engine = st.forecast.clone();
-    tokio::spawn(async move {
-        let owned = engine.ownership.owned();
-        let share = format!("manual-{}", owned.len());
-        let result = match engine.owned_series(Some(&owned)).await {
-            Ok(series) => engine.run_share(&run, series, &share).await.map(drop),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, run = %run.id, "a manual forecast run failed");
-        }
-    });
+    let run_id = st.forecast.request_manual_run().await.map_err(unavailable)?.ok_or_else(|| ApiError::Conflict {
+        code: "no-demand-data",
+        detail: "no demand has been staged yet: there is nothing to forecast".into(),
+        outcome: None,
+    })?;
     Ok((StatusCode::ACCEPTED, Json(RefreshStarted { run_id })))
 }
 
