@@ -79,8 +79,8 @@ pub struct Choice {
     pub pattern: Pattern,
     /// The method chosen.
     pub method: Method,
-    /// Each candidate's backtest MASE (`None`: not scored — too short a series, or a flat
-    /// history to scale by).
+    /// Each candidate's backtest MASE, or mean absolute error on folds too short or flat to
+    /// scale (`None`: not scored — a series too short for any fold).
     pub scores: Vec<(Method, Option<f64>)>,
     /// The forecast, from the whole series.
     pub forecast: Forecast,
@@ -112,17 +112,19 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
     for &method in &candidates {
         let mut errors = Vec::new();
         let mut mase_sum = 0.0;
-        let mut scored = !cuts.is_empty();
+        let scored = !cuts.is_empty();
         let mut pin = None;
         for fold in &cuts {
             let (train, test) = (&y[..fold.train_end], &y[fold.train_end..fold.train_end + fold.h]);
             let (f, chosen) = method.forecast_pinned(train, fold.h, pin);
             pin = pin.or(Some(chosen));
             errors.extend(test.iter().zip(&f.mean).map(|(a, p)| a - p));
-            match accuracy::mase(train, test, &f.mean, cfg.period) {
-                Some(m) => mase_sum += m,
-                None => scored = false,
-            }
+            // MASE, or the plain mean absolute error where the fold's training days give no
+            // scale (no longer than a season, or flat): the fold's scale is the same for every
+            // candidate, so either ranks them alike — and a short series is still chosen for,
+            // not left to seasonal naive.
+            let mae = test.iter().zip(&f.mean).map(|(a, p)| (a - p).abs()).sum::<f64>() / test.len().max(1) as f64;
+            mase_sum += accuracy::mase(train, test, &f.mean, cfg.period).unwrap_or(mae);
         }
         scores.push((method, scored.then(|| mase_sum / cuts.len() as f64)));
         errors_of.push(errors);
@@ -239,6 +241,17 @@ mod tests {
         assert_eq!(c.pattern, Pattern::Intermittent);
         assert!(c.spread.iter().all(|s| *s > 0.0), "intermittent methods get their spread from the backtest");
         assert!(c.quantile(0.1).iter().all(|v| *v >= 0.0), "no negative demand");
+    }
+
+    #[test]
+    fn folds_too_short_for_mases_scale_are_still_scored() {
+        // 21 days, 7-day horizon: the first fold trains on 7 days — no seasonal naive scale.
+        let y: Vec<f64> = (0..21).map(|t| if t % 3 == 0 { 2.0 } else { 0.0 }).collect();
+        let cfg = Config { horizon: 7, step: 7, ..Config::default() };
+        let c = choose(&y, cfg);
+        assert!(c.scores.iter().all(|(_, s)| s.is_some()), "{:?}", c.scores);
+        let best = c.scores.iter().filter_map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+        assert_eq!(c.scores.iter().find(|(m, _)| *m == c.method).and_then(|(_, s)| *s), Some(best));
     }
 
     #[test]

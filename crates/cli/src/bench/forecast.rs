@@ -58,6 +58,122 @@ pub struct ForecastBenchArgs {
     /// One JSON object on the last line.
     #[arg(long)]
     pub json: bool,
+    /// Accuracy on real series instead of the simulator's: a `unique_id,ds,y` CSV
+    /// (`scripts/forecast/datasets.py` writes M5's and CDNOW's); `--accuracy-series` of them,
+    /// spread evenly over the file, the last `--horizon` days held out. Skips the speed phases.
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
+    /// Days held out and forecast with `--data` (the backtest folds are as long).
+    #[arg(long, default_value_t = 28)]
+    pub horizon: usize,
+}
+
+/// The series of a `unique_id,ds,y` CSV, in file order (each series' rows consecutive and
+/// in day order).
+fn read_series(path: &std::path::Path) -> anyhow::Result<Vec<(String, Vec<f64>)>> {
+    let mut reader = csv::Reader::from_path(path)?;
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    for row in reader.records() {
+        let row = row?;
+        let (id, y) = (row.get(0).unwrap_or_default(), row.get(2).unwrap_or_default());
+        let y: f64 = y.parse().map_err(|e| anyhow::anyhow!("{}: y {y:?}: {e}", path.display()))?;
+        match out.last_mut() {
+            Some((last, values)) if last == id => values.push(y),
+            _ => out.push((id.to_owned(), vec![y])),
+        }
+    }
+    Ok(out)
+}
+
+/// `tally bench forecast --data`: tally's per-series choice, and statsforecast's models and
+/// choice with `--statsforecast`, on real series.
+async fn run_on_data(args: &ForecastBenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let all = read_series(path)?;
+    let h = args.horizon.max(1);
+    let n = args.accuracy_series.min(all.len()).max(1);
+    let picked: Vec<&(String, Vec<f64>)> = (0..n).map(|i| &all[i * all.len() / n]).collect();
+    anyhow::ensure!(picked.iter().all(|(_, y)| y.len() > h), "every series needs more than {h} days");
+    let settings = Settings { horizon: h, ..Settings::default() };
+    let train: Vec<Vec<f64>> = picked.iter().map(|(_, y)| y[..y.len() - h].to_vec()).collect();
+    let actual: Vec<Vec<f64>> = picked.iter().map(|(_, y)| y[y.len() - h..].to_vec()).collect();
+    let days = train.iter().map(Vec::len).max().unwrap_or(0);
+    println!(
+        "tally bench forecast --data {} — {n} of {} series, up to {days} training days, the last {h} held out",
+        path.display(),
+        all.len()
+    );
+    let started = Instant::now();
+    let chosen = tokio::task::spawn_blocking({
+        let (train, settings) = (train.clone(), settings.clone());
+        move || model::forecast_many(&train, &settings)
+    })
+    .await?;
+    let model_s = started.elapsed().as_secs_f64();
+    let mut methods: HashMap<&str, usize> = HashMap::new();
+    for f in &chosen {
+        *methods.entry(f.method).or_default() += 1;
+    }
+    let bands: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+        chosen.iter().map(|f| (f.mean.clone(), f.quantile(0.1), f.quantile(0.9))).collect();
+    let tally = score(&train, &actual, &bands);
+    let mut by_method: Vec<(&str, usize)> = methods.into_iter().collect();
+    by_method.sort_by_key(|m| std::cmp::Reverse(m.1));
+    println!(
+        "  tally        WAPE {:.4}  MASE {:.3}  bias {:+.4}  80 % coverage {:.3}  ({model_s:.2} s; chosen: {})",
+        tally.wape,
+        tally.mase,
+        tally.bias,
+        tally.coverage_80,
+        by_method.iter().map(|(m, c)| format!("{m} {c}")).collect::<Vec<_>>().join(", ")
+    );
+    let dir = tempfile::tempdir()?;
+    let peer = if args.statsforecast { Some(statsforecast(dir.path(), &train, &actual, h)?) } else { None };
+    if let Some(peer) = &peer {
+        print_peer(peer);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "data": path.display().to_string(),
+                "series": n,
+                "horizon": h,
+                "wape": tally.wape,
+                "mase": tally.mase,
+                "bias": tally.bias,
+                "coverage_80": tally.coverage_80,
+                "model_s": model_s,
+                "statsforecast_best_wape": peer.as_ref().and_then(|p| p.best_single.wape),
+                "statsforecast_best_model": peer.as_ref().map(|p| p.best_single.model.clone()),
+                "statsforecast_choice_wape": peer.as_ref().and_then(|p| p.choice_by_cv.wape),
+                "statsforecast_models": peer.as_ref().map(|p| p.models.iter().map(|(k, m)| (k.clone(), serde_json::json!({
+                    "wape": m.wape, "mase": m.mase, "bias": m.bias, "coverage_80": m.coverage_80
+                }))).collect::<serde_json::Map<_, _>>()),
+            })
+        );
+    }
+    Ok(())
+}
+
+/// statsforecast's figures, one line per model.
+fn print_peer(peer: &Peer) {
+    for (name, m) in &peer.models {
+        let f = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.4}"));
+        println!(
+            "  statsforecast {name:<17} WAPE {}  MASE {}  bias {}  80 % coverage {}  ({:.1} ms per series, one core)",
+            f(m.wape),
+            f(m.mase),
+            f(m.bias),
+            f(m.coverage_80),
+            m.seconds * 1000.0 / peer.series.max(1) as f64
+        );
+    }
+    println!(
+        "  statsforecast best single model: {} (WAPE {:.4}); its per-series choice by cross-validation: WAPE {:.4}",
+        peer.best_single.model,
+        peer.best_single.wape.unwrap_or(f64::NAN),
+        peer.choice_by_cv.wape.unwrap_or(f64::NAN)
+    );
 }
 
 /// What statsforecast measured on the accuracy series (`scripts/forecast/compare.py`).
@@ -315,6 +431,9 @@ fn score(histories: &[Vec<f64>], actuals: &[Vec<f64>], forecasts: &[(Vec<f64>, V
 
 /// Runs the benchmark.
 pub async fn run(args: ForecastBenchArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.data {
+        return run_on_data(&args, path).await;
+    }
     let sim = simulator(&args);
     let series = sim.series.len().min(args.series);
     let settings = Settings::default();
@@ -435,23 +554,7 @@ pub async fn run(args: ForecastBenchArgs) -> anyhow::Result<()> {
     );
     let peer = if args.statsforecast {
         let peer = statsforecast(dir.path(), &train, &actual, h)?;
-        for (name, m) in &peer.models {
-            let f = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.4}"));
-            println!(
-                "  statsforecast {name:<17} WAPE {}  MASE {}  bias {}  80 % coverage {}  ({:.1} ms per series, one core)",
-                f(m.wape),
-                f(m.mase),
-                f(m.bias),
-                f(m.coverage_80),
-                m.seconds * 1000.0 / peer.series.max(1) as f64
-            );
-        }
-        println!(
-            "  statsforecast best single model: {} (WAPE {:.4}); its per-series choice by cross-validation: WAPE {:.4}",
-            peer.best_single.model,
-            peer.best_single.wape.unwrap_or(f64::NAN),
-            peer.choice_by_cv.wape.unwrap_or(f64::NAN)
-        );
+        print_peer(&peer);
         Some(peer)
     } else {
         None
