@@ -56,13 +56,13 @@ pub struct ForecastExport {
     /// ClickHouse user.
     pub clickhouse_user: String,
     /// ClickHouse password.
-    pub clickhouse_password: String,
+    pub clickhouse_password: crate::Secret,
     /// Rows per ClickHouse insert.
     pub clickhouse_insert_rows: usize,
     /// Longest one ClickHouse request may take (ms).
     pub clickhouse_timeout_ms: u64,
-    /// Directory Parquet files are written under (`forecasts/as_of=…/<run>.parquet`,
-    /// `suggestions/…`); unset: no Parquet files.
+    /// Directory Parquet files are written under (`forecasts/<run>.parquet`,
+    /// `suggestions/<run>.parquet`); unset: no Parquet files.
     pub parquet_dir: Option<String>,
     /// Whether incremental runs get Parquet files too (many small files: off by default;
     /// full and manual runs always do).
@@ -76,7 +76,7 @@ impl Default for ForecastExport {
             clickhouse_url: None,
             clickhouse_database: "tally".into(),
             clickhouse_user: "default".into(),
-            clickhouse_password: String::new(),
+            clickhouse_password: crate::Secret::new(""),
             clickhouse_insert_rows: 100_000,
             clickhouse_timeout_ms: 30_000,
             parquet_dir: None,

@@ -69,7 +69,7 @@ pub(crate) fn quantile_name(q: f64) -> String {
 impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> ForecastEngine<B, S, C> {
     /// A run starting now.
     pub async fn start_run(&self, id: String, kind: RunKind) -> Result<Option<Run>, EngineError> {
-        let Some(as_of) = self.reads.last_day().await? else {
+        let Some(as_of) = self.source(kind).last_day().await? else {
             return Ok(None);
         };
         let data_ms = self.stats.ingest_data_ms.load(std::sync::atomic::Ordering::Relaxed);
@@ -145,15 +145,27 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
         self.flags.get().active.clone()
     }
 
-    /// The batch's histories up to `as_of`, read in one round trip.
-    async fn histories(&self, batch: &[SeriesId], as_of: i32) -> Result<Vec<History>, EngineError> {
-        let stored = self.reads.histories(batch.to_vec()).await?;
+    /// Where a run of `kind` reads series from: the replica for full and manual runs; the
+    /// primary for incremental ones, which exist to show a sale just staged there (a lagging
+    /// standby would hand back the history without it, and the series would wait for the next
+    /// full run).
+    fn source(&self, kind: RunKind) -> &S {
+        match kind {
+            RunKind::Incremental => &self.store,
+            RunKind::Full | RunKind::Manual => &self.reads,
+        }
+    }
+
+    /// The batch's histories up to `as_of`, read with one query per table.
+    async fn histories(&self, run: &Run, batch: &[SeriesId]) -> Result<Vec<History>, EngineError> {
+        let as_of = run.as_of;
+        let stored = self.source(run.kind).histories(batch.to_vec()).await?;
         Ok(stored.into_iter().map(|h| history_until(h, as_of)).collect())
     }
 
     /// Forecasts one batch; returns (series forecast, of them stale).
     async fn forecast_batch(&self, run: &Run, batch: &[SeriesId]) -> Result<(usize, usize), EngineError> {
-        let histories = self.histories(batch, run.as_of).await?;
+        let histories = self.histories(run, batch).await?;
         let features: Vec<Features> = histories.iter().map(Features::of).collect();
         let mut effects = Documents::default();
         let mut cached = Vec::with_capacity(batch.len() * 2);
@@ -377,8 +389,13 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
         let debounce = Duration::from_millis(self.cfg.debounce_ms);
         let max_wait = Duration::from_millis(self.cfg.debounce_max_wait_ms);
         let mut done: Option<(i64, std::collections::BTreeSet<u32>)> = None;
-        // Requests from before this instance started are not replayed.
-        let mut manual_seen = self.manual_request().await.ok().flatten();
+        // A request older than one refresh interval when this instance starts is not resumed
+        // (the next full run covers it); a recent one is — this instance may have been
+        // restarted mid-share, and the run skips the series it already has.
+        let mut manual_seen = self.manual_request().await.ok().flatten().filter(|id| {
+            let requested = id.strip_prefix("manual-").and_then(|ms| ms.parse::<i64>().ok()).unwrap_or(0);
+            tally_core::now_ms() - requested > interval_ms
+        });
         loop {
             match self.manual_request().await {
                 Ok(Some(id)) if manual_seen.as_ref() != Some(&id) => match self.manual_share(id.clone()).await {

@@ -337,11 +337,12 @@ where
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     engine.put_references(skus, locations).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runs_before = engine.stats.runs.load(std::sync::atomic::Ordering::Relaxed);
     let cancel = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(engine.clone().run(cancel.clone()));
     // The schedule starts with a full run of every series: timed sales begin after it.
     let deadline = Instant::now() + Duration::from_secs(600);
-    while engine.stats.runs.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    while engine.stats.runs.load(std::sync::atomic::Ordering::Relaxed) <= runs_before {
         anyhow::ensure!(Instant::now() < deadline, "the first full run did not finish");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -355,6 +356,7 @@ where
             })
             .collect();
         let sent_ms = tally_core::now_ms();
+        let sale_day = tally_forecast::day::iso(i32::try_from(sale_ms.div_euclid(86_400_000)).unwrap_or_default());
         let started = Instant::now();
         let mut records = Vec::with_capacity(round.len());
         for (sku, location) in &round {
@@ -373,7 +375,8 @@ where
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
             let mut still = Vec::with_capacity(waiting.len());
             for (i, f) in waiting.into_iter().zip(latest) {
-                if f.is_some_and(|f| f.made_at_ms >= sent_ms) {
+                // A forecast made after the sale, from a history that includes its day.
+                if f.is_some_and(|f| f.made_at_ms >= sent_ms && f.as_of == sale_day) {
                     took.push(elapsed_ms);
                 } else {
                     still.push(i);

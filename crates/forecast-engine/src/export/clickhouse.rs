@@ -189,7 +189,7 @@ impl ClickHouse {
             url: url.trim_end_matches('/').to_owned(),
             database: cfg.clickhouse_database.clone(),
             user: cfg.clickhouse_user.clone(),
-            password: cfg.clickhouse_password.clone(),
+            password: cfg.clickhouse_password.expose().to_owned(),
             insert_rows: cfg.clickhouse_insert_rows.max(1),
             ready: Mutex::new(false),
         })

@@ -154,10 +154,18 @@ fn run(spec: Spec, p: Params, start: &State, y: &[f64]) -> Option<Run> {
             ErrorKind::A => obs - f,
             ErrorKind::M => {
                 let denom = if f.abs() < TINY { f + TINY } else { f };
-                prod_f *= f.abs().clamp(1e-8, 1e100);
-                if !(1e-150..=1e150).contains(&prod_f) {
-                    log_f += prod_f.ln();
-                    prod_f = 1.0;
+                if !f.is_finite() {
+                    return None;
+                }
+                let size = f.abs().max(1e-8);
+                if size > 1e100 {
+                    log_f += size.ln();
+                } else {
+                    prod_f *= size;
+                    if !(1e-150..=1e150).contains(&prod_f) {
+                        log_f += prod_f.ln();
+                        prod_f = 1.0;
+                    }
                 }
                 (obs - f) / denom
             }
