@@ -85,6 +85,28 @@ fn read_series(path: &std::path::Path) -> anyhow::Result<Vec<(String, Vec<f64>)>
     Ok(out)
 }
 
+/// Every series' choice and forecast on all cores: the forecasts, the seconds it took and how
+/// often each method was chosen (most first).
+async fn choose_all(
+    histories: &[Vec<f64>],
+    settings: &Settings,
+) -> anyhow::Result<(Vec<model::SeriesForecast>, f64, Vec<(&'static str, usize)>)> {
+    let started = Instant::now();
+    let forecasts = tokio::task::spawn_blocking({
+        let (histories, settings) = (histories.to_vec(), settings.clone());
+        move || model::forecast_many(&histories, &settings)
+    })
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut methods: HashMap<&'static str, usize> = HashMap::new();
+    for f in &forecasts {
+        *methods.entry(f.method).or_default() += 1;
+    }
+    let mut by_method: Vec<(&'static str, usize)> = methods.into_iter().collect();
+    by_method.sort_by_key(|m| std::cmp::Reverse(m.1));
+    Ok((forecasts, seconds, by_method))
+}
+
 /// `tally bench forecast --data`: tally's per-series choice, and statsforecast's models and
 /// choice with `--statsforecast`, on real series.
 async fn run_on_data(args: &ForecastBenchArgs, path: &std::path::Path) -> anyhow::Result<()> {
@@ -102,22 +124,10 @@ async fn run_on_data(args: &ForecastBenchArgs, path: &std::path::Path) -> anyhow
         path.display(),
         all.len()
     );
-    let started = Instant::now();
-    let chosen = tokio::task::spawn_blocking({
-        let (train, settings) = (train.clone(), settings.clone());
-        move || model::forecast_many(&train, &settings)
-    })
-    .await?;
-    let model_s = started.elapsed().as_secs_f64();
-    let mut methods: HashMap<&str, usize> = HashMap::new();
-    for f in &chosen {
-        *methods.entry(f.method).or_default() += 1;
-    }
+    let (chosen, model_s, by_method) = choose_all(&train, &settings).await?;
     let bands: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
         chosen.iter().map(|f| (f.mean.clone(), f.quantile(0.1), f.quantile(0.9))).collect();
     let tally = score(&train, &actual, &bands);
-    let mut by_method: Vec<(&str, usize)> = methods.into_iter().collect();
-    by_method.sort_by_key(|m| std::cmp::Reverse(m.1));
     println!(
         "  tally        WAPE {:.4}  MASE {:.3}  bias {:+.4}  80 % coverage {:.3}  ({model_s:.2} s; chosen: {})",
         tally.wape,
@@ -449,26 +459,14 @@ pub async fn run(args: ForecastBenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let histories: Vec<Vec<f64>> = (0..series).map(|i| sim.truth(i, args.days)).collect();
     let generated = started.elapsed();
-    let started = Instant::now();
-    let forecasts = tokio::task::spawn_blocking({
-        let (histories, settings) = (histories.clone(), settings.clone());
-        move || model::forecast_many(&histories, &settings)
-    })
-    .await?;
-    let model_s = started.elapsed().as_secs_f64();
+    let (forecasts, model_s, by_method) = choose_all(&histories, &settings).await?;
     anyhow::ensure!(forecasts.len() == series, "{} forecasts for {series} series", forecasts.len());
-    let mut methods: HashMap<&str, usize> = HashMap::new();
-    for f in &forecasts {
-        *methods.entry(f.method).or_default() += 1;
-    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
         "  model        {series} series in {model_s:.2} s ({:.1} ms per series per core, {cores} cores; simulated in {:.2} s)",
         model_s * 1000.0 * cores as f64 / series as f64,
         generated.as_secs_f64()
     );
-    let mut by_method: Vec<(&str, usize)> = methods.into_iter().collect();
-    by_method.sort_by_key(|m| std::cmp::Reverse(m.1));
     println!("  methods chosen  {}", by_method.iter().map(|(m, n)| format!("{m} {n}")).collect::<Vec<_>>().join(", "));
 
     // Refresh end to end on the embedded store.
@@ -543,11 +541,7 @@ pub async fn run(args: ForecastBenchArgs) -> anyhow::Result<()> {
     let cut = args.days - h;
     let train: Vec<Vec<f64>> = histories[..a].iter().map(|y| y[..cut].to_vec()).collect();
     let actual: Vec<Vec<f64>> = histories[..a].iter().map(|y| y[cut..].to_vec()).collect();
-    let chosen = tokio::task::spawn_blocking({
-        let (train, settings) = (train.clone(), settings.clone());
-        move || model::forecast_many(&train, &settings)
-    })
-    .await?;
+    let (chosen, _, _) = choose_all(&train, &settings).await?;
     let chosen: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
         chosen.iter().map(|f| (f.mean.clone(), f.quantile(0.1), f.quantile(0.9))).collect();
     let tally = score(&train, &actual, &chosen);
