@@ -124,6 +124,10 @@ pub struct ForecastConfig {
     pub debounce_max_wait_ms: u64,
     /// Series per model call and per store write.
     pub batch_size: usize,
+    /// Batches a run has in flight at once: with two, one batch's reads and writes overlap
+    /// the other's model call instead of leaving the cores idle. Each holds at most one of
+    /// forecasting's own connections.
+    pub batches_in_flight: usize,
     /// Days forecast.
     pub horizon_days: usize,
     /// Season length (days).
@@ -177,6 +181,7 @@ impl Default for ForecastConfig {
             debounce_ms: 200,
             debounce_max_wait_ms: 500,
             batch_size: 256,
+            batches_in_flight: 2,
             horizon_days: 28,
             period_days: 7,
             backtest_windows: 2,
@@ -218,6 +223,7 @@ impl ForecastConfig {
         for (key, v) in [
             ("forecast.refresh_interval_seconds", self.refresh_interval_seconds),
             ("forecast.batch_size", self.batch_size as u64),
+            ("forecast.batches_in_flight", self.batches_in_flight as u64),
             ("forecast.horizon_days", self.horizon_days as u64),
             ("forecast.period_days", self.period_days as u64),
             ("forecast.store_max_connections", u64::from(self.store_max_connections)),

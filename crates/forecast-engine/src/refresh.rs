@@ -12,6 +12,8 @@
 //! that moves to another instance mid-run is finished there (its series already done are
 //! skipped). Incremental runs take the series touched by fresh data once they are quiet.
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -104,8 +106,17 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
             series.into_iter().filter(|(s, l)| !done.contains(&records::run_row(&run.id, s, l))).collect();
         let skipped = done.len();
         let (mut forecast, mut stale) = (0, 0);
-        for batch in todo.chunks(self.cfg.batch_size.max(1)) {
-            let (n, s) = self.forecast_batch(run, batch).await?;
+        // Up to `batches_in_flight` batches at once: one's reads and writes overlap another's
+        // model call.
+        let mut batches = todo.chunks(self.cfg.batch_size.max(1));
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < self.cfg.batches_in_flight.max(1) {
+                let Some(batch) = batches.next() else { break };
+                in_flight.push(self.forecast_batch(run, batch));
+            }
+            let Some(done) = in_flight.next().await else { break };
+            let (n, s) = done?;
             forecast += n;
             stale += s;
         }

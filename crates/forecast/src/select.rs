@@ -65,6 +65,7 @@ pub fn candidates(pattern: Pattern, period: usize) -> Vec<Method> {
         Pattern::Intermittent => vec![
             Method::SeasonalNaive { period },
             Method::CrostonSba,
+            Method::CrostonOptimized,
             Method::Tsb { alpha_d: 0.1, alpha_p: 0.1 },
             Method::Adida,
             Method::Imapa,
@@ -107,7 +108,8 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
     let mut errors_of = Vec::with_capacity(candidates.len());
     // Each automatic method chooses its structure (ETS model, Theta variant) once, on the
     // earliest fold's training data — where the backtest cannot have seen the test days — and
-    // later folds and the final forecast refit only that structure's parameters.
+    // later folds and the final forecast refit only that structure's parameters, each search
+    // starting from the previous fold's.
     let mut pins = Vec::with_capacity(candidates.len());
     for &method in &candidates {
         let mut errors = Vec::new();
@@ -117,7 +119,9 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
         for fold in &cuts {
             let (train, test) = (&y[..fold.train_end], &y[fold.train_end..fold.train_end + fold.h]);
             let (f, chosen) = method.forecast_pinned(train, fold.h, pin);
-            pin = pin.or(Some(chosen));
+            // The latest fit's pin: the same structure, with parameters fitted to the longest
+            // stretch so far — the next refit's starting point.
+            pin = Some(chosen);
             errors.extend(test.iter().zip(&f.mean).map(|(a, p)| a - p));
             // MASE, or the plain mean absolute error where the fold's training days give no
             // scale (no longer than a season, or flat): the fold's scale is the same for every

@@ -83,8 +83,8 @@ pub enum Method {
 pub enum Pin {
     /// Nothing to pin (the method has no structure to choose, or it fell back).
     None,
-    /// ETS with this model.
-    Ets(ets::Spec),
+    /// ETS with this model, and the parameters it was fitted with (the refit's start).
+    Ets(ets::Spec, ets::Params),
     /// Theta with this variant.
     Theta(theta::Variant),
     /// MSTL with this model for the adjusted series.
@@ -98,14 +98,16 @@ impl Method {
     pub fn forecast_pinned(&self, y: &[f64], h: usize, pin: Option<Pin>) -> (Forecast, Pin) {
         let naive = |period: usize| (seasonal_naive(y, period, h), Pin::None);
         match (*self, pin) {
-            (Self::AutoEts { period }, Some(Pin::Ets(spec))) => match ets::fit(spec, y, period) {
-                Some(f) => (f.forecast(h), Pin::Ets(spec)),
-                // The pinned model no longer fits (a zero arrived for a multiplicative one):
-                // choose again.
-                None => self.forecast_pinned(y, h, None),
-            },
+            (Self::AutoEts { period }, Some(Pin::Ets(spec, params))) => {
+                match ets::fit_from(spec, y, period, Some(params)) {
+                    Some(f) => (f.forecast(h), Pin::Ets(spec, f.params)),
+                    // The pinned model no longer fits (a zero arrived for a multiplicative one):
+                    // choose again.
+                    None => self.forecast_pinned(y, h, None),
+                }
+            }
             (Self::AutoEts { period }, _) => {
-                ets::auto(y, period).map_or_else(|| naive(period), |f| (f.forecast(h), Pin::Ets(f.spec)))
+                ets::auto(y, period).map_or_else(|| naive(period), |f| (f.forecast(h), Pin::Ets(f.spec, f.params)))
             }
             (Self::AutoTheta { period }, Some(Pin::Theta(variant))) => {
                 theta::auto_among(y, period, h, &[variant]).map_or_else(|| naive(period), |(f, v)| (f, Pin::Theta(v)))
