@@ -418,7 +418,8 @@ pub fn auto(y: &[f64], m: usize) -> Option<Fitted> {
 
 /// The least-AICc model among `specs`, searched in two steps: every trendless model first,
 /// then the trended models only of the error and season kinds whose trendless model came
-/// within [`TREND_MARGIN`] of the best. A trend moves each season kind's likelihood alike, so
+/// within [`TREND_MARGIN`] of the best (and the undamped trend only where the damped one
+/// pressed against φ's upper bound). A trend moves each season kind's likelihood alike, so
 /// a season kind far behind without a trend stays behind with one — and the trended models,
 /// two to three times the search each, are most of the time spent.
 pub fn auto_among(specs: &[Spec], y: &[f64], m: usize) -> Option<Fitted> {
@@ -440,12 +441,28 @@ pub fn auto_among(specs: &[Spec], y: &[f64], m: usize) -> Option<Fitted> {
         consider(f, &mut best);
     }
     let floor = trendless.iter().map(|(_, a)| *a).fold(f64::INFINITY, f64::min);
+    // Kinds whose damped trend settled inside φ's range (candidates list damped first).
+    let mut damped_inside: Vec<(ErrorKind, SeasonKind)> = Vec::new();
     for &spec in specs.iter().filter(|s| s.trend != TrendKind::N) {
         let base = trendless.iter().find(|(t, _)| t.error == spec.error && t.season == spec.season);
         // Without a trendless fit of the kind (all failed), the trended one is tried.
-        if base.is_none_or(|(_, a)| !a.is_finite() || *a <= floor + TREND_MARGIN) {
-            consider(fit(spec, y, m), &mut best);
+        if !base.is_none_or(|(_, a)| !a.is_finite() || *a <= floor + TREND_MARGIN) {
+            continue;
         }
+        // A damped trend whose φ settled inside its range had a better likelihood there than
+        // at its top, nearer the undamped model: the undamped one could win on AICc only by
+        // the one parameter it saves, as a near-copy of the damped fit.
+        if spec.trend == TrendKind::A && damped_inside.contains(&(spec.error, spec.season)) {
+            continue;
+        }
+        let f = fit(spec, y, m);
+        if let Some(f) = &f
+            && spec.trend == TrendKind::Ad
+            && f.params.phi < UPPER[3] - 1e-3
+        {
+            damped_inside.push((spec.error, spec.season));
+        }
+        consider(f, &mut best);
     }
     best
 }
@@ -584,5 +601,26 @@ mod tests {
         assert_eq!(Spec::candidates(7, false).len(), 6, "with zeros only additive error and season");
         assert_eq!(Spec::candidates(1, true).len(), 6, "no season without a period");
         assert!(names.contains(&"MAdM".to_owned()) && !names.contains(&"AAM".to_owned()));
+    }
+    #[test]
+    fn the_stepwise_search_finds_what_fitting_every_model_finds() {
+        // Weekly multiplicative season on a trend; the same without a season; a damped rise.
+        let week = [1.3, 0.8, 0.9, 1.0, 1.1, 0.7, 1.2];
+        let noise = |t: usize| ((t * 7919 % 101) as f64 / 101.0 - 0.5) * 6.0;
+        let series: [Vec<f64>; 3] = [
+            (0..400).map(|t| (50.0 + 0.05 * t as f64) * week[t % 7] + noise(t)).collect(),
+            (0..400).map(|t| 50.0 + 0.08 * t as f64 + noise(t)).collect(),
+            (0..400).map(|t| 80.0 - 60.0 * 0.99_f64.powi(t as i32) + noise(t)).collect(),
+        ];
+        for y in &series {
+            let exhaustive = Spec::candidates(7, true)
+                .into_iter()
+                .filter_map(|s| fit(s, y, 7))
+                .map(|f| f.aicc)
+                .fold(f64::INFINITY, f64::min);
+            let stepwise = auto(y, 7).expect("a model").aicc;
+            // The search may settle for a near-copy (undamped for damped) within 2.5 AICc.
+            assert!(stepwise <= exhaustive + 2.5, "stepwise {stepwise} vs every model {exhaustive}");
+        }
     }
 }

@@ -86,9 +86,9 @@ pub enum Pin {
     /// ETS with this model, and the parameters it was fitted with (the refit's start).
     Ets(ets::Spec, ets::Params),
     /// Theta with this variant.
-    Theta(theta::Variant),
-    /// MSTL with this model for the adjusted series.
-    Mstl(ets::Spec),
+    Theta(theta::Variant, theta::Start),
+    /// MSTL with this model for the adjusted series, and its fitted parameters.
+    Mstl(ets::Spec, ets::Params),
 }
 
 impl Method {
@@ -109,19 +109,20 @@ impl Method {
             (Self::AutoEts { period }, _) => {
                 ets::auto(y, period).map_or_else(|| naive(period), |f| (f.forecast(h), Pin::Ets(f.spec, f.params)))
             }
-            (Self::AutoTheta { period }, Some(Pin::Theta(variant))) => {
-                theta::auto_among(y, period, h, &[variant]).map_or_else(|| naive(period), |(f, v)| (f, Pin::Theta(v)))
+            (Self::AutoTheta { period }, Some(Pin::Theta(variant, start))) => {
+                theta::auto_among(y, period, h, &[variant], Some(start))
+                    .map_or_else(|| naive(period), |(f, v, s)| (f, Pin::Theta(v, s)))
             }
-            (Self::AutoTheta { period }, _) => theta::auto_among(y, period, h, &theta::Variant::ALL)
-                .map_or_else(|| naive(period), |(f, v)| (f, Pin::Theta(v))),
+            (Self::AutoTheta { period }, _) => theta::auto_among(y, period, h, &theta::Variant::ALL, None)
+                .map_or_else(|| naive(period), |(f, v, s)| (f, Pin::Theta(v, s))),
             (Self::Mstl { period, yearly }, pin) => {
                 let periods: &[usize] = if yearly { &[period, 365] } else { &[period] };
-                let spec = match pin {
-                    Some(Pin::Mstl(spec)) => Some(spec),
+                let pinned = match pin {
+                    Some(Pin::Mstl(spec, params)) => Some((spec, params)),
                     _ => None,
                 };
-                match (mstl::forecast_among(y, periods, h, spec), spec) {
-                    (Some((f, s)), _) => (f, Pin::Mstl(s)),
+                match (mstl::forecast_among(y, periods, h, pinned), pinned) {
+                    (Some((f, s, p)), _) => (f, Pin::Mstl(s, p)),
                     (None, Some(_)) => self.forecast_pinned(y, h, None),
                     (None, None) => naive(period),
                 }

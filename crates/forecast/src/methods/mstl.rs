@@ -73,20 +73,27 @@ pub fn decompose(y: &[f64], periods: &[usize]) -> Option<Decomposition> {
 /// Forecasts `h` steps: the adjusted series by the non-seasonal ETS with the least AICc, plus
 /// each seasonal component's last cycle repeated; the spread is the ETS forecast's.
 pub fn forecast(y: &[f64], periods: &[usize], h: usize) -> Option<Forecast> {
-    forecast_among(y, periods, h, None).map(|(f, _)| f)
+    forecast_among(y, periods, h, None).map(|(f, _, _)| f)
 }
 
-/// The same with the adjusted series' ETS model given (`Some`) or chosen by AICc (`None`); the
-/// forecast and the model used.
-pub fn forecast_among(y: &[f64], periods: &[usize], h: usize, spec: Option<Spec>) -> Option<(Forecast, Spec)> {
+/// The same with the adjusted series' ETS model given (`Some`, with the parameters its search
+/// starts from) or chosen by AICc (`None`); the forecast, the model used and its parameters.
+pub fn forecast_among(
+    y: &[f64],
+    periods: &[usize],
+    h: usize,
+    pinned: Option<(Spec, ets::Params)>,
+) -> Option<(Forecast, Spec, ets::Params)> {
     let Decomposition { seasons, adjusted } = decompose(y, periods)?;
-    let positive = adjusted.iter().all(|&v| v > 0.0);
-    let specs: Vec<Spec> = match spec {
-        Some(s) => vec![s],
-        None => Spec::candidates(1, positive).into_iter().filter(|s| s.season == SeasonKind::N).collect(),
+    let fitted = match pinned {
+        Some((spec, warm)) => ets::fit_from(spec, &adjusted, 1, Some(warm))?,
+        None => {
+            let positive = adjusted.iter().all(|&v| v > 0.0);
+            let specs: Vec<Spec> =
+                Spec::candidates(1, positive).into_iter().filter(|s| s.season == SeasonKind::N).collect();
+            ets::auto_among(&specs, &adjusted, 1)?
+        }
     };
-    let fitted = ets::auto_among(&specs, &adjusted, 1)?;
-    let spec = fitted.spec;
     let mut f = fitted.forecast(h);
     for (period, season) in &seasons {
         let last = &season[season.len() - period..];
@@ -94,7 +101,7 @@ pub fn forecast_among(y: &[f64], periods: &[usize], h: usize, spec: Option<Spec>
             *v += last[j % period];
         }
     }
-    Some((f, spec))
+    Some((f, fitted.spec, fitted.params))
 }
 
 #[cfg(test)]

@@ -135,11 +135,21 @@ fn score(y: &[f64], lines: &[(f64, f64)], variant: Variant, level0: f64, alpha: 
     sum / scale
 }
 
+/// Where a fit's search starts: the starting level, α and θ another fit found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Start {
+    level0: f64,
+    alpha: f64,
+    theta: f64,
+}
+
 /// A fitted Theta model on a (deseasonalised) series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fitted {
     /// Which variant.
     pub variant: Variant,
+    /// What it was fitted with (a refit's starting point).
+    pub start: Start,
     alpha: f64,
     theta: f64,
     last: Row,
@@ -150,15 +160,19 @@ pub struct Fitted {
     pub sigma: f64,
 }
 
-/// Fits one variant (`y` at least 4 points).
-pub fn fit(variant: Variant, y: &[f64]) -> Option<Fitted> {
+/// Fits one variant (`y` at least 4 points), the search starting from `warm` when given (the
+/// fit of a shorter stretch of the same series: a backtest fold).
+pub fn fit(variant: Variant, y: &[f64], warm: Option<Start>) -> Option<Fitted> {
     if y.len() < 4 {
         return None;
     }
-    let mut x0 = vec![y[0] / 2.0, 0.5];
+    let mut x0 = match warm {
+        Some(w) => vec![w.level0, w.alpha],
+        None => vec![y[0] / 2.0, 0.5],
+    };
     let (mut lower, mut upper) = (vec![-1e10, 0.1], vec![1e10, 0.99]);
     if variant.optimizes_theta() {
-        x0.push(2.0);
+        x0.push(warm.map_or(2.0, |w| w.theta));
         lower.push(1.0);
         upper.push(1e10);
     }
@@ -166,16 +180,19 @@ pub fn fit(variant: Variant, y: &[f64]) -> Option<Fitted> {
     let scale = (y.iter().map(|v| v.abs()).sum::<f64>() / y.len() as f64).max(1e-10);
     let lines = lines(y, variant);
     let objective = |x: &[f64]| score(y, &lines, variant, x[0], x[1], theta_of(x), scale);
-    let best = optimize::minimize(objective, &x0, &lower, &upper, Settings::default());
+    // From a warm start the first simplex stays close to it.
+    let step = if warm.is_some() { 0.01 } else { Settings::default().step };
+    let best = optimize::minimize(objective, &x0, &lower, &upper, Settings { step, ..Settings::default() });
     if !best.value.is_finite() {
         return None;
     }
     let (alpha, theta) = (best.x[1], theta_of(&best.x));
+    let start = Start { level0: best.x[0], alpha, theta };
     let (last, errors) = run_with_errors(y, variant, best.x[0], alpha, theta);
     let tail = &errors[3.min(errors.len())..];
     let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
     let sigma = (tail.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (tail.len().max(2) - 1) as f64).sqrt();
-    Some(Fitted { variant, alpha, theta, last, n: y.len(), score: best.value, sigma })
+    Some(Fitted { variant, start, alpha, theta, last, n: y.len(), score: best.value, sigma })
 }
 
 impl Fitted {
@@ -219,11 +236,18 @@ fn seasonal(y: &[f64], m: usize) -> bool {
 /// zeros or tiny indices), fit the four variants, keep the one with the least in-sample error,
 /// reseasonalise its forecast.
 pub fn auto(y: &[f64], m: usize, h: usize) -> Option<Forecast> {
-    auto_among(y, m, h, &Variant::ALL).map(|(f, _)| f)
+    auto_among(y, m, h, &Variant::ALL, None).map(|(f, _, _)| f)
 }
 
-/// AutoTheta among `variants`; the forecast and the variant that made it.
-pub fn auto_among(y: &[f64], m: usize, h: usize, variants: &[Variant]) -> Option<(Forecast, Variant)> {
+/// AutoTheta among `variants` (each search starting from `warm` when given); the forecast,
+/// the variant that made it and its fit's starting point for a refit.
+pub fn auto_among(
+    y: &[f64],
+    m: usize,
+    h: usize,
+    variants: &[Variant],
+    warm: Option<Start>,
+) -> Option<(Forecast, Variant, Start)> {
     let indices = if seasonal(y, m) {
         let positive = y.iter().all(|&v| v > 0.0);
         let multiplicative = positive
@@ -244,7 +268,7 @@ pub fn auto_among(y: &[f64], m: usize, h: usize, variants: &[Variant]) -> Option
     };
     let best = variants
         .iter()
-        .filter_map(|&v| fit(v, &adjusted))
+        .filter_map(|&v| fit(v, &adjusted, warm))
         .filter(|f| f.score.is_finite())
         .reduce(|best, f| if f.score < best.score { f } else { best })?;
     let mut forecast = best.forecast(h);
@@ -261,7 +285,7 @@ pub fn auto_among(y: &[f64], m: usize, h: usize, variants: &[Variant]) -> Option
             }
         }
     }
-    Some((forecast, best.variant))
+    Some((forecast, best.variant, best.start))
 }
 
 #[cfg(test)]

@@ -90,6 +90,17 @@ async fn stage(
     .bind(now)
     .fetch_all(&mut **tx)
     .await?;
+    // Every row's day: one already staged was counted when it landed. The row is locked only
+    // when the day moves on.
+    if let Some(last) = day.iter().max() {
+        sqlx::query(
+            "UPDATE demand_watermark SET business_day = date '1970-01-01' + $1
+             WHERE business_day IS NULL OR business_day < date '1970-01-01' + $1",
+        )
+        .bind(last)
+        .execute(&mut **tx)
+        .await?;
+    }
     landed.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
 }
 
@@ -443,7 +454,7 @@ impl DemandStore for PostgresDocuments {
 
     async fn last_day(&self) -> Result<Option<i32>, StoreError> {
         self.store.count(1);
-        sqlx::query_scalar("SELECT max(business_day) - date '1970-01-01' FROM demand_daily")
+        sqlx::query_scalar("SELECT business_day - date '1970-01-01' FROM demand_watermark")
             .fetch_one(&self.store.pool)
             .await
             .map_err(backend("reading the last business day"))

@@ -121,7 +121,15 @@ fn stage(tx: &rusqlite::Transaction<'_>, rows: &[&StagedRow], now: i64) -> rusql
             ]
         })
         .collect();
-    let n = rows.len() as u64 + DAILY_TABLE.write(tx, &daily)?;
+    let mut n = rows.len() as u64 + DAILY_TABLE.write(tx, &daily)?;
+    // Every row's day: one already staged was counted when it landed.
+    if let Some(last) = rows.iter().map(|r| r.day).max() {
+        tx.prepare_cached(
+            "UPDATE demand_watermark SET business_day = ?1 WHERE business_day IS NULL OR business_day < ?1",
+        )?
+        .execute(params![last])?;
+        n += 1;
+    }
     Ok((n, landed))
 }
 
@@ -373,7 +381,7 @@ impl DemandStore for SqliteDocuments {
     async fn last_day(&self) -> Result<Option<i32>, StoreError> {
         self.store
             .read("reading the last business day", |c| {
-                c.query_row("SELECT max(business_day) FROM demand_daily", [], |r| r.get(0))
+                c.query_row("SELECT business_day FROM demand_watermark", [], |r| r.get(0))
             })
             .await
     }

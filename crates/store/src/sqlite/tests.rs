@@ -39,7 +39,7 @@ async fn a_flush_costs_one_statement_per_table_per_thousand_rows() {
 async fn migrations_apply_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
-    assert_eq!(store.migrate().await.expect("migrate").len(), 4);
+    assert_eq!(store.migrate().await.expect("migrate").len(), 5);
     assert!(store.migrate().await.expect("migrate again").is_empty());
 }
 
