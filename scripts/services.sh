@@ -26,11 +26,13 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >&2
 }
 
-# A port nothing listens on (checked by connecting; bash only, no python needed).
+# A port nothing listens on (checked by connecting; bash only, no python needed), below
+# Linux's ephemeral range (32768+): a port there can be taken by an outgoing connection's
+# local end between the check and the server's bind ("Address already in use").
 free_port() {
   local port
   for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % 22000))
     if ! (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
   done
   log "no free port found"; return 1

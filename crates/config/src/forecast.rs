@@ -128,6 +128,11 @@ pub struct ForecastConfig {
     /// the other's model call instead of leaving the cores idle. Each holds at most one of
     /// forecasting's own connections.
     pub batches_in_flight: usize,
+    /// The share of a full or manual run's time spent working (0 < d ≤ 1): after a batch that
+    /// took `t`, the run waits `t·(1 − d)/d` before its next. Below 1 the refresh takes longer
+    /// and leaves the servers it shares with the main contour idle in between (incremental
+    /// runs are never paced: they exist to be quick).
+    pub duty_cycle: f64,
     /// Days forecast.
     pub horizon_days: usize,
     /// Season length (days).
@@ -182,6 +187,7 @@ impl Default for ForecastConfig {
             debounce_max_wait_ms: 500,
             batch_size: 256,
             batches_in_flight: 2,
+            duty_cycle: 1.0,
             horizon_days: 28,
             period_days: 7,
             backtest_windows: 2,
@@ -238,6 +244,9 @@ impl ForecastConfig {
         }
         if self.horizon_days > 366 {
             return Err(invalid("forecast.horizon_days", "must be at most 366"));
+        }
+        if !(self.duty_cycle > 0.0 && self.duty_cycle <= 1.0) {
+            return Err(invalid("forecast.duty_cycle", "must be within (0, 1]"));
         }
         if !(0.5..=0.9999).contains(&self.service_level) {
             return Err(invalid("forecast.service_level", "must be within 0.5..=0.9999"));

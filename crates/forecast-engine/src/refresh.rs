@@ -113,7 +113,16 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
         loop {
             while in_flight.len() < self.cfg.batches_in_flight.max(1) {
                 let Some(batch) = batches.next() else { break };
-                in_flight.push(self.forecast_batch(run, batch));
+                let paced = run.kind != RunKind::Incremental;
+                in_flight.push(async move {
+                    let started = Instant::now();
+                    let done = self.forecast_batch(run, batch).await;
+                    if paced {
+                        // Holding the batch's slot while it waits: the run's work is spread out.
+                        tokio::time::sleep(pause_after(started.elapsed(), self.cfg.duty_cycle)).await;
+                    }
+                    done
+                });
             }
             let Some(done) = in_flight.next().await else { break };
             let (n, s) = done?;
@@ -480,6 +489,14 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
 
 /// A stored history as the model reads it: every day from the first to `as_of` (days without
 /// a row are zeros), receipts up to `as_of`.
+/// How long a run paced to `duty_cycle` waits after a batch that took `worked`.
+fn pause_after(worked: Duration, duty_cycle: f64) -> Duration {
+    if duty_cycle >= 1.0 || duty_cycle <= 0.0 {
+        return Duration::ZERO;
+    }
+    worked.mul_f64((1.0 - duty_cycle) / duty_cycle)
+}
+
 fn history_until(stored: tally_store::demand::History, as_of: i32) -> History {
     let rows = stored.daily;
     let first_day = rows.first().map_or(as_of, |r| r.day.min(as_of));
@@ -507,6 +524,14 @@ fn share_name(partitions: &std::collections::BTreeSet<u32>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paced_run_works_its_duty_cycle_and_waits_the_rest() {
+        let worked = Duration::from_millis(300);
+        assert_eq!(pause_after(worked, 1.0), Duration::ZERO, "unpaced");
+        assert_eq!(pause_after(worked, 0.5), worked, "half the time working");
+        assert_eq!(pause_after(worked, 0.25), Duration::from_millis(900));
+    }
 
     #[test]
     fn quantile_names_read_as_percentiles() {

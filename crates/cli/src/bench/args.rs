@@ -53,6 +53,10 @@ pub struct InventoryBenchArgs {
     /// Start the forecast process under `nice -n` this (0: as is).
     #[arg(long, default_value_t = 0)]
     pub forecast_nice: u32,
+    /// A `[forecast]` setting of the forecast process (repeatable): `--forecast-setting
+    /// duty_cycle=0.5 --forecast-setting batches_in_flight=1`; the value is TOML.
+    #[arg(long = "forecast-setting", value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub forecast_settings: Vec<(String, String)>,
     /// A librdkafka setting for every Kafka client of `--stack kafka` (repeatable), as in
     /// `[bus.properties]`: `--kafka-property fetch.wait.max.ms=100`.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]

@@ -410,7 +410,12 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
 
 /// The forecast role's configuration for the same servers as `cfg`: one full refresh at once
 /// (the interval is an hour), evaluated directly (no model server).
-fn forecast_config(cfg: &Config, threads: usize, dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+fn forecast_config(
+    cfg: &Config,
+    threads: usize,
+    settings: &[(String, String)],
+    dir: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
     let (
         BusConfig::Kafka { brokers, .. },
         StoreConfig::Postgres { url, .. },
@@ -425,8 +430,9 @@ fn forecast_config(cfg: &Config, threads: usize, dir: &std::path::Path) -> anyho
          [bus]\nkind = \"kafka\"\nbrokers = {brokers:?}\npartitions = {PARTITIONS}\n\
          [store]\nkind = \"postgres\"\nurl = {pg:?}\n\
          [cache]\nkind = \"redis\"\nurl = {redis:?}\nkey_prefix = {key_prefix:?}\n\
-         [forecast]\nconsumer_group = {group:?}\nmodel = \"direct\"\nrefresh_interval_seconds = 3600\nmodel_threads = {threads}\n\
+         [forecast]\nconsumer_group = {group:?}\nmodel = \"direct\"\nrefresh_interval_seconds = 3600\nmodel_threads = {threads}\n{extra}\
          [forecast.topics]\nsales = {sales:?}\nsupplies = {supplies:?}\nreturns = {returns:?}\nready = {ready:?}\n",
+        extra = settings.iter().map(|(k, v)| format!("{k} = {v}\n")).collect::<String>(),
         pg = url.expose(),
         redis = redis.expose(),
         group = f.consumer_group,
@@ -480,7 +486,7 @@ async fn isolation(
     use tally_store::ledger::DocumentStore;
     let store = tally_server::app::open_forecast_store(cfg)?.documents(tally_server::app::FORECAST_SUBSYSTEM);
     let dir = tempfile::tempdir()?;
-    let config = forecast_config(cfg, args.forecast_model_threads, dir.path())?;
+    let config = forecast_config(cfg, args.forecast_model_threads, &args.forecast_settings, dir.path())?;
     let exe = std::env::current_exe()?;
     let mut command = if args.forecast_nice > 0 {
         let mut c = std::process::Command::new("nice");
