@@ -129,9 +129,11 @@ pub struct ForecastConfig {
     /// forecasting's own connections.
     pub batches_in_flight: usize,
     /// The share of a full or manual run's time spent working (0 < d ≤ 1): after a batch that
-    /// took `t`, the run waits `t·(1 − d)/d` before its next. Below 1 the refresh takes longer
-    /// and leaves the servers it shares with the main contour idle in between (incremental
-    /// runs are never paced: they exist to be quick).
+    /// took `t`, its slot waits `t·(1 − d)/d` before the next batch (none after the last).
+    /// Below 1 the refresh takes longer and leaves the servers it shares with the main contour
+    /// idle in between — fully only with `batches_in_flight = 1`. Incremental runs are never
+    /// paced, but an instance runs them between its full runs: a paced full run delays them
+    /// by as much as it is stretched.
     pub duty_cycle: f64,
     /// Days forecast.
     pub horizon_days: usize,
@@ -159,8 +161,9 @@ pub struct ForecastConfig {
     /// A PostgreSQL read replica (hot standby) forecasting reads its series from
     /// (`postgres://…`); unset: the primary (`store.url`). Writes always go to the primary.
     pub replica_url: Option<crate::Secret>,
-    /// Threads a direct evaluation of the model uses (0: one per core). Fewer leave cores to
-    /// the main contour when forecasting shares its machine (`docs/benchmarks.md`, isolation).
+    /// Threads a direct evaluation of the model uses (0: one per core); one evaluation runs at
+    /// a time, whatever `batches_in_flight`. Fewer leave cores to the main contour when
+    /// forecasting shares its machine (`docs/benchmarks.md`, isolation).
     pub model_threads: usize,
     /// Connections in forecasting's own PostgreSQL pool (never the main contour's).
     pub store_max_connections: u32,

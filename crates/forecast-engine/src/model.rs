@@ -55,6 +55,9 @@ pub struct DemandModel {
     remote: Option<Arc<Remote>>,
     /// Threads of direct evaluation (0: one per core).
     threads: usize,
+    /// One direct evaluation at a time, so `threads` bounds the model's threads however many
+    /// batches a run has in flight (the others do their reads and writes meanwhile).
+    evaluating: Arc<tokio::sync::Semaphore>,
     /// Fault injection.
     pub outage: Arc<Outage>,
 }
@@ -71,7 +74,14 @@ impl DemandModel {
     /// Evaluated directly in this process with `settings`, as model version `version` (the
     /// only one it has).
     pub fn direct(settings: Settings, version: impl Into<String>) -> Self {
-        Self { settings: Arc::new(settings), version: version.into(), remote: None, threads: 0, outage: Arc::default() }
+        Self {
+            settings: Arc::new(settings),
+            version: version.into(),
+            remote: None,
+            threads: 0,
+            evaluating: Arc::new(tokio::sync::Semaphore::new(1)),
+            outage: Arc::default(),
+        }
     }
 
     /// The same evaluated on at most `threads` threads (0: one per core).
@@ -88,6 +98,7 @@ impl DemandModel {
             version: String::new(),
             remote: Some(Arc::new(remote)),
             threads: 0,
+            evaluating: Arc::new(tokio::sync::Semaphore::new(1)),
             outage: Arc::default(),
         }
     }
@@ -113,6 +124,7 @@ impl DemandModel {
             None => {
                 let settings = self.settings.clone();
                 let threads = self.threads;
+                let _turn = self.evaluating.acquire().await.map_err(|e| ModelUnavailable(e.to_string()))?;
                 tokio::task::spawn_blocking(move || model::forecast_many_on(&histories, &settings, threads))
                     .await
                     .map_err(|e| ModelUnavailable(e.to_string()))

@@ -110,14 +110,16 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
         // model call.
         let mut batches = todo.chunks(self.cfg.batch_size.max(1));
         let mut in_flight = FuturesUnordered::new();
+        let mut failed = None;
         loop {
-            while in_flight.len() < self.cfg.batches_in_flight.max(1) {
+            while failed.is_none() && in_flight.len() < self.cfg.batches_in_flight.max(1) {
                 let Some(batch) = batches.next() else { break };
-                let paced = run.kind != RunKind::Incremental;
+                // Paced: full and manual runs, and not after the last batch.
+                let pause = run.kind != RunKind::Incremental && batches.len() > 0;
                 in_flight.push(async move {
                     let started = Instant::now();
                     let done = self.forecast_batch(run, batch).await;
-                    if paced {
+                    if pause {
                         // Holding the batch's slot while it waits: the run's work is spread out.
                         tokio::time::sleep(pause_after(started.elapsed(), self.cfg.duty_cycle)).await;
                     }
@@ -125,9 +127,19 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
                 });
             }
             let Some(done) = in_flight.next().await else { break };
-            let (n, s) = done?;
-            forecast += n;
-            stale += s;
+            match done {
+                Ok((n, s)) => {
+                    forecast += n;
+                    stale += s;
+                }
+                // No new batch after a failure, but the ones in flight finish: dropped between
+                // their store flush and their cache write, they would leave the cache with the
+                // previous forecast of series the run counts as done.
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         let summary = RunSummary {
             run_id: run.id.clone(),
@@ -487,8 +499,6 @@ impl<B: Bus, S: DemandStore + DocumentStore + Journal<Documents>, C: Cache> Fore
     }
 }
 
-/// A stored history as the model reads it: every day from the first to `as_of` (days without
-/// a row are zeros), receipts up to `as_of`.
 /// How long a run paced to `duty_cycle` waits after a batch that took `worked`.
 fn pause_after(worked: Duration, duty_cycle: f64) -> Duration {
     if duty_cycle >= 1.0 || duty_cycle <= 0.0 {
@@ -497,6 +507,8 @@ fn pause_after(worked: Duration, duty_cycle: f64) -> Duration {
     worked.mul_f64((1.0 - duty_cycle) / duty_cycle)
 }
 
+/// A stored history as the model reads it: every day from the first to `as_of` (days without
+/// a row are zeros), receipts up to `as_of`.
 fn history_until(stored: tally_store::demand::History, as_of: i32) -> History {
     let rows = stored.daily;
     let first_day = rows.first().map_or(as_of, |r| r.day.min(as_of));

@@ -63,6 +63,13 @@ pub fn minimize(
         let mut v = start.clone();
         v[i] = if v[i] == 0.0 { 1e-4 } else { v[i] * (1.0 + settings.step) };
         clamp(&mut v, lower, upper);
+        if v[i] == start[i] {
+            // Clamped back onto the start (it sits on its upper bound — a warm start from a
+            // fit that ended there): step the other way, or the simplex would lose this
+            // dimension and the search could never move it again.
+            v[i] = if start[i] == 0.0 { -1e-4 } else { start[i] * (1.0 - settings.step) };
+            clamp(&mut v, lower, upper);
+        }
         simplex.push(v);
     }
     let mut values: Vec<f64> = simplex.iter().map(|x| eval(&mut f, x)).collect();
@@ -154,6 +161,16 @@ mod tests {
         // The same bowl with the minimum outside the box: the answer is on the boundary.
         let m = minimize(bowl, &[0.9, 0.9], &[0.5, 0.0], &[5.0, 5.0], settings);
         assert!((m.x[0] - 0.5).abs() < 1e-4 && m.x[1].abs() < 1e-4, "{m:?}");
+    }
+
+    #[test]
+    fn a_start_on_the_upper_bound_can_still_move_away_from_it() {
+        // The minimum is at 0.5; the search starts on the bound 0.98 (a warm start from a fit
+        // that ended there) with a small first step.
+        let f = |x: &[f64]| (x[0] - 0.5).powi(2) + (x[1] - 0.2).powi(2);
+        let settings = Settings { tol: 1e-12, step: 0.01, ..Settings::default() };
+        let m = minimize(f, &[0.98, 0.3], &[0.8, 0.0], &[0.98, 1.0], settings);
+        assert!((m.x[0] - 0.8).abs() < 1e-6 && (m.x[1] - 0.2).abs() < 1e-4, "{m:?}");
     }
 
     #[test]

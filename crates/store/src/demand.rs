@@ -8,6 +8,9 @@
 //! - `demand_daily`: the rollup per (sku, location, business day), incremented by the same
 //!   statement that inserts the event rows, and **only for rows that were inserted** — a
 //!   replayed event changes neither table, whatever the consumer in front of it does.
+//! - `demand_watermark`: one row, the latest business day staged, raised (never lowered) in
+//!   the same transaction as the rollup — what [`DemandStore::last_day`] reads instead of a
+//!   scan of the rollup.
 //! - `demand_parked`: events whose SKU or location is not in the reference tables yet, kept
 //!   whole until [`DemandStore::unpark`] stages them (once: the parked row is deleted in the
 //!   same transaction, and only events whose row this call deleted are staged).

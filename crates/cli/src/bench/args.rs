@@ -54,7 +54,8 @@ pub struct InventoryBenchArgs {
     #[arg(long, default_value_t = 0)]
     pub forecast_nice: u32,
     /// A `[forecast]` setting of the forecast process (repeatable): `--forecast-setting
-    /// duty_cycle=0.5 --forecast-setting batches_in_flight=1`; the value is TOML.
+    /// duty_cycle=0.5 --forecast-setting batches_in_flight=1`; the value is TOML. Not
+    /// `model_threads` (`--forecast-model-threads` sets it; a second one is a duplicate key).
     #[arg(long = "forecast-setting", value_name = "KEY=VALUE", value_parser = parse_property)]
     pub forecast_settings: Vec<(String, String)>,
     /// A librdkafka setting for every Kafka client of `--stack kafka` (repeatable), as in

@@ -276,7 +276,9 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // `max(business_day)` over the rollup starts every forecast run, and the primary key
         // leads with the SKU: it read the whole rollup. An index on the day would slow a
         // backfill's staging (rows arrive series by series, each a random insert into it); the
-        // row is raised by each flush only when the day moves on (no row lock otherwise).
+        // row is raised by each flush only when the day moves on (no row lock otherwise). A
+        // process of the previous release still staging during a rolling upgrade does not raise
+        // it: runs may start from an older day until a new process stages that day.
         change: Change::Statements(&[
             "CREATE TABLE demand_watermark (id INT PRIMARY KEY CHECK (id = 1), business_day DATE)",
             "INSERT INTO demand_watermark (id, business_day) SELECT 1, max(business_day) FROM demand_daily",

@@ -199,7 +199,8 @@ CREATE TABLE demand_locations (
         // leads with the SKU: it read the whole rollup (~1 s at 30,000 series × two years, most
         // of an incremental run's time). An index on the day made a backfill's staging twice
         // as slow (its rows arrive series by series, each a random insert into it); a row
-        // raised by each flush costs one statement.
+        // raised by each flush costs one statement. A process of the previous release still
+        // staging during an upgrade does not raise it (runs start from an older day meanwhile).
         "
 CREATE TABLE demand_watermark (
     id           INTEGER PRIMARY KEY CHECK (id = 1),
