@@ -19,6 +19,15 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The defaults, with a first simplex of 1 % instead of 5 % when the search starts warm —
+    /// from the optimum of a shorter stretch of the same series, which it stays close to.
+    pub fn starting(warm: bool) -> Self {
+        let defaults = Self::default();
+        Self { step: if warm { 0.01 } else { defaults.step }, ..defaults }
+    }
+}
+
 /// The best point found and its value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Minimum {

@@ -148,10 +148,8 @@ pub struct Start {
 pub struct Fitted {
     /// Which variant.
     pub variant: Variant,
-    /// What it was fitted with (a refit's starting point).
+    /// What it was fitted with: its starting level, α and θ (a refit's starting point).
     pub start: Start,
-    alpha: f64,
-    theta: f64,
     last: Row,
     n: usize,
     /// In-sample error (the selection criterion).
@@ -180,9 +178,7 @@ pub fn fit(variant: Variant, y: &[f64], warm: Option<Start>) -> Option<Fitted> {
     let scale = (y.iter().map(|v| v.abs()).sum::<f64>() / y.len() as f64).max(1e-10);
     let lines = lines(y, variant);
     let objective = |x: &[f64]| score(y, &lines, variant, x[0], x[1], theta_of(x), scale);
-    // From a warm start the first simplex stays close to it.
-    let step = if warm.is_some() { 0.01 } else { Settings::default().step };
-    let best = optimize::minimize(objective, &x0, &lower, &upper, Settings { step, ..Settings::default() });
+    let best = optimize::minimize(objective, &x0, &lower, &upper, Settings::starting(warm.is_some()));
     if !best.value.is_finite() {
         return None;
     }
@@ -192,7 +188,7 @@ pub fn fit(variant: Variant, y: &[f64], warm: Option<Start>) -> Option<Fitted> {
     let tail = &errors[3.min(errors.len())..];
     let mean = tail.iter().sum::<f64>() / tail.len().max(1) as f64;
     let sigma = (tail.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / (tail.len().max(2) - 1) as f64).sqrt();
-    Some(Fitted { variant, start, alpha, theta, last, n: y.len(), score: best.value, sigma })
+    Some(Fitted { variant, start, last, n: y.len(), score: best.value, sigma })
 }
 
 impl Fitted {
@@ -202,14 +198,15 @@ impl Fitted {
     fn forecast(&self, h: usize) -> Forecast {
         let mut row = self.last;
         let mut mean = Vec::with_capacity(h);
-        let decay = 1.0 - self.alpha;
+        let Start { alpha, theta, .. } = self.start;
+        let decay = 1.0 - alpha;
         let mut decay_i = decay.powi(self.n as i32);
         for j in 0..h {
-            row = step(row, self.n + j, self.variant, self.alpha, self.theta, decay_i, None);
+            row = step(row, self.n + j, self.variant, alpha, theta, decay_i, None);
             decay_i *= decay;
             mean.push(row.mu);
         }
-        let sigma = (0..h).map(|j| self.sigma * (1.0 + self.alpha * self.alpha * j as f64).sqrt()).collect();
+        let sigma = (0..h).map(|j| self.sigma * (1.0 + alpha * alpha * j as f64).sqrt()).collect();
         Forecast { mean, sigma: Some(sigma) }
     }
 }
