@@ -143,9 +143,12 @@ async fn runs_reach_clickhouse_once_per_key_and_parquet_files_pyarrow_reads() {
 
     // ClickHouse: every series × day of the run, once per key however many runs wrote it.
     let of_run = format!("SELECT count() FROM {db}.forecasts WHERE run_id = '{run}'");
+    // The suggestions go in after the forecasts: wait for both.
+    let suggestions_of_run = format!("SELECT count() FROM {db}.suggestions WHERE run_id = '{run}'");
     eventually("the manual run in ClickHouse", Duration::from_secs(30), || async {
         clickhouse(&format!("EXISTS TABLE {db}.forecasts")).await.trim() == "1"
             && count(&of_run).await == SERIES * horizon
+            && count(&suggestions_of_run).await == SERIES
     })
     .await;
     assert_eq!(count(&format!("SELECT count() FROM {db}.forecasts FINAL")).await, SERIES * horizon);
