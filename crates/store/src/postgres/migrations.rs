@@ -27,6 +27,12 @@ enum IndexChange {
     Create { name: &'static str, definition: &'static str },
     /// `DROP INDEX CONCURRENTLY IF EXISTS <name>`.
     Drop { name: &'static str },
+    /// An index on a partitioned table, which cannot be built `CONCURRENTLY` as one: the
+    /// parent's is made `ON ONLY` the parent (no build, not valid yet), each partition's is
+    /// built concurrently as `<partition>_<suffix>` and attached, and the parent's turns valid
+    /// once every partition has one. A partition made meanwhile gets its index from the
+    /// parent's definition when it is created.
+    CreatePartitioned { name: &'static str, table: &'static str, suffix: &'static str, definition: &'static str },
 }
 
 pub(super) const MIGRATIONS: &[Migration] = &[
@@ -284,6 +290,21 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             "INSERT INTO demand_watermark (id, business_day) SELECT 1, max(business_day) FROM demand_daily",
         ]),
     },
+    Migration {
+        version: 7,
+        name: "a series' supplies with lead times, read without visiting its sales",
+        // Every forecast reads its series' supplies for the lead-time statistics. Through the
+        // series index that fetched every event of the series from the heap (sales are most
+        // of them) to test its kind; a partial index of the supplies, with the lead time,
+        // answers the read from the index alone.
+        change: Change::Indexes(&[IndexChange::CreatePartitioned {
+            name: "demand_supplies_by_series",
+            table: "demand_events",
+            suffix: "supplies",
+            definition: "(sku, location, business_day) INCLUDE (lead_time_days)
+                WHERE kind = 'supply' AND lead_time_days IS NOT NULL",
+        }]),
+    },
 ];
 
 /// Any fixed number identifies tally's migration lock among the database's advisory locks.
@@ -366,28 +387,55 @@ async fn record(conn: &mut PgConnection, version: i64, name: &str) -> Result<(),
 
 async fn change_index(conn: &mut PgConnection, change: &IndexChange) -> Result<(), sqlx::Error> {
     match change {
-        IndexChange::Create { name, definition } => {
-            // A concurrent build that failed leaves an invalid index behind under the name;
-            // it is dropped and built again.
-            let valid: Option<bool> = sqlx::query_scalar(
-                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                 WHERE c.relname = $1 AND pg_table_is_visible(c.oid)",
-            )
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?;
-            match valid {
-                Some(true) => return Ok(()),
-                Some(false) => {
-                    sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}")).execute(&mut *conn).await?;
-                }
-                None => {}
-            }
-            sqlx::query(&format!("CREATE INDEX CONCURRENTLY {name} {definition}")).execute(&mut *conn).await?;
-        }
+        IndexChange::Create { name, definition } => create_concurrently(conn, name, definition).await?,
         IndexChange::Drop { name } => {
             sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}")).execute(&mut *conn).await?;
         }
+        IndexChange::CreatePartitioned { name, table, suffix, definition } => {
+            sqlx::query(&format!("CREATE INDEX IF NOT EXISTS {name} ON ONLY {table} {definition}"))
+                .execute(&mut *conn)
+                .await?;
+            // The partitions without an index attached to the parent's (all of them at
+            // first; those a migration interrupted half-way left, on the next run).
+            let missing: Vec<String> = sqlx::query_scalar(
+                "SELECT p.relname::text FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid
+                 WHERE i.inhparent = $1::regclass
+                   AND NOT EXISTS (SELECT 1 FROM pg_inherits a JOIN pg_index x ON x.indexrelid = a.inhrelid
+                                   WHERE a.inhparent = $2::regclass AND x.indrelid = p.oid)
+                 ORDER BY 1",
+            )
+            .bind(table)
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await?;
+            for partition in missing {
+                let child = format!("{partition}_{suffix}");
+                create_concurrently(conn, &child, &format!("ON {partition} {definition}")).await?;
+                sqlx::query(&format!("ALTER INDEX {name} ATTACH PARTITION {child}")).execute(&mut *conn).await?;
+            }
+        }
     }
+    Ok(())
+}
+
+/// `CREATE INDEX CONCURRENTLY <name> <definition>`, unless a valid index of that name exists.
+async fn create_concurrently(conn: &mut PgConnection, name: &str, definition: &str) -> Result<(), sqlx::Error> {
+    // A concurrent build that failed leaves an invalid index behind under the name; it is
+    // dropped and built again.
+    let valid: Option<bool> = sqlx::query_scalar(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE c.relname = $1 AND pg_table_is_visible(c.oid)",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match valid {
+        Some(true) => return Ok(()),
+        Some(false) => {
+            sqlx::query(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}")).execute(&mut *conn).await?;
+        }
+        None => {}
+    }
+    sqlx::query(&format!("CREATE INDEX CONCURRENTLY {name} {definition}")).execute(&mut *conn).await?;
     Ok(())
 }

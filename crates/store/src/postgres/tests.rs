@@ -115,6 +115,72 @@ async fn an_index_build_left_invalid_by_an_interruption_is_rebuilt_by_the_next_m
     assert!(audit_indexes(&store).await.contains(&("inventory_audit_by_offset_brin".to_owned(), true)));
 }
 
+/// Each partition of `demand_events` and whether it has an index attached to the parent's
+/// supplies index; and whether the parent's is valid.
+async fn supplies_indexes(store: &PostgresStore) -> (Vec<(String, bool)>, Option<bool>) {
+    let partitions = sqlx::query_as(
+        "SELECT p.relname::text, EXISTS (SELECT 1 FROM pg_inherits a JOIN pg_index x ON x.indexrelid = a.inhrelid
+                                       WHERE a.inhparent = to_regclass('demand_supplies_by_series')
+                                         AND x.indrelid = p.oid AND x.indisvalid)
+         FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid
+         WHERE i.inhparent = 'demand_events'::regclass ORDER BY 1",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .expect("list partitions");
+    let parent = sqlx::query_scalar(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('demand_supplies_by_series')",
+    )
+    .fetch_optional(&store.pool)
+    .await
+    .expect("parent index");
+    (partitions, parent)
+}
+
+#[tokio::test]
+async fn the_supplies_index_covers_partitions_made_before_and_after_it() {
+    use crate::demand::DemandStore;
+    let store = testing::store().await;
+    store.migrate().await.expect("migrate");
+    store.documents("forecast").ensure_partitions(20_454, 20_454 + 70).await.expect("partitions"); // Jan … Mar 2026
+    let (partitions, parent) = supplies_indexes(&store).await;
+    assert_eq!(partitions.len(), 3, "{partitions:?}");
+    assert!(partitions.iter().all(|(_, indexed)| *indexed), "made after: {partitions:?}");
+    assert_eq!(parent, Some(true));
+
+    // Partitions that exist when the migration runs (a database staged by the release
+    // before): each gets its index built concurrently and attached, then the parent's is valid.
+    let mut conn = store.pool.acquire().await.expect("connection");
+    for statement in ["DROP INDEX demand_supplies_by_series", "DELETE FROM schema_migrations WHERE version = 7"] {
+        sqlx::query(statement).execute(&mut *conn).await.expect(statement);
+    }
+    drop(conn);
+    let (partitions, parent) = supplies_indexes(&store).await;
+    assert!(partitions.iter().all(|(_, indexed)| !indexed) && parent.is_none(), "{partitions:?}");
+    // Half-way: one partition already has its index, valid, under the name the migration uses.
+    sqlx::query("CREATE INDEX demand_events_2026_02_supplies ON demand_events_2026_02 (sku, location, business_day) INCLUDE (lead_time_days) WHERE kind = 'supply' AND lead_time_days IS NOT NULL")
+        .execute(&store.pool)
+        .await
+        .expect("one partition's index");
+    let applied = store.migrate().await.expect("migrate again");
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    let (partitions, parent) = supplies_indexes(&store).await;
+    assert!(partitions.iter().all(|(_, indexed)| *indexed), "made before: {partitions:?}");
+    assert_eq!(parent, Some(true));
+
+    // The read uses it: supplies come from the index alone.
+    let mut conn = store.pool.acquire().await.expect("connection");
+    sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await.expect("set");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT business_day, lead_time_days FROM demand_events
+         WHERE sku = 'a' AND location = 'b' AND kind = 'supply' AND lead_time_days IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("explain");
+    assert!(plan.iter().any(|l| l.contains("Index Only Scan using demand_events_2026_01_supplies")), "{plan:#?}");
+}
+
 #[tokio::test]
 async fn a_statement_past_the_timeout_fails_instead_of_hanging() {
     let store = PostgresStore::connect(&PostgresStoreOptions {

@@ -39,8 +39,31 @@ async fn a_flush_costs_one_statement_per_table_per_thousand_rows() {
 async fn migrations_apply_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir);
-    assert_eq!(store.migrate().await.expect("migrate").len(), 5);
+    assert_eq!(store.migrate().await.expect("migrate").len(), 6);
     assert!(store.migrate().await.expect("migrate again").is_empty());
+}
+
+#[tokio::test]
+async fn a_series_supplies_are_read_from_their_index_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir);
+    store.migrate().await.expect("migrate");
+    let conn = tally_sqlite::open(&dir.path().join("tally.db"), Durability::Normal).expect("connection");
+    let plan: Vec<String> = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT business_day, lead_time_days FROM demand_events
+             WHERE sku = 'a' AND location = 'b' AND kind = 'supply' AND lead_time_days IS NOT NULL
+             ORDER BY business_day",
+        )
+        .expect("explain")
+        .query_map([], |r| r.get(3))
+        .expect("plan")
+        .collect::<Result<_, _>>()
+        .expect("plan rows");
+    assert_eq!(
+        plan,
+        vec!["SEARCH demand_events USING COVERING INDEX demand_supplies_by_series (sku=? AND location=?)"]
+    );
 }
 
 proptest! {
