@@ -6,9 +6,9 @@ on the training days, forecasts the test days (80 % intervals where the model ha
 prints one JSON object: per model WAPE, MASE, bias, 80 % coverage and fit-and-forecast seconds;
 the best single model (least WAPE over all series); and the per-series choice by statsforecast's
 own cross-validation (the same folds as tally's: `windows` windows of `horizon` days at the end
-of the training days, MAE), scored on the test days.
+of the training days, `step` days apart, MAE), scored on the test days.
 
-    python compare.py train.csv test.csv --horizon 28 --windows 2 [--n-jobs 1]
+    python compare.py train.csv test.csv --horizon 28 --windows 2 [--step 28] [--n-jobs 1]
 """
 
 import argparse
@@ -66,6 +66,7 @@ def main():
     p.add_argument("test")
     p.add_argument("--horizon", type=int, default=28)
     p.add_argument("--windows", type=int, default=2)
+    p.add_argument("--step", type=int, default=None, help="days between fold origins (default: the horizon)")
     p.add_argument("--season", type=int, default=7)
     p.add_argument("--n-jobs", type=int, default=1)
     a = p.parse_args()
@@ -94,7 +95,7 @@ def main():
     # The per-series choice by statsforecast's own cross-validation (same folds as tally's).
     started = time.perf_counter()
     sf = StatsForecast(models=list(models(a.season).values()), freq="D", n_jobs=a.n_jobs)
-    cv = sf.cross_validation(df=train, h=a.horizon, n_windows=a.windows, step_size=a.horizon)
+    cv = sf.cross_validation(df=train, h=a.horizon, n_windows=a.windows, step_size=a.step or a.horizon)
     cv = cv.reset_index() if "unique_id" not in cv.columns else cv
     names = [c for c in cv.columns if c not in ("unique_id", "ds", "cutoff", "y")]
     mae = cv.groupby("unique_id")[["y", *names]].apply(lambda g: pd.Series({n: np.abs(g["y"] - g[n]).mean() for n in names}))

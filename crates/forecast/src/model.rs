@@ -104,12 +104,7 @@ pub fn forecast(history: &[f64], settings: &Settings) -> SeriesForecast {
             quantiles: settings.quantiles.iter().map(|_| zeros.clone()).collect(),
         };
     }
-    let cfg = select::Config {
-        period: settings.period,
-        horizon: settings.horizon,
-        windows: settings.windows,
-        step: settings.horizon,
-    };
+    let cfg = select::Config { period: settings.period, horizon: settings.horizon, windows: settings.windows };
     SeriesForecast::of(&select::choose(history, cfg), &settings.quantiles)
 }
 

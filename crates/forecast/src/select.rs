@@ -1,12 +1,12 @@
 //! Per-series choice of method: the series' demand pattern picks the candidates, a
 //! rolling-origin backtest (statsforecast's folds) scores them by MASE, and the winner,
-//! refitted on the whole series, forecasts — with quantiles from its own error variance, or
-//! from its backtest errors where the method has none.
+//! refitted on the whole series, forecasts — with quantiles from its own error variance scaled
+//! to its backtest errors, or from those errors alone where the method has no variance.
 
 use serde::Serialize;
 
 use crate::accuracy;
-use crate::folds::folds;
+use crate::folds::plan;
 use crate::methods::{Forecast, Method};
 
 /// How the backtest is cut.
@@ -16,15 +16,13 @@ pub struct Config {
     pub period: usize,
     /// Days forecast.
     pub horizon: usize,
-    /// Backtest folds.
+    /// Backtest folds, at least (a horizon shorter than four weeks gets more: [`plan`]).
     pub windows: usize,
-    /// Days between fold origins.
-    pub step: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { period: 7, horizon: 28, windows: 2, step: 28 }
+        Self { period: 7, horizon: 28, windows: 2 }
     }
 }
 
@@ -53,7 +51,10 @@ pub fn pattern(y: &[f64]) -> Pattern {
     if adi(y) > ADI_CUTOFF { Pattern::Intermittent } else { Pattern::Smooth }
 }
 
-/// The methods tried for a pattern.
+/// The methods tried for a pattern. Seasonal naive, the benchmark of smooth series, is not
+/// tried on intermittent ones: repeating last week's scattered sales is rarely right, but on
+/// short backtests it often wins by chance — on M5 it was taken for a quarter of the series,
+/// and leaving it out moved WAPE 0.7781 → 0.7604 (simulator 0.4044 → 0.4020).
 pub fn candidates(pattern: Pattern, period: usize) -> Vec<Method> {
     match pattern {
         Pattern::Smooth => vec![
@@ -63,7 +64,6 @@ pub fn candidates(pattern: Pattern, period: usize) -> Vec<Method> {
             Method::Mstl { period, yearly: true },
         ],
         Pattern::Intermittent => vec![
-            Method::SeasonalNaive { period },
             Method::CrostonSba,
             Method::CrostonOptimized,
             Method::Tsb { alpha_d: 0.1, alpha_p: 0.1 },
@@ -103,9 +103,10 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
     let y: Vec<f64> = y.iter().map(|v| v.max(0.0)).collect();
     let pattern = pattern(&y);
     let candidates = candidates(pattern, cfg.period);
-    let cuts = folds(y.len(), cfg.horizon, cfg.windows, cfg.step);
+    let cuts = plan(y.len(), cfg.horizon, cfg.windows, cfg.period);
     let mut scores = Vec::with_capacity(candidates.len());
     let mut errors_of = Vec::with_capacity(candidates.len());
+    let mut variance_of = Vec::with_capacity(candidates.len());
     // Each automatic method chooses its structure (ETS model, Theta variant) once, on the
     // earliest fold's training data — where the backtest cannot have seen the test days — and
     // later folds and the final forecast refit only that structure's parameters, each search
@@ -113,6 +114,7 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
     let mut pins = Vec::with_capacity(candidates.len());
     for &method in &candidates {
         let mut errors = Vec::new();
+        let mut variance = Some(0.0);
         let mut mase_sum = 0.0;
         let scored = !cuts.is_empty();
         let mut pin = None;
@@ -123,6 +125,7 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
             // stretch so far — the next refit's starting point.
             pin = Some(chosen);
             errors.extend(test.iter().zip(&f.mean).map(|(a, p)| a - p));
+            variance = variance.zip(f.sigma.as_ref()).map(|(v, s)| v + s.iter().map(|s| s * s).sum::<f64>());
             // MASE, or the plain mean absolute error where the fold's training days give no
             // scale (no longer than a season, or flat): the fold's scale is the same for every
             // candidate, so either ranks them alike — and a short series is still chosen for,
@@ -132,9 +135,11 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
         }
         scores.push((method, scored.then(|| mase_sum / cuts.len() as f64)));
         errors_of.push(errors);
+        variance_of.push(variance);
         pins.push(pin);
     }
-    // The least backtest MASE; without scores, the first candidate (seasonal naive).
+    // The least backtest MASE; without scores, the first candidate (seasonal naive, or SBA for
+    // intermittent demand).
     let best = scores
         .iter()
         .enumerate()
@@ -144,7 +149,14 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
     let method = candidates[best];
     let (forecast, _) = method.forecast_pinned(&y, cfg.horizon, pins[best]);
     let spread = match &forecast.sigma {
-        Some(sigma) => sigma.clone(),
+        Some(sigma) => {
+            // The method's own spread, scaled to what its backtest errors were: a model's
+            // variance assumes its errors are what they were over the whole series, and on a
+            // series whose demand has settled (CDNOW's cohorts) that made 80 % intervals cover
+            // 99.5 %; the last folds' errors say what they are now.
+            let r = calibration(&errors_of[best], variance_of[best]);
+            sigma.iter().map(|s| s * r).collect()
+        }
         None => {
             // The method has no variance of its own: the root mean square of its backtest
             // errors, or of the series' day-to-day changes when there was no backtest.
@@ -159,6 +171,20 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
         }
     };
     Choice { pattern, method, scores, forecast, spread }
+}
+
+/// How far a method's error spread is scaled: the root of its backtest's squared errors over
+/// the variances it claimed for them — 1 without a backtest or a variance, and within an order
+/// of magnitude either way (a few weeks of errors can say the model's spread is off, not that
+/// the series has none).
+fn calibration(errors: &[f64], claimed_variance: Option<f64>) -> f64 {
+    const BOUND: f64 = 10.0;
+    match claimed_variance {
+        Some(v) if !errors.is_empty() && v > 0.0 => {
+            (errors.iter().map(|e| e * e).sum::<f64>() / v).sqrt().clamp(1.0 / BOUND, BOUND)
+        }
+        _ => 1.0,
+    }
 }
 
 /// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
@@ -251,11 +277,28 @@ mod tests {
     fn folds_too_short_for_mases_scale_are_still_scored() {
         // 21 days, 7-day horizon: the first fold trains on 7 days — no seasonal naive scale.
         let y: Vec<f64> = (0..21).map(|t| if t % 3 == 0 { 2.0 } else { 0.0 }).collect();
-        let cfg = Config { horizon: 7, step: 7, ..Config::default() };
+        let cfg = Config { horizon: 7, ..Config::default() };
         let c = choose(&y, cfg);
         assert!(c.scores.iter().all(|(_, s)| s.is_some()), "{:?}", c.scores);
         let best = c.scores.iter().filter_map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
         assert_eq!(c.scores.iter().find(|(m, _)| *m == c.method).and_then(|(_, s)| *s), Some(best));
+    }
+
+    #[test]
+    fn the_spread_is_calibrated_on_the_backtest_errors() {
+        assert_eq!(calibration(&[], Some(4.0)), 1.0, "no backtest: the model's own spread");
+        assert_eq!(calibration(&[1.0, 2.0], None), 1.0, "no variance claimed");
+        assert!((calibration(&[3.0, 3.0], Some(2.0)) - 3.0).abs() < 1e-12, "errors of 3 where 1 was claimed");
+        assert_eq!(calibration(&[0.0; 4], Some(4.0)), 0.1, "at most ten-fold narrower");
+        assert_eq!(calibration(&[1e6], Some(1.0)), 10.0, "at most ten-fold wider");
+
+        // Noisy for a year, calm since: the model's variance is the year's, the backtest's errors
+        // are the calm weeks' — the published spread follows the errors.
+        let noise = |t: usize| ((t * 7919 % 101) as f64 / 101.0 - 0.5) * 2.0;
+        let y: Vec<f64> = (0..500).map(|t| 50.0 + noise(t) * if t < 400 { 30.0 } else { 1.0 }).collect();
+        let c = choose(&y, Config::default());
+        let own = c.method.forecast(&y, 28).sigma.expect("a method with its own variance");
+        assert!(c.spread[0] < own[0] / 2.0, "calibrated {:?} vs own {:?} ({:?})", c.spread[0], own[0], c.method);
     }
 
     #[test]

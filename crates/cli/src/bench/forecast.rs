@@ -245,10 +245,15 @@ fn statsforecast(dir: &std::path::Path, train: &[Vec<f64>], actual: &[Vec<f64>],
     write_csv(&train_csv, train, &vec![0; train.len()])?;
     let starts: Vec<i32> = train.iter().map(|t| t.len() as i32).collect();
     write_csv(&test_csv, actual, &starts)?;
+    // Its cross-validation cuts one set of folds for every series: tally's for the shortest.
+    let shortest = train.iter().map(Vec::len).min().unwrap_or(0);
+    let defaults = tally_forecast::model::Settings::default();
+    let (step, windows) = tally_forecast::folds::spacing(shortest, h, defaults.windows, defaults.period);
     let out = std::process::Command::new(python)
         .arg(root.join("scripts/forecast/compare.py"))
         .args([train_csv.as_os_str(), test_csv.as_os_str()])
-        .args(["--horizon", &h.to_string(), "--windows", "2", "--n-jobs", "1"])
+        .args(["--horizon", &h.to_string(), "--windows", &windows.max(1).to_string()])
+        .args(["--step", &step.to_string(), "--n-jobs", "1"])
         .output()?;
     anyhow::ensure!(out.status.success(), "statsforecast failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout)?;
