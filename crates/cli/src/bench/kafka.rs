@@ -86,6 +86,43 @@ pub struct Isolation {
     pub refresh_overlap: f64,
     /// How long the refresh took.
     pub refresh_s: f64,
+    /// Desync p99 (ms) per second of the phase without the refresh …
+    pub timeline_without_ms: Vec<f64>,
+    /// … and with it: whether the slow events bunch (the forecast process's start, one
+    /// statement) or spread over the refresh.
+    pub timeline_with_ms: Vec<f64>,
+}
+
+/// Inventory's desync p99 per second from now until `stop`.
+fn desync_timeline(
+    stats: std::sync::Arc<tally_inventory_engine::EngineStats>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<Vec<f64>> {
+    tokio::spawn(async move {
+        let snapshot = || stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut previous = snapshot();
+        let mut p99s = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            let now = snapshot();
+            let mut second = now.clone();
+            if second.subtract(&previous).is_ok() {
+                p99s.push(second.value_at_quantile(0.99) as f64 / 1000.0);
+            }
+            previous = now;
+        }
+        p99s
+    })
+}
+
+/// A timeline as `12 15 340 …` (ms, rounded).
+fn timeline_text(p99s: &[f64]) -> String {
+    p99s.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(" ")
 }
 
 fn config(base: &Config, args: &InventoryBenchArgs, brokers: &str, pg: &str, redis: &str, run: &str) -> Config {
@@ -322,17 +359,25 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     let stop = CancellationToken::new();
     let rate = args.kafka_rate;
     let before = engine.stats.handled();
+    let timeline_stop = CancellationToken::new();
+    let timeline = desync_timeline(engine.stats.clone(), timeline_stop.clone());
     let driven = driver::drive(&mut sim, &sink, rate, Duration::from_secs(args.latency_seconds), &stop, |_| {}).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while engine.stats.handled() < before + driven.sent && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    timeline_stop.cancel();
+    let timeline_without = timeline.await?;
     let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let visible = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let isolation = if args.forecast_series > 0 {
         let without_p99_ms = desync.value_at_quantile(0.99) as f64 / 1000.0;
-        Some(isolation(&cfg, args, demand_series, &mut sim, &engine, &sink, without_p99_ms, &run).await?)
+        let mut i = isolation(&cfg, args, demand_series, &mut sim, &engine, &sink, without_p99_ms, &run).await?;
+        eprintln!("desync p99 per second without the refresh (ms): {}", timeline_text(&timeline_without));
+        eprintln!("desync p99 per second with it (ms):             {}", timeline_text(&i.timeline_with_ms));
+        i.timeline_without_ms = timeline_without;
+        Some(i)
     } else {
         None
     };
@@ -508,12 +553,16 @@ async fn isolation(
     eprintln!("isolation: driving {} ev/s for {} s beside the refresh…", args.kafka_rate, args.latency_seconds);
     let (phase_start_ms, stop) = (tally_core::now_ms(), CancellationToken::new());
     let before = engine.stats.handled();
+    let timeline_stop = CancellationToken::new();
+    let timeline = desync_timeline(engine.stats.clone(), timeline_stop.clone());
     let driven =
         driver::drive(sim, sink, args.kafka_rate, Duration::from_secs(args.latency_seconds), &stop, |_| {}).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while engine.stats.handled() < before + driven.sent && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    timeline_stop.cancel();
+    let timeline_with_ms = timeline.await?;
     let phase_end_ms = tally_core::now_ms();
     let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     // The refresh's end: its summary row, once written.
@@ -544,5 +593,7 @@ async fn isolation(
         p99_ratio: p99 / without_p99_ms.max(1e-9),
         refresh_overlap: overlap.min(1.0),
         refresh_s: (finished_ms - spawned_ms) as f64 / 1000.0,
+        timeline_without_ms: Vec::new(),
+        timeline_with_ms,
     })
 }
