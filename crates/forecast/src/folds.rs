@@ -21,11 +21,15 @@ pub struct Fold {
 /// series, two 7-day folds gave WAPE 0.7604, eight (a day apart) 0.7438.
 pub const FOLD_DAYS: usize = 28;
 
+/// The most folds a short horizon gets (each refits every candidate): a 1-day horizon would
+/// otherwise take 56.
+pub const MAX_FOLDS: usize = 8;
+
 /// The backtest of a series of `n` days: at least `windows` folds of `h` days, more for a
-/// horizon shorter than [`FOLD_DAYS`]; origins a horizon apart, or closer (down to a day) where
-/// the series cannot hold them apart with `min_train` training days before the first; fewer
-/// folds where it cannot hold them a day apart; none for a series shorter than
-/// `min_train + h`.
+/// horizon shorter than [`FOLD_DAYS`] (up to [`MAX_FOLDS`]); origins a horizon apart, or
+/// closer (down to a day) where the series cannot hold them apart with `min_train` training
+/// days before the first; fewer folds where it cannot hold them a day apart; none for a series
+/// shorter than `min_train + h`.
 pub fn plan(n: usize, h: usize, windows: usize, min_train: usize) -> Vec<Fold> {
     let (step, windows) = spacing(n, h, windows, min_train);
     folds(n, h, windows, step)
@@ -37,7 +41,7 @@ pub fn spacing(n: usize, h: usize, windows: usize, min_train: usize) -> (usize, 
     if h == 0 || windows == 0 || n < h + min_train.max(1) {
         return (h.max(1), 0);
     }
-    let wanted = windows.max((windows * FOLD_DAYS).div_ceil(h));
+    let wanted = windows.max((windows * FOLD_DAYS).div_ceil(h).min(MAX_FOLDS));
     let room = n - h - min_train.max(1);
     let step = if wanted > 1 { (room / (wanted - 1)).clamp(1, h) } else { h };
     (step, wanted.min(room / step + 1))
@@ -81,6 +85,9 @@ mod tests {
         // A week's horizon: eight folds a week apart score as many days.
         assert_eq!(spacing(730, 7, 2, 7), (7, 8));
         assert_eq!(plan(730, 7, 2, 7).len(), 8);
+        // A day's horizon: no more than eight folds; more windows asked for are granted.
+        assert_eq!(spacing(730, 1, 2, 7), (1, MAX_FOLDS));
+        assert_eq!(spacing(730, 1, 10, 7), (1, 10));
         // M5's 21 days: eight origins a day apart after the first week.
         assert_eq!(ends(plan(21, 7, 2, 7)), (7..=14).collect::<Vec<_>>());
         // 40 days and four weeks: two folds five days apart instead of none.
