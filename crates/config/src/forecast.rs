@@ -139,7 +139,8 @@ pub struct ForecastConfig {
     pub horizon_days: usize,
     /// Season length (days).
     pub period_days: usize,
-    /// Rolling-origin backtest folds per series.
+    /// Rolling-origin backtest folds per series, at least (a horizon under four weeks gets more,
+    /// up to eight).
     pub backtest_windows: usize,
     /// Quantile levels published beside the point forecast.
     pub quantiles: Vec<f64>,

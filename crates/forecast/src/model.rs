@@ -50,7 +50,7 @@ pub struct Settings {
     pub period: usize,
     /// Days forecast.
     pub horizon: usize,
-    /// Backtest folds.
+    /// Backtest folds, at least (a horizon under four weeks gets more, up to eight).
     pub windows: usize,
     /// Quantile levels of the `quantiles` output.
     pub quantiles: Vec<f64>,

@@ -55,7 +55,7 @@ pub fn pattern(y: &[f64]) -> Pattern {
 /// tried on intermittent ones: repeating last week's scattered sales is rarely right, but on
 /// short backtests it often wins by chance — on M5 it was taken for a quarter of the series,
 /// and leaving it out moved WAPE 0.7781 → 0.7604 (simulator 0.4044 → 0.4020). ETS, the
-/// default ([`DEFAULT`]), is tried on both.
+/// default (replaced only past [`HURDLE`]), is tried on both.
 pub fn candidates(pattern: Pattern, period: usize) -> Vec<Method> {
     match pattern {
         Pattern::Smooth => vec![
@@ -123,7 +123,7 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
     let cuts = plan(y.len(), cfg.horizon, cfg.windows, cfg.period);
     let mut scores = Vec::with_capacity(candidates.len());
     let mut errors_of = Vec::with_capacity(candidates.len());
-    let mut variance_of = Vec::with_capacity(candidates.len());
+    let mut claimed_of = Vec::with_capacity(candidates.len());
     // Each automatic method chooses its structure (ETS model, Theta variant) once, on the
     // earliest fold's training data — where the backtest cannot have seen the test days — and
     // later folds and the final forecast refit only that structure's parameters, each search
@@ -142,21 +142,22 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
             // The latest fit's pin: the same structure, with parameters fitted to the longest
             // stretch so far — the next refit's starting point.
             pin = Some(chosen);
-            errors.extend(test.iter().zip(&f.mean).map(|(a, p)| a - p));
+            let fold_errors: Vec<f64> = test.iter().zip(&f.mean).map(|(a, p)| a - p).collect();
             if let Some(sigma) = &f.sigma {
-                claimed.0 += test.iter().zip(&f.mean).map(|(a, p)| (a - p) * (a - p)).sum::<f64>();
+                claimed.0 += fold_errors.iter().map(|e| e * e).sum::<f64>();
                 claimed.1 += sigma.iter().map(|s| s * s).sum::<f64>();
             }
             // MASE, or the plain mean absolute error where the fold's training days give no
             // scale (no longer than a season, or flat): the fold's scale is the same for every
             // candidate, so either ranks them alike — and a short series is still chosen for,
             // not left to seasonal naive.
-            let mae = test.iter().zip(&f.mean).map(|(a, p)| (a - p).abs()).sum::<f64>() / test.len().max(1) as f64;
+            let mae = fold_errors.iter().map(|e| e.abs()).sum::<f64>() / fold_errors.len().max(1) as f64;
             mase_sum += accuracy::mase(train, test, &f.mean, cfg.period).unwrap_or(mae);
+            errors.extend(fold_errors);
         }
         scores.push((method, scored.then(|| mase_sum / cuts.len() as f64)));
         errors_of.push(errors);
-        variance_of.push(claimed);
+        claimed_of.push(claimed);
         pins.push(pin);
     }
     let best = pick(&scores);
@@ -168,7 +169,7 @@ pub fn choose(y: &[f64], cfg: Config) -> Choice {
             // variance assumes its errors are what they were over the whole series, and on a
             // series whose demand has settled (CDNOW's cohorts) that made 80 % intervals cover
             // 99.5 %; the last folds' errors say what they are now.
-            let (squared_errors, variance) = variance_of[best];
+            let (squared_errors, variance) = claimed_of[best];
             let r = calibration(squared_errors, variance);
             sigma.iter().map(|s| s * r).collect()
         }
@@ -195,8 +196,8 @@ fn pick(scores: &[(Method, Option<f64>)]) -> usize {
     let least =
         scores.iter().enumerate().filter_map(|(i, (_, s))| s.map(|s| (i, s))).min_by(|a, b| a.1.total_cmp(&b.1));
     let Some((best, least)) = least else { return 0 };
-    let default = scores.iter().position(|(m, s)| is_default(m) && s.is_some());
-    match default.and_then(|i| scores[i].1.map(|s| (i, s))) {
+    let default = scores.iter().enumerate().find_map(|(i, (m, s))| s.filter(|_| is_default(m)).map(|s| (i, s)));
+    match default {
         Some((i, score)) if least > score * (1.0 - HURDLE) => i,
         _ => best,
     }
