@@ -111,6 +111,11 @@ impl KafkaBus {
         Ok(Self { inner: Arc::new(Inner { opts, producer, admin }) })
     }
 
+    /// The options the clients were made with.
+    pub fn options(&self) -> &KafkaBusOptions {
+        &self.inner.opts
+    }
+
     /// Partitions of `topic`, or `None` if it does not exist.
     pub async fn partitions(&self, topic: &str) -> Result<Option<u32>, BusError> {
         let (inner, topic) = (self.inner.clone(), topic.to_owned());
@@ -125,6 +130,23 @@ impl KafkaBus {
         })
         .await
         .map_err(backend)?
+    }
+
+    /// Deletes the records of each `(partition, offset)` of `topic` below that offset (Kafka's
+    /// DeleteRecords, what retention does on its own schedule). Benchmarks trim what was
+    /// consumed so that consecutive phases meet the broker with the same log behind them.
+    pub async fn delete_records_before(&self, topic: &str, offsets: &[(u32, u64)]) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, offset) in offsets {
+            let offset = rdkafka::Offset::Offset(i64::try_from(offset).unwrap_or(i64::MAX));
+            tpl.add_partition_offset(topic, i32::try_from(partition).unwrap_or(i32::MAX), offset).map_err(backend)?;
+        }
+        let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+        let deleted = self.inner.admin.delete_records(&tpl, &options).await.map_err(backend)?;
+        match deleted.elements().iter().find_map(|e| e.error().err()) {
+            Some(e) => Err(BusError::Topic { topic: topic.to_owned(), reason: format!("deleting records: {e}") }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -170,6 +170,14 @@ pub struct ForecastConfig {
     pub store_max_connections: u32,
     /// Server-side limit on any one of forecasting's statements (ms).
     pub store_statement_timeout_ms: u64,
+    /// How long the broker may hold one of forecasting's fetches that found nothing new (ms;
+    /// Kafka's `fetch.wait.max.ms`, set on forecasting's own Kafka clients — `bus.properties`
+    /// keep the main contour's). Kafka answers as soon as records arrive, so a longer wait
+    /// only spares idle round trips there; a broker that polls its storage (nisshi) may add up
+    /// to it to an incremental update, which is debounced anyway (`debounce_ms`). The main
+    /// contour's 10 ms, here, made the forecast role's idle polling cost the test broker ~7 %
+    /// of a core (`docs/benchmarks.md`, isolation).
+    pub fetch_wait_ms: u64,
     /// Exports of every run.
     pub export: ForecastExport,
 }
@@ -207,6 +215,7 @@ impl Default for ForecastConfig {
             model_threads: 0,
             store_max_connections: 4,
             store_statement_timeout_ms: 30_000,
+            fetch_wait_ms: 100,
             export: ForecastExport::default(),
         }
     }
@@ -238,6 +247,7 @@ impl ForecastConfig {
             ("forecast.period_days", self.period_days as u64),
             ("forecast.store_max_connections", u64::from(self.store_max_connections)),
             ("forecast.store_statement_timeout_ms", self.store_statement_timeout_ms),
+            ("forecast.fetch_wait_ms", self.fetch_wait_ms),
             ("forecast.model_deadline_ms", self.model_deadline_ms),
             ("forecast.export.clickhouse_insert_rows", self.export.clickhouse_insert_rows as u64),
             ("forecast.export.clickhouse_timeout_ms", self.export.clickhouse_timeout_ms),

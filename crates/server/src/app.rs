@@ -131,6 +131,23 @@ fn durability(d: Durability) -> tally_sqlite::Durability {
 
 /// The bus `config` selects (Kafka clients connect lazily, on first use).
 pub fn open_bus(config: &Config) -> anyhow::Result<AnyBus> {
+    open_bus_with(config, &[])
+}
+
+/// Forecasting's bus: on Kafka, clients of its own whose fetches wait `forecast.fetch_wait_ms`
+/// (its events are debounced; the main contour's short wait would only cost the broker idle
+/// reads); the embedded log is shared (one file, one writer).
+fn forecast_bus(config: &Config, shared: &AnyBus) -> anyhow::Result<AnyBus> {
+    match shared {
+        AnyBus::Embedded(_) => Ok(shared.clone()),
+        AnyBus::Kafka(_) => {
+            open_bus_with(config, &[("fetch.wait.max.ms".to_owned(), config.forecast.fetch_wait_ms.to_string())])
+        }
+    }
+}
+
+/// The bus `config` selects, its Kafka clients with `overrides` over `bus.properties`.
+fn open_bus_with(config: &Config, overrides: &[(String, String)]) -> anyhow::Result<AnyBus> {
     Ok(match &config.bus {
         BusConfig::Embedded { partitions } => AnyBus::Embedded(
             EmbeddedLog::open(EmbeddedLogOptions {
@@ -153,7 +170,12 @@ pub fn open_bus(config: &Config) -> anyhow::Result<AnyBus> {
                 brokers: brokers.clone(),
                 client_id: client_id.clone(),
                 replication_factor: i32::try_from(*replication_factor).unwrap_or(i32::MAX),
-                properties: properties.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect(),
+                // Collected into a map: an override replaces the configured value.
+                properties: properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                    .chain(overrides.iter().cloned())
+                    .collect(),
                 publish_timeout: Duration::from_millis(*publish_timeout_ms),
                 drain_timeout: Duration::from_millis(*drain_timeout_ms),
             })
@@ -272,7 +294,7 @@ impl App {
         );
         let inventory = InventoryEngine::new(bus.clone(), store, cache.clone(), cfg.inventory.clone(), health.clone());
         let forecast = ForecastEngine::new(
-            bus,
+            forecast_bus(cfg, &bus)?,
             open_forecast_store(cfg)?.documents(FORECAST_SUBSYSTEM),
             cache,
             cfg.forecast.clone(),
@@ -460,5 +482,47 @@ async fn enforce_log_retention(log: EmbeddedLog, max_age: Duration, shutdown: Ca
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka_config() -> Config {
+        let mut cfg = Config {
+            bus: BusConfig::Kafka {
+                brokers: "127.0.0.1:9".into(),
+                client_id: "tally-test".into(),
+                partitions: 4,
+                replication_factor: 1,
+                publish_timeout_ms: 1_000,
+                drain_timeout_ms: 1_000,
+                properties: [("fetch.wait.max.ms", "10"), ("socket.keepalive.enable", "true")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), tally_config::Secret::new(v)))
+                    .collect(),
+            },
+            ..Config::default()
+        };
+        cfg.forecast.fetch_wait_ms = 250;
+        cfg
+    }
+
+    fn properties(bus: &AnyBus) -> std::collections::BTreeMap<String, String> {
+        match bus {
+            AnyBus::Kafka(kafka) => kafka.options().properties.clone(),
+            AnyBus::Embedded(_) => panic!("a Kafka configuration made an embedded bus"),
+        }
+    }
+
+    #[tokio::test]
+    async fn forecasting_fetches_wait_longer_than_the_main_contours_on_clients_of_its_own() {
+        let cfg = kafka_config();
+        let shared = open_bus(&cfg).expect("the shared bus");
+        let forecast = forecast_bus(&cfg, &shared).expect("forecasting's bus");
+        assert_eq!(properties(&shared)["fetch.wait.max.ms"], "10", "the main contour keeps bus.properties");
+        assert_eq!(properties(&forecast)["fetch.wait.max.ms"], "250", "forecast.fetch_wait_ms wins for forecasting");
+        assert_eq!(properties(&forecast)["socket.keepalive.enable"], "true", "the other properties carry over");
     }
 }

@@ -41,10 +41,10 @@ pub struct InventoryBenchArgs {
     /// Rate of the desync phase on `--stack kafka` (events/s).
     #[arg(long, default_value_t = 5_000)]
     pub kafka_rate: u64,
-    /// `--stack kafka`: also run the desync phase again while a separate `tally serve --role
-    /// forecast` process runs a full forecast refresh of this many simulated series (730 days
-    /// each, staged in the same PostgreSQL) — forecasting's isolation from the main contour.
-    /// 0: skip.
+    /// `--stack kafka`: also measure the desync before, during and after a full forecast
+    /// refresh of this many simulated series (730 days each, staged in the same PostgreSQL) by
+    /// a separate `tally serve --role forecast` process — forecasting's isolation from the
+    /// main contour. 0: skip.
     #[arg(long, default_value_t = 0)]
     pub forecast_series: usize,
     /// The forecast process's `forecast.model_threads` (0: one per core).

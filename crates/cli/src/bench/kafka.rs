@@ -4,9 +4,10 @@
 //! reads the same topic (the ceiling), how long a restarted engine takes to apply again, the
 //! channel desync at a fixed rate, and PostgreSQL
 //! statements and rows per 1,000 events as the server counts them, against a naive
-//! one-upsert-per-event consumer of the same events. With `--forecast-series`, the desync phase
-//! runs again while a separate forecast process refreshes that many series (forecasting's
-//! isolation from the main contour: its own process, group and pool, but the same machine).
+//! one-upsert-per-event consumer of the same events. With `--forecast-series`, three more desync
+//! phases — before, during and after a full refresh of that many series by a separate forecast
+//! process (forecasting's isolation from the main contour: its own process, group and pool, but
+//! the same machine).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -71,26 +72,50 @@ pub struct KafkaBenchResult {
     pub isolation: Option<Isolation>,
 }
 
-/// Inventory's desync with and without a full forecast refresh running beside it.
+/// Inventory's desync with and without a full forecast refresh running beside it: three phases
+/// at the same rate — before the refresh, during it, after it — each on a topic trimmed of what
+/// was consumed before it. (The test broker lists every stored batch of a partition on each
+/// fetch, so its cost grows with the partition: untrimmed, a later phase is slower for that
+/// alone. The phase after the refresh shows what drift is left.)
 #[derive(Debug, Serialize)]
 pub struct Isolation {
     /// Series the refresh forecast.
     pub forecast_series: usize,
-    /// Desync p50 while it ran.
+    /// Desync p99 before the forecast process started.
+    pub desync_p99_before_ms: f64,
+    /// Desync p50 while the refresh ran.
     pub desync_p50_ms: f64,
-    /// Desync p99 while it ran.
+    /// Desync p99 while the refresh ran.
     pub desync_p99_ms: f64,
-    /// That p99 ÷ the p99 without it (aim ≤ 1.2).
+    /// Desync p99 after the refresh, its process stopped.
+    pub desync_p99_after_ms: f64,
+    /// The p99 while it ran ÷ the mean of the p99s before and after (aim ≤ 1.2).
     pub p99_ratio: f64,
     /// Share of the phase the refresh was running (1: throughout).
     pub refresh_overlap: f64,
     /// How long the refresh took.
     pub refresh_s: f64,
-    /// Desync p99 (ms) per second of the phase without the refresh …
-    pub timeline_without_ms: Vec<f64>,
-    /// … and with it: whether the slow events bunch (the forecast process's start, one
-    /// statement) or spread over the refresh.
+    /// Desync p99 (ms) per second of the phase before the refresh, …
+    pub timeline_before_ms: Vec<f64>,
+    /// … during it (whether the slow events bunch — the forecast process's start, one
+    /// statement — or spread over the refresh) …
     pub timeline_with_ms: Vec<f64>,
+    /// … and after it.
+    pub timeline_after_ms: Vec<f64>,
+}
+
+/// One desync phase: the histogram, the p99 of each second and when the driving ran.
+struct DesyncPhase {
+    desync: hdrhistogram::Histogram<u64>,
+    timeline_ms: Vec<f64>,
+    started_ms: i64,
+    ended_ms: i64,
+}
+
+impl DesyncPhase {
+    fn p99_ms(&self) -> f64 {
+        self.desync.value_at_quantile(0.99) as f64 / 1000.0
+    }
 }
 
 /// Inventory's desync p99 per second from now until `stop`.
@@ -329,25 +354,12 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     app.shutdown().await;
     let restarted = Instant::now();
     let app = App::new(cfg.clone()).start(Role::Inventory).await?;
-    let mut probes = Vec::new();
-    let mut covered = [false; PARTITIONS as usize];
-    while !covered.iter().all(|c| *c) {
-        for env in sim.next_batch(1) {
-            let key = driver::record(&env).key.unwrap_or_default();
-            covered[tally_core::partition::partition_for_key(key.as_bytes(), PARTITIONS) as usize] = true;
-            probes.push(env);
-        }
-    }
-    bus.publish(&cfg.inventory.topics.events, probes.iter().map(driver::record).collect()).await?;
-    while app.engine.stats.handled() < probes.len() as u64 {
-        anyhow::ensure!(restarted.elapsed() < Duration::from_secs(120), "the restarted engine did not resume");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_applying(&app, &mut sim, &bus, &cfg.inventory.topics.events, restarted).await?;
     let restart_to_applied_ms = restarted.elapsed().as_secs_f64() * 1000.0;
     eprintln!("restart: applying again on every partition after {restart_to_applied_ms:.0} ms");
 
-    // The isolation phase's demand history is staged (and the database vacuumed and analysed)
-    // before the baseline, so both desync phases see the same database.
+    // The isolation phases' demand history is staged (and the database vacuumed and analysed)
+    // before the desync phase, so that every phase after it sees the same database.
     let demand_series = if args.forecast_series > 0 { stage_demand(&cfg, &pg, args.forecast_series).await? } else { 0 };
 
     // Phase 3: desync at a fixed rate, the restarted engine continuing on the same topic.
@@ -359,25 +371,17 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     let stop = CancellationToken::new();
     let rate = args.kafka_rate;
     let before = engine.stats.handled();
-    let timeline_stop = CancellationToken::new();
-    let timeline = desync_timeline(engine.stats.clone(), timeline_stop.clone());
     let driven = driver::drive(&mut sim, &sink, rate, Duration::from_secs(args.latency_seconds), &stop, |_| {}).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while engine.stats.handled() < before + driven.sent && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    timeline_stop.cancel();
-    let timeline_without = timeline.await?;
     let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let visible = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let isolation = if args.forecast_series > 0 {
-        let without_p99_ms = desync.value_at_quantile(0.99) as f64 / 1000.0;
-        let mut i = isolation(&cfg, args, demand_series, &mut sim, &engine, &sink, without_p99_ms, &run).await?;
-        eprintln!("desync p99 per second without the refresh (ms): {}", timeline_text(&timeline_without));
-        eprintln!("desync p99 per second with it (ms):             {}", timeline_text(&i.timeline_with_ms));
-        i.timeline_without_ms = timeline_without;
-        Some(i)
+        let phase = PhaseContext { cfg: &cfg, args, engine: &engine, sink: &sink, bus: &bus, store: &store };
+        Some(isolation(&phase, demand_series, &mut sim, &run).await?)
     } else {
         None
     };
@@ -436,14 +440,13 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     println!("  {:<52} {:>12.2}", "naive: statements / 1k events", result.naive_pg_statements_per_1k_events);
     println!("  {:<52} {:>12.2}", "naive: rows / 1k events", result.naive_pg_rows_per_1k_events);
     if let Some(i) = &result.isolation {
+        let during = format!("a {}-series forecast refresh", i.forecast_series);
+        println!("  {:<52} {:>12.2}", format!("… desync p99 ms before {during}"), i.desync_p99_before_ms);
+        println!("  {:<52} {:>12.2}", "… during it", i.desync_p99_ms);
+        println!("  {:<52} {:>12.2}", "… after it", i.desync_p99_after_ms);
         println!(
             "  {:<52} {:>12.2}",
-            format!("… desync p99 ms during a {}-series forecast refresh", i.forecast_series),
-            i.desync_p99_ms
-        );
-        println!(
-            "  {:<52} {:>12.2}",
-            format!("… ratio to without (aim ≤ 1.2; refresh ran {:.0} % of it)", i.refresh_overlap * 100.0),
+            format!("… during ÷ mean(before, after) (aim ≤ 1.2; ran {:.0} %)", i.refresh_overlap * 100.0),
             i.p99_ratio
         );
     }
@@ -515,20 +518,90 @@ async fn stage_demand(cfg: &Config, pg: &str, series: usize) -> anyhow::Result<u
     Ok(series)
 }
 
-/// Starts `tally serve --role forecast` (a full refresh of the staged `series` begins at once),
-/// drives the same rate again and measures inventory's desync.
-#[allow(clippy::too_many_arguments)]
+/// Publishes one probe event per partition of `topic` and waits until `app`'s engine has
+/// handled them all (at most 120 s after `since`): it applies on every partition.
+async fn until_applying(
+    app: &tally_server::app::RunningApp,
+    sim: &mut Simulator,
+    bus: &KafkaBus,
+    topic: &str,
+    since: Instant,
+) -> anyhow::Result<()> {
+    let before = app.engine.stats.handled();
+    let probes = publish_probes(sim, bus, topic).await?;
+    while app.engine.stats.handled() < before + probes {
+        anyhow::ensure!(since.elapsed() < Duration::from_secs(120), "the engine did not start applying on {topic}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Publishes the simulator's next events until every partition of `topic` has one; returns how
+/// many.
+async fn publish_probes(sim: &mut Simulator, bus: &KafkaBus, topic: &str) -> anyhow::Result<u64> {
+    let mut probes = Vec::new();
+    let mut covered = [false; PARTITIONS as usize];
+    while !covered.iter().all(|c| *c) {
+        for env in sim.next_batch(1) {
+            let key = driver::record(&env).key.unwrap_or_default();
+            covered[tally_core::partition::partition_for_key(key.as_bytes(), PARTITIONS) as usize] = true;
+            probes.push(env);
+        }
+    }
+    bus.publish(topic, probes.iter().map(driver::record).collect()).await?;
+    Ok(probes.len() as u64)
+}
+
+/// What every isolation phase drives and measures.
+struct PhaseContext<'a> {
+    cfg: &'a Config,
+    args: &'a InventoryBenchArgs,
+    engine: &'a tally_server::app::Engine,
+    sink: &'a Sink,
+    bus: &'a KafkaBus,
+    store: &'a tally_store::AnyStore,
+}
+
+/// The running engine at `args.kafka_rate` events/s for `args.latency_seconds`, once what it
+/// consumed before is trimmed from the topic (the test broker lists every stored batch of a
+/// partition on each fetch, so its cost grows with the partition; Kafka indexes its log).
+async fn desync_phase(phase: &PhaseContext<'_>, sim: &mut Simulator) -> anyhow::Result<DesyncPhase> {
+    let PhaseContext { cfg, args, engine, sink, bus, store } = phase;
+    let consumed: Vec<(u32, u64)> =
+        committed(*store, cfg).await?.into_iter().enumerate().map(|(p, o)| (p as u32, o)).collect();
+    bus.delete_records_before(&cfg.inventory.topics.events, &consumed).await?;
+    engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
+    let (before, stop, timeline_stop) = (engine.stats.handled(), CancellationToken::new(), CancellationToken::new());
+    let timeline = desync_timeline(engine.stats.clone(), timeline_stop.clone());
+    let started_ms = tally_core::now_ms();
+    let seconds = Duration::from_secs(args.latency_seconds);
+    let driven = driver::drive(sim, sink, args.kafka_rate, seconds, &stop, |_| {}).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while engine.stats.handled() < before + driven.sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    timeline_stop.cancel();
+    let timeline_ms = timeline.await?;
+    let ended_ms = tally_core::now_ms();
+    let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(DesyncPhase { desync, timeline_ms, started_ms, ended_ms })
+}
+
+/// Inventory's desync before, during and after a full refresh of the staged `series` by
+/// `tally serve --role forecast` (a separate process, started for the phase in between; its
+/// refresh begins at once).
 async fn isolation(
-    cfg: &Config,
-    args: &InventoryBenchArgs,
+    phase: &PhaseContext<'_>,
     series: usize,
     sim: &mut Simulator,
-    engine: &tally_server::app::Engine,
-    sink: &Sink,
-    without_p99_ms: f64,
     run: &str,
 ) -> anyhow::Result<Isolation> {
     use tally_store::ledger::DocumentStore;
+    let (cfg, args) = (phase.cfg, phase.args);
+    let (rate, seconds) = (args.kafka_rate, args.latency_seconds);
+    eprintln!("isolation: {rate} ev/s for {seconds} s before the refresh…");
+    let before = desync_phase(phase, sim).await?;
+
     let store = tally_server::app::open_forecast_store(cfg)?.documents(tally_server::app::FORECAST_SUBSYSTEM);
     let dir = tempfile::tempdir()?;
     let config = forecast_config(cfg, args.forecast_model_threads, &args.forecast_settings, dir.path())?;
@@ -549,22 +622,8 @@ async fn isolation(
     let spawned_ms = tally_core::now_ms();
     // Its start (group join, the first batch read) before the measured phase.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
-    eprintln!("isolation: driving {} ev/s for {} s beside the refresh…", args.kafka_rate, args.latency_seconds);
-    let (phase_start_ms, stop) = (tally_core::now_ms(), CancellationToken::new());
-    let before = engine.stats.handled();
-    let timeline_stop = CancellationToken::new();
-    let timeline = desync_timeline(engine.stats.clone(), timeline_stop.clone());
-    let driven =
-        driver::drive(sim, sink, args.kafka_rate, Duration::from_secs(args.latency_seconds), &stop, |_| {}).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while engine.stats.handled() < before + driven.sent && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    timeline_stop.cancel();
-    let timeline_with_ms = timeline.await?;
-    let phase_end_ms = tally_core::now_ms();
-    let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    eprintln!("isolation: the same beside the refresh…");
+    let during = desync_phase(phase, sim).await?;
     // The refresh's end: its summary row, once written.
     let mut finished_ms = None;
     let waited = Instant::now();
@@ -583,17 +642,26 @@ async fn isolation(
     let _ = child.kill();
     let _ = child.wait();
     let finished_ms = finished_ms.ok_or_else(|| anyhow::anyhow!("the forecast refresh did not finish ({run})"))?;
-    let overlap =
-        (finished_ms.min(phase_end_ms) - phase_start_ms).max(0) as f64 / (phase_end_ms - phase_start_ms).max(1) as f64;
-    let p99 = desync.value_at_quantile(0.99) as f64 / 1000.0;
+    eprintln!("isolation: the same after the refresh…");
+    let after = desync_phase(phase, sim).await?;
+
+    let overlap = (finished_ms.min(during.ended_ms) - during.started_ms).max(0) as f64
+        / (during.ended_ms - during.started_ms).max(1) as f64;
+    let without_p99_ms = (before.p99_ms() + after.p99_ms()) / 2.0;
+    eprintln!("desync p99 per second before the refresh (ms): {}", timeline_text(&before.timeline_ms));
+    eprintln!("desync p99 per second during it (ms):          {}", timeline_text(&during.timeline_ms));
+    eprintln!("desync p99 per second after it (ms):           {}", timeline_text(&after.timeline_ms));
     Ok(Isolation {
         forecast_series: series,
-        desync_p50_ms: desync.value_at_quantile(0.5) as f64 / 1000.0,
-        desync_p99_ms: p99,
-        p99_ratio: p99 / without_p99_ms.max(1e-9),
+        desync_p99_before_ms: before.p99_ms(),
+        desync_p50_ms: during.desync.value_at_quantile(0.5) as f64 / 1000.0,
+        desync_p99_ms: during.p99_ms(),
+        desync_p99_after_ms: after.p99_ms(),
+        p99_ratio: during.p99_ms() / without_p99_ms.max(1e-9),
         refresh_overlap: overlap.min(1.0),
         refresh_s: (finished_ms - spawned_ms) as f64 / 1000.0,
-        timeline_without_ms: Vec::new(),
-        timeline_with_ms,
+        timeline_before_ms: before.timeline_ms,
+        timeline_with_ms: during.timeline_ms,
+        timeline_after_ms: after.timeline_ms,
     })
 }
