@@ -133,8 +133,9 @@ impl KafkaBus {
     }
 
     /// Deletes the records of each `(partition, offset)` of `topic` below that offset (Kafka's
-    /// DeleteRecords, what retention does on its own schedule). Benchmarks trim what was
-    /// consumed so that consecutive phases meet the broker with the same log behind them.
+    /// DeleteRecords, what retention does on its own schedule) — for good: no consumer can read
+    /// them again. Benchmarks trim what was consumed and committed so that consecutive phases
+    /// meet the broker with the same log behind them; nothing in the engines calls it.
     pub async fn delete_records_before(&self, topic: &str, offsets: &[(u32, u64)]) -> Result<(), BusError> {
         let mut tpl = TopicPartitionList::new();
         for &(partition, offset) in offsets {

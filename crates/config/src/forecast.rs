@@ -256,6 +256,11 @@ impl ForecastConfig {
                 return Err(invalid(key, "must be > 0"));
             }
         }
+        // librdkafka takes up to 300 s, but a wait near `socket.timeout.ms` (60 s) only trades
+        // incremental freshness for nothing.
+        if self.fetch_wait_ms > 10_000 {
+            return Err(invalid("forecast.fetch_wait_ms", "must be at most 10000"));
+        }
         if self.horizon_days > 366 {
             return Err(invalid("forecast.horizon_days", "must be at most 366"));
         }

@@ -62,6 +62,11 @@ fn cross_field_errors_name_the_key() {
     assert!(err.to_string().contains("store.kind") && err.to_string().contains("postgres"), "{err}");
     let err = Config::load(None, env(&[("TALLY_API__AUTH", "keys")])).expect_err("keys without keys");
     assert!(err.to_string().contains("api.keys"), "{err}");
+    for wait in ["0", "10001"] {
+        let err = Config::load(None, env(&[("TALLY_FORECAST__FETCH_WAIT_MS", wait)])).expect_err("fetch wait");
+        assert!(err.to_string().contains("forecast.fetch_wait_ms"), "{wait}: {err}");
+    }
+    Config::load(None, env(&[("TALLY_FORECAST__FETCH_WAIT_MS", "10000")])).expect("the longest wait allowed");
 }
 
 #[test]

@@ -131,23 +131,28 @@ fn durability(d: Durability) -> tally_sqlite::Durability {
 
 /// The bus `config` selects (Kafka clients connect lazily, on first use).
 pub fn open_bus(config: &Config) -> anyhow::Result<AnyBus> {
-    open_bus_with(config, &[])
+    open_bus_with(config, "", &[])
 }
 
-/// Forecasting's bus: on Kafka, clients of its own whose fetches wait `forecast.fetch_wait_ms`
-/// (its events are debounced; the main contour's short wait would only cost the broker idle
-/// reads); the embedded log is shared (one file, one writer).
-fn forecast_bus(config: &Config, shared: &AnyBus) -> anyhow::Result<AnyBus> {
+/// Forecasting's bus in a process running `role`: on Kafka, when the role consumes or publishes
+/// for forecasting, clients of its own (`<client_id>-forecast`) whose fetches wait
+/// `forecast.fetch_wait_ms` (its events are debounced; the main contour's short wait would only
+/// cost the broker idle reads). Otherwise, and for the embedded log (one file, one writer),
+/// the shared bus.
+fn forecast_bus(config: &Config, role: Role, shared: &AnyBus) -> anyhow::Result<AnyBus> {
     match shared {
-        AnyBus::Embedded(_) => Ok(shared.clone()),
-        AnyBus::Kafka(_) => {
-            open_bus_with(config, &[("fetch.wait.max.ms".to_owned(), config.forecast.fetch_wait_ms.to_string())])
+        AnyBus::Kafka(_) if role.runs_forecast() || role.runs_api() => {
+            let wait = [("fetch.wait.max.ms".to_owned(), config.forecast.fetch_wait_ms.to_string())];
+            open_bus_with(config, "-forecast", &wait)
+                .context("configuring forecasting's Kafka clients (bus.*, forecast.fetch_wait_ms)")
         }
+        _ => Ok(shared.clone()),
     }
 }
 
-/// The bus `config` selects, its Kafka clients with `overrides` over `bus.properties`.
-fn open_bus_with(config: &Config, overrides: &[(String, String)]) -> anyhow::Result<AnyBus> {
+/// The bus `config` selects, its Kafka clients named `<client_id><suffix>`, with `overrides`
+/// over `bus.properties`.
+fn open_bus_with(config: &Config, suffix: &str, overrides: &[(String, String)]) -> anyhow::Result<AnyBus> {
     Ok(match &config.bus {
         BusConfig::Embedded { partitions } => AnyBus::Embedded(
             EmbeddedLog::open(EmbeddedLogOptions {
@@ -168,7 +173,7 @@ fn open_bus_with(config: &Config, overrides: &[(String, String)]) -> anyhow::Res
         } => AnyBus::Kafka(
             KafkaBus::connect(KafkaBusOptions {
                 brokers: brokers.clone(),
-                client_id: client_id.clone(),
+                client_id: format!("{client_id}{suffix}"),
                 replication_factor: i32::try_from(*replication_factor).unwrap_or(i32::MAX),
                 // Collected into a map: an override replaces the configured value.
                 properties: properties
@@ -255,6 +260,7 @@ impl App {
 
     async fn engines(
         &self,
+        role: Role,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<(Engine, Fraud, Forecast, Option<Arc<tally_model_server::ModelServer>>)> {
         // Metric handles are taken as the engine is built: the recorder must exist first.
@@ -294,7 +300,7 @@ impl App {
         );
         let inventory = InventoryEngine::new(bus.clone(), store, cache.clone(), cfg.inventory.clone(), health.clone());
         let forecast = ForecastEngine::new(
-            forecast_bus(cfg, &bus)?,
+            forecast_bus(cfg, role, &bus)?,
             open_forecast_store(cfg)?.documents(FORECAST_SUBSYSTEM),
             cache,
             cfg.forecast.clone(),
@@ -325,7 +331,7 @@ impl App {
     /// Starts the given role; returns once the API is listening and consumers are running.
     pub async fn start(self, role: Role) -> anyhow::Result<RunningApp> {
         let shutdown = CancellationToken::new();
-        let (engine, fraud, forecast, model_server) = self.engines(&shutdown).await?;
+        let (engine, fraud, forecast, model_server) = self.engines(role, &shutdown).await?;
         if self.config.store.migrate_on_start() {
             let applied = engine.store.migrate().await.context("migrating the store")?;
             if !applied.is_empty() {
@@ -520,9 +526,21 @@ mod tests {
     async fn forecasting_fetches_wait_longer_than_the_main_contours_on_clients_of_its_own() {
         let cfg = kafka_config();
         let shared = open_bus(&cfg).expect("the shared bus");
-        let forecast = forecast_bus(&cfg, &shared).expect("forecasting's bus");
+        let forecast = forecast_bus(&cfg, Role::Forecast, &shared).expect("forecasting's bus");
         assert_eq!(properties(&shared)["fetch.wait.max.ms"], "10", "the main contour keeps bus.properties");
         assert_eq!(properties(&forecast)["fetch.wait.max.ms"], "250", "forecast.fetch_wait_ms wins for forecasting");
         assert_eq!(properties(&forecast)["socket.keepalive.enable"], "true", "the other properties carry over");
+        let AnyBus::Kafka(kafka) = &forecast else { unreachable!("checked above") };
+        assert_eq!(kafka.options().client_id, "tally-test-forecast", "its broker load is told apart");
+    }
+
+    #[tokio::test]
+    async fn roles_without_forecasting_open_no_second_kafka_clients() {
+        let cfg = kafka_config();
+        let shared = open_bus(&cfg).expect("the shared bus");
+        for role in [Role::Inventory, Role::Fraud] {
+            let bus = forecast_bus(&cfg, role, &shared).expect("forecasting's bus");
+            assert_eq!(properties(&bus)["fetch.wait.max.ms"], "10", "{role:?} shares the main contour's clients");
+        }
     }
 }

@@ -91,6 +91,10 @@ pub struct Isolation {
     pub desync_p99_after_ms: f64,
     /// The p99 while it ran ÷ the mean of the p99s before and after (aim ≤ 1.2).
     pub p99_ratio: f64,
+    /// The p99 while it ran ÷ the p99 before.
+    pub p99_ratio_to_before: f64,
+    /// The p99 while it ran ÷ the p99 after.
+    pub p99_ratio_to_after: f64,
     /// Share of the phase the refresh was running (1: throughout).
     pub refresh_overlap: f64,
     /// How long the refresh took.
@@ -380,7 +384,7 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     let desync = engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let visible = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let isolation = if args.forecast_series > 0 {
-        let phase = PhaseContext { cfg: &cfg, args, engine: &engine, sink: &sink, bus: &bus, store: &store };
+        let phase = PhaseContext { cfg: &cfg, args, engine: &engine, sink: &sink, bus: &bus, store: &store, pg: &pg };
         Some(isolation(&phase, demand_series, &mut sim, &run).await?)
     } else {
         None
@@ -449,6 +453,8 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
             format!("… during ÷ mean(before, after) (aim ≤ 1.2; ran {:.0} %)", i.refresh_overlap * 100.0),
             i.p99_ratio
         );
+        println!("  {:<52} {:>12.2}", "… during ÷ before", i.p99_ratio_to_before);
+        println!("  {:<52} {:>12.2}", "… during ÷ after", i.p99_ratio_to_after);
     }
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
@@ -560,26 +566,72 @@ struct PhaseContext<'a> {
     sink: &'a Sink,
     bus: &'a KafkaBus,
     store: &'a tally_store::AnyStore,
+    /// The database's URL, to settle it before each phase.
+    pg: &'a str,
 }
 
-/// The running engine at `args.kafka_rate` events/s for `args.latency_seconds`, once what it
-/// consumed before is trimmed from the topic (the test broker lists every stored batch of a
-/// partition on each fetch, so its cost grows with the partition; Kafka indexes its log).
-async fn desync_phase(phase: &PhaseContext<'_>, sim: &mut Simulator) -> anyhow::Result<DesyncPhase> {
-    let PhaseContext { cfg, args, engine, sink, bus, store } = phase;
+/// Deletes what the engine consumed and committed from its topic.
+async fn trim(bus: &KafkaBus, store: &tally_store::AnyStore, cfg: &Config) -> anyhow::Result<()> {
     let consumed: Vec<(u32, u64)> =
-        committed(*store, cfg).await?.into_iter().enumerate().map(|(p, o)| (p as u32, o)).collect();
-    bus.delete_records_before(&cfg.inventory.topics.events, &consumed).await?;
+        committed(store, cfg).await?.into_iter().enumerate().map(|(p, o)| (p as u32, o)).collect();
+    Ok(bus.delete_records_before(&cfg.inventory.topics.events, &consumed).await?)
+}
+
+/// The same state before every phase: the database settled, then `SETTLE` of quiet.
+async fn settle(pg: &str) -> anyhow::Result<()> {
+    settle_database(pg).await?;
+    tokio::time::sleep(SETTLE).await;
+    Ok(())
+}
+
+/// What the last phase wrote vacuumed, analysed and checkpointed, so that neither autovacuum
+/// nor a checkpoint falls into one phase and not another.
+async fn settle_database(pg: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(pg).await?;
+    sqlx::query("VACUUM ANALYZE").execute(&mut conn).await?;
+    sqlx::query("CHECKPOINT").execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Quiet before each isolation phase; for the phase beside the refresh, also the forecast
+/// process's start (group join, the run's first statement).
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// The running engine at `args.kafka_rate` events/s for `args.latency_seconds`, on a topic
+/// trimmed of what it consumed, before and every second during the phase (the test broker
+/// lists every stored batch of a partition on each fetch, so its cost grows with the
+/// partition; Kafka indexes its log).
+async fn desync_phase(phase: &PhaseContext<'_>, sim: &mut Simulator) -> anyhow::Result<DesyncPhase> {
+    let PhaseContext { cfg, args, engine, sink, bus, store, .. } = phase;
+    trim(bus, store, cfg).await?;
     engine.stats.desync_latency_us.lock().unwrap_or_else(|p| p.into_inner()).reset();
     let (before, stop, timeline_stop) = (engine.stats.handled(), CancellationToken::new(), CancellationToken::new());
     let timeline = desync_timeline(engine.stats.clone(), timeline_stop.clone());
     let started_ms = tally_core::now_ms();
     let seconds = Duration::from_secs(args.latency_seconds);
-    let driven = driver::drive(sim, sink, args.kafka_rate, seconds, &stop, |_| {}).await?;
+    // Trimmed every second during the phase too, as retention keeps a Kafka log short.
+    let trimming = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = trim(bus, store, cfg).await {
+                eprintln!("isolation: trimming the topic failed: {e:#}");
+            }
+        }
+    };
+    let driven = tokio::select! {
+        driven = driver::drive(sim, sink, args.kafka_rate, seconds, &stop, |_| {}) => driven?,
+        never = trimming => never,
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while engine.stats.handled() < before + driven.sent && Instant::now() < deadline {
+    while engine.stats.handled() < before + driven.sent {
+        anyhow::ensure!(Instant::now() < deadline, "the engine did not handle the phase's events within 120 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Desync is booked when the availability is published, after the events are handled.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     timeline_stop.cancel();
     let timeline_ms = timeline.await?;
     let ended_ms = tally_core::now_ms();
@@ -600,7 +652,9 @@ async fn isolation(
     let (cfg, args) = (phase.cfg, phase.args);
     let (rate, seconds) = (args.kafka_rate, args.latency_seconds);
     eprintln!("isolation: {rate} ev/s for {seconds} s before the refresh…");
+    settle(phase.pg).await?;
     let before = desync_phase(phase, sim).await?;
+    settle_database(phase.pg).await?;
 
     let store = tally_server::app::open_forecast_store(cfg)?.documents(tally_server::app::FORECAST_SUBSYSTEM);
     let dir = tempfile::tempdir()?;
@@ -620,8 +674,7 @@ async fn isolation(
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let spawned_ms = tally_core::now_ms();
-    // Its start (group join, the first batch read) before the measured phase.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(SETTLE).await;
     eprintln!("isolation: the same beside the refresh…");
     let during = desync_phase(phase, sim).await?;
     // The refresh's end: its summary row, once written.
@@ -643,6 +696,7 @@ async fn isolation(
     let _ = child.wait();
     let finished_ms = finished_ms.ok_or_else(|| anyhow::anyhow!("the forecast refresh did not finish ({run})"))?;
     eprintln!("isolation: the same after the refresh…");
+    settle(phase.pg).await?;
     let after = desync_phase(phase, sim).await?;
 
     let overlap = (finished_ms.min(during.ended_ms) - during.started_ms).max(0) as f64
@@ -658,6 +712,8 @@ async fn isolation(
         desync_p99_ms: during.p99_ms(),
         desync_p99_after_ms: after.p99_ms(),
         p99_ratio: during.p99_ms() / without_p99_ms.max(1e-9),
+        p99_ratio_to_before: during.p99_ms() / before.p99_ms().max(1e-9),
+        p99_ratio_to_after: during.p99_ms() / after.p99_ms().max(1e-9),
         refresh_overlap: overlap.min(1.0),
         refresh_s: (finished_ms - spawned_ms) as f64 / 1000.0,
         timeline_before_ms: before.timeline_ms,
