@@ -74,9 +74,9 @@ pub struct KafkaBenchResult {
 
 /// Inventory's desync with and without a full forecast refresh running beside it: three phases
 /// at the same rate — before the refresh, during it, after it — each on a topic trimmed of what
-/// was consumed before it. (The test broker lists every stored batch of a partition on each
-/// fetch, so its cost grows with the partition: untrimmed, a later phase is slower for that
-/// alone. The phase after the refresh shows what drift is left.)
+/// was consumed, before the phase and every second during it. (The test broker lists every stored batch of a partition on each
+/// fetch, so its cost grows with the partition: untrimmed, a later phase — and the later part of
+/// each — is slower for that alone. The phase after the refresh shows what drift is left.)
 #[derive(Debug, Serialize)]
 pub struct Isolation {
     /// Series the refresh forecast.
@@ -500,10 +500,9 @@ fn forecast_config(
     Ok(path)
 }
 
-/// Stages `series` simulated series × 730 days of demand for the forecast role, then vacuums
-/// and analyses the database (so autovacuum does not start during a measured phase).
+/// Stages `series` simulated series × 730 days of demand for the forecast role, then settles
+/// the database (so autovacuum does not start during a measured phase).
 async fn stage_demand(cfg: &Config, pg: &str, series: usize) -> anyhow::Result<usize> {
-    use sqlx::Connection;
     let store = tally_server::app::open_forecast_store(cfg)?.documents(tally_server::app::FORECAST_SUBSYSTEM);
     let demand = tally_sim::demand::DemandSim::new(tally_sim::demand::DemandConfig {
         seed: 11,
@@ -519,13 +518,13 @@ async fn stage_demand(cfg: &Config, pg: &str, series: usize) -> anyhow::Result<u
         let flush = tally_store::Flush { effects, processed: Vec::new(), offsets: Vec::new() };
         tally_store::ledger::Journal::flush(&store, &[flush]).await?;
     }
-    let mut conn = sqlx::PgConnection::connect(pg).await?;
-    sqlx::query("VACUUM ANALYZE").execute(&mut conn).await?;
+    settle_database(pg).await?;
     Ok(series)
 }
 
-/// Publishes one probe event per partition of `topic` and waits until `app`'s engine has
-/// handled them all (at most 120 s after `since`): it applies on every partition.
+/// Publishes the simulator's next events until every partition of `topic` has one, and waits
+/// until `app`'s engine has handled them all (at most 120 s after `since`): it applies on every
+/// partition.
 async fn until_applying(
     app: &tally_server::app::RunningApp,
     sim: &mut Simulator,
@@ -533,18 +532,6 @@ async fn until_applying(
     topic: &str,
     since: Instant,
 ) -> anyhow::Result<()> {
-    let before = app.engine.stats.handled();
-    let probes = publish_probes(sim, bus, topic).await?;
-    while app.engine.stats.handled() < before + probes {
-        anyhow::ensure!(since.elapsed() < Duration::from_secs(120), "the engine did not start applying on {topic}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
-}
-
-/// Publishes the simulator's next events until every partition of `topic` has one; returns how
-/// many.
-async fn publish_probes(sim: &mut Simulator, bus: &KafkaBus, topic: &str) -> anyhow::Result<u64> {
     let mut probes = Vec::new();
     let mut covered = [false; PARTITIONS as usize];
     while !covered.iter().all(|c| *c) {
@@ -554,8 +541,13 @@ async fn publish_probes(sim: &mut Simulator, bus: &KafkaBus, topic: &str) -> any
             probes.push(env);
         }
     }
+    let before = app.engine.stats.handled();
     bus.publish(topic, probes.iter().map(driver::record).collect()).await?;
-    Ok(probes.len() as u64)
+    while app.engine.stats.handled() < before + probes.len() as u64 {
+        anyhow::ensure!(since.elapsed() < Duration::from_secs(120), "the engine did not start applying on {topic}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// What every isolation phase drives and measures.
