@@ -1,6 +1,7 @@
 //! Kill -9 the real `tally serve --role forecast` mid-stream, several times, then restart it:
 //! the staged demand must equal staging each distinct sale, supply and return once — nothing
-//! lost, nothing counted twice — whatever the kills interrupted.
+//! lost, nothing counted twice — whatever the kills interrupted. And the role's claim on the
+//! CPU: its own scheduling group lowered only when the group is its own.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -145,4 +146,69 @@ async fn kill_dash_nine_of_the_forecast_role_loses_no_demand_and_counts_none_twi
     assert!(missing.is_empty(), "{} series-days never staged", missing.len());
     assert_eq!(staged, expected, "every distinct event staged once");
     common::terminate(&mut child);
+}
+
+/// This process's line in `/proc/<pid>/autogroup`: `/autogroup-<id> nice <n>`.
+fn autogroup(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/autogroup"))
+        .expect("this test needs Linux autogroups")
+        .trim()
+        .to_owned()
+}
+
+/// `tally serve --role forecast` started by `program` (prefix arguments `prefix`), once it listens.
+fn start_forecast_role(program: &str, prefix: &[&std::ffi::OsStr], config: &std::path::Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(program)
+        .args(prefix)
+        .args(["serve", "--role", "forecast", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("tally listening on ") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("the forecast role did not start");
+    child
+}
+
+#[test]
+fn a_forecast_role_lowers_its_own_scheduling_group_and_never_a_shared_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tally.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[embedded]\npath = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n\
+             [forecast]\nmodel = \"direct\"\nrefresh_interval_seconds = 86400\n",
+            dir.path().join("tally.db").display().to_string()
+        ),
+    )
+    .unwrap();
+    let ours = autogroup(std::process::id());
+    let tally = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_tally"));
+
+    // As a service manager starts it (a session, so an autogroup, of its own): lowered.
+    let mut own = start_forecast_role("setsid", &[tally], &config);
+    let its = autogroup(own.id());
+    own.kill().unwrap();
+    own.wait().unwrap();
+    assert!(its.ends_with(" nice 19"), "its own group at forecast.group_nice: {its}");
+    assert_ne!(its.split(' ').next(), ours.split(' ').next(), "a group of its own");
+
+    // Started by this test, in its session: the group is shared, so left as it was.
+    let mut shared = start_forecast_role(env!("CARGO_BIN_EXE_tally"), &[], &config);
+    let its = autogroup(shared.id());
+    shared.kill().unwrap();
+    shared.wait().unwrap();
+    assert_eq!(its, ours, "the shared group keeps its nice");
+    assert_eq!(autogroup(std::process::id()), ours);
 }

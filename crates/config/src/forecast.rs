@@ -41,6 +41,18 @@ pub enum ForecastModel {
     Direct,
 }
 
+/// How the demand model's threads claim the CPU when this process evaluates it directly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelPriority {
+    /// Linux `SCHED_IDLE`: the model runs only on time no other thread wants, so a refresh
+    /// never delays the main contour on a shared machine, and takes every idle core otherwise.
+    #[default]
+    Idle,
+    /// The normal policy: the model competes with the main contour for the cores.
+    Normal,
+}
+
 /// `[forecast.export]`: where every run's forecasts and suggestions go besides the store. An
 /// exporter (its own consumer group over `forecast.ready`) writes each run it hears of; with
 /// neither destination set it does not run.
@@ -166,6 +178,16 @@ pub struct ForecastConfig {
     /// a time, whatever `batches_in_flight`. Fewer leave cores to the main contour when
     /// forecasting shares its machine (`docs/benchmarks.md`, isolation).
     pub model_threads: usize,
+    /// How those threads claim the CPU: `idle` (`SCHED_IDLE`, the default — a woken main
+    /// contour thread takes the core at once) or `normal`.
+    pub model_priority: ModelPriority,
+    /// The nice (0–19) of the scheduling group of a process that runs forecasting alone
+    /// (`--role forecast`), set at its start when it leads its own session — a service
+    /// manager's process, or one started with `setsid` — so its Linux autogroup is its own.
+    /// Autogroups share the CPU group against group: without this, `model_priority` and the
+    /// process's nice only order forecasting against its own threads, and a refresh takes its
+    /// fair share from PostgreSQL and the broker (`docs/benchmarks.md`, isolation). 0: leave it.
+    pub group_nice: u8,
     /// Connections in forecasting's own PostgreSQL pool (never the main contour's).
     pub store_max_connections: u32,
     /// Server-side limit on any one of forecasting's statements (ms).
@@ -213,6 +235,8 @@ impl Default for ForecastConfig {
             model_deadline_ms: 60_000,
             replica_url: None,
             model_threads: 0,
+            model_priority: ModelPriority::Idle,
+            group_nice: 19,
             store_max_connections: 4,
             store_statement_timeout_ms: 30_000,
             fetch_wait_ms: 100,
@@ -258,6 +282,9 @@ impl ForecastConfig {
         }
         // librdkafka takes up to 300 s, but a wait near `socket.timeout.ms` (60 s) only trades
         // incremental freshness for nothing.
+        if self.group_nice > 19 {
+            return Err(invalid("forecast.group_nice", "must be within 0 and 19"));
+        }
         if self.fetch_wait_ms > 10_000 {
             return Err(invalid("forecast.fetch_wait_ms", "must be at most 10000"));
         }

@@ -17,7 +17,7 @@ mod fraud;
 mod secret;
 
 pub use auth::{ApiKeyConfig, Scope, hash_api_key};
-pub use forecast::{ForecastConfig, ForecastExport, ForecastModel, ForecastTopics};
+pub use forecast::{ForecastConfig, ForecastExport, ForecastModel, ForecastTopics, ModelPriority};
 pub use fraud::{FraudConfig, FraudRules, FraudTopics, ModelConfig, ModelTransport};
 pub use secret::Secret;
 

@@ -70,6 +70,18 @@ fn cross_field_errors_name_the_key() {
 }
 
 #[test]
+fn the_model_runs_under_sched_idle_unless_configured_normal() {
+    assert_eq!(Config::default().forecast.model_priority, ModelPriority::Idle);
+    let c = Config::load(None, env(&[("TALLY_FORECAST__MODEL_PRIORITY", "normal")])).expect("normal");
+    assert_eq!(c.forecast.model_priority, ModelPriority::Normal);
+    let err = Config::load(None, env(&[("TALLY_FORECAST__MODEL_PRIORITY", "realtime")])).expect_err("no such");
+    assert!(err.to_string().contains("realtime") && err.to_string().contains("idle"), "{err}");
+    assert_eq!(Config::default().forecast.group_nice, 19);
+    let err = Config::load(None, env(&[("TALLY_FORECAST__GROUP_NICE", "20")])).expect_err("past 19");
+    assert!(err.to_string().contains("forecast.group_nice"), "{err}");
+}
+
+#[test]
 fn api_keys_need_a_valid_hash_and_known_scopes() {
     let key = ApiKeyConfig {
         id: "ozon".into(),

@@ -203,6 +203,16 @@ pub fn model_settings(cfg: &ForecastConfig) -> tally_forecast::model::Settings {
     }
 }
 
+/// The threads the configuration gives direct evaluation.
+pub fn model_workers(cfg: &ForecastConfig) -> tally_forecast::workers::Workers {
+    use tally_forecast::workers::Priority;
+    let priority = match cfg.model_priority {
+        tally_config::ModelPriority::Idle => Priority::Idle,
+        tally_config::ModelPriority::Normal => Priority::Normal,
+    };
+    tally_forecast::workers::Workers { threads: cfg.model_threads, priority }
+}
+
 impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
     /// The engine over these backends, reading stock on hand through `stock`. Build it once
     /// the metrics recorder is installed.
@@ -228,8 +238,7 @@ impl<B: Bus, S: DemandStore + DocumentStore, C: Cache> ForecastEngine<B, S, C> {
             touched: touched.clone(),
             metrics: metrics.clone(),
         });
-        let model =
-            DemandModel::direct(model_settings(&cfg), cfg.default_version.clone()).on_threads(cfg.model_threads);
+        let model = DemandModel::direct(model_settings(&cfg), cfg.default_version.clone()).on(model_workers(&cfg));
         let instance = format!("{}-{}", std::process::id(), tally_core::now_ms() % 100_000);
         let flags = Arc::new(FlagsView::new(ForecastFlags { revision: 0, active: cfg.default_version.clone() }));
         let export = export_parts(&cfg);

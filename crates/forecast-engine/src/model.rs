@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tally_forecast::model::{self, SeriesForecast, Settings};
+use tally_forecast::workers::Workers;
 use tally_model::client::{CallError, Request, Transport};
 use tally_model::{Named, Values};
 
@@ -53,9 +54,9 @@ pub struct DemandModel {
     /// The one version direct evaluation answers to (the configuration's default).
     version: String,
     remote: Option<Arc<Remote>>,
-    /// Threads of direct evaluation (0: one per core).
-    threads: usize,
-    /// One direct evaluation at a time, so `threads` bounds the model's threads however many
+    /// The threads of direct evaluation.
+    workers: Workers,
+    /// One direct evaluation at a time, so `workers` bound the model's threads however many
     /// batches a run has in flight (the others do their reads and writes meanwhile).
     evaluating: Arc<tokio::sync::Semaphore>,
     /// Fault injection.
@@ -78,15 +79,15 @@ impl DemandModel {
             settings: Arc::new(settings),
             version: version.into(),
             remote: None,
-            threads: 0,
+            workers: Workers::default(),
             evaluating: Arc::new(tokio::sync::Semaphore::new(1)),
             outage: Arc::default(),
         }
     }
 
-    /// The same evaluated on at most `threads` threads (0: one per core).
-    pub fn on_threads(mut self, threads: usize) -> Self {
-        self.threads = threads;
+    /// The same evaluated on `workers` (by default one per core, under `SCHED_IDLE`).
+    pub fn on(mut self, workers: Workers) -> Self {
+        self.workers = workers;
         self
     }
 
@@ -97,7 +98,7 @@ impl DemandModel {
             settings: Arc::new(settings),
             version: String::new(),
             remote: Some(Arc::new(remote)),
-            threads: 0,
+            workers: Workers::default(),
             evaluating: Arc::new(tokio::sync::Semaphore::new(1)),
             outage: Arc::default(),
         }
@@ -123,9 +124,9 @@ impl DemandModel {
             }
             None => {
                 let settings = self.settings.clone();
-                let threads = self.threads;
+                let workers = self.workers;
                 let _turn = self.evaluating.acquire().await.map_err(|e| ModelUnavailable(e.to_string()))?;
-                tokio::task::spawn_blocking(move || model::forecast_many_on(&histories, &settings, threads))
+                tokio::task::spawn_blocking(move || model::forecast_many_on(&histories, &settings, workers))
                     .await
                     .map_err(|e| ModelUnavailable(e.to_string()))
             }

@@ -21,5 +21,6 @@ pub mod optimize;
 pub mod reference;
 pub mod replenish;
 pub mod select;
+pub mod workers;
 
 pub use methods::{Forecast, Method};

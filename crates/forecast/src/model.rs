@@ -12,6 +12,7 @@
 //! ([`crate::select::choose`]).
 
 use crate::select::{self, Choice};
+use crate::workers::Workers;
 
 /// Input tensor name.
 pub const INPUT: &str = "history";
@@ -108,26 +109,16 @@ pub fn forecast(history: &[f64], settings: &Settings) -> SeriesForecast {
     SeriesForecast::of(&select::choose(history, cfg), &settings.quantiles)
 }
 
-/// Forecasts many series, spread over the machine's cores (blocking: call it off async
-/// threads). One forecast per history, in order.
+/// Forecasts many series, spread over the machine's cores at the normal policy (blocking:
+/// call it off async threads). One forecast per history, in order.
 pub fn forecast_many(histories: &[Vec<f64>], settings: &Settings) -> Vec<SeriesForecast> {
-    forecast_many_on(histories, settings, 0)
+    forecast_many_on(histories, settings, Workers::ALL_CORES)
 }
 
-/// The same on at most `threads` threads (0: one per core).
-pub fn forecast_many_on(histories: &[Vec<f64>], settings: &Settings, threads: usize) -> Vec<SeriesForecast> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = if threads == 0 { cores } else { threads }.min(histories.len()).max(1);
-    let chunk = histories.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = histories
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|h| forecast(h, settings)).collect::<Vec<_>>()))
-            .collect();
-        // A panicking forecast is a bug; its chunk comes back empty and the caller, finding
-        // fewer forecasts than series, treats the batch as failed.
-        parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
-    })
+/// The same on `workers` (a panicking forecast is a bug: its chunk comes back empty and the
+/// caller, finding fewer forecasts than series, treats the batch as failed).
+pub fn forecast_many_on(histories: &[Vec<f64>], settings: &Settings, workers: Workers) -> Vec<SeriesForecast> {
+    workers.map(histories, |h| forecast(h, settings))
 }
 
 /// Settings from a model version's `[demand]` section (absent keys take the defaults).

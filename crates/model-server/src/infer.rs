@@ -85,7 +85,9 @@ impl ModelServer {
     async fn infer_loaded(&self, loaded: Arc<Loaded>, call: Call) -> Result<Answer, ServeError> {
         match &loaded.evaluator {
             Evaluator::Trees { model, batcher, width } => self.infer_trees(&loaded, model, batcher, *width, call).await,
-            Evaluator::Demand(settings) => self.infer_demand(&loaded, Arc::clone(settings), call).await,
+            Evaluator::Demand(settings, workers) => {
+                self.infer_demand(&loaded, Arc::clone(settings), *workers, call).await
+            }
         }
     }
 
@@ -203,11 +205,12 @@ impl ModelServer {
     }
 
     /// The demand model: histories (NaN-padded rows) in; mean, sigma, quantiles and method out
-    /// (`tally_forecast::model`), the series spread over the cores off the async threads.
+    /// (`tally_forecast::model`), the series spread over `workers` off the async threads.
     async fn infer_demand(
         &self,
         loaded: &Loaded,
         settings: Arc<tally_forecast::model::Settings>,
+        workers: tally_forecast::workers::Workers,
         call: Call,
     ) -> Result<Answer, ServeError> {
         use tally_forecast::model as demand;
@@ -225,7 +228,7 @@ impl ModelServer {
         metrics::batch(&loaded.name, &loaded.version, rows);
         let forecasts = {
             let settings = Arc::clone(&settings);
-            tokio::task::spawn_blocking(move || demand::forecast_many(&histories, &settings))
+            tokio::task::spawn_blocking(move || demand::forecast_many_on(&histories, &settings, workers))
                 .await
                 .map_err(|e| ServeError::Internal(e.to_string()))?
         };

@@ -45,8 +45,8 @@ pub enum Evaluator {
         width: usize,
     },
     /// `tally-demand`: the demand model (`tally_forecast::model`) with the version's
-    /// `[demand]` settings.
-    Demand(Arc<tally_forecast::model::Settings>),
+    /// `[demand]` settings, evaluated on the threads it names.
+    Demand(Arc<tally_forecast::model::Settings>, tally_forecast::workers::Workers),
 }
 
 /// The `[demand]` section of a `tally-demand` version.
@@ -57,6 +57,11 @@ struct DemandSection {
     horizon: Option<usize>,
     windows: Option<usize>,
     quantiles: Option<Vec<f64>>,
+    /// Evaluation threads per call (0 or absent: one per core).
+    threads: Option<usize>,
+    /// `idle` (absent: `SCHED_IDLE`, so a refresh never delays fraud scoring on the same
+    /// server) or `normal`.
+    priority: Option<tally_forecast::workers::Priority>,
 }
 
 /// The platform of the demand model.
@@ -280,7 +285,48 @@ fn load_demand(name: &str, number: u64, stamp: SystemTime, config: VersionConfig
         name: name.to_owned(),
         version: number.to_string(),
         config,
-        evaluator: Evaluator::Demand(Arc::new(settings)),
+        evaluator: Evaluator::Demand(
+            Arc::new(settings),
+            tally_forecast::workers::Workers {
+                threads: section.threads.unwrap_or(0),
+                priority: section.priority.unwrap_or_default(),
+            },
+        ),
         stamp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_forecast::workers::{Priority, Workers};
+
+    /// The checked-in demand model's configuration with `edit` applied to its text.
+    fn demand_version(edit: impl Fn(String) -> String) -> Result<Loaded, String> {
+        let text = edit(include_str!("../../../models/demand/1/config.toml").to_owned());
+        let config: VersionConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        load_demand("demand", 1, SystemTime::UNIX_EPOCH, config)
+    }
+
+    fn workers(loaded: &Loaded) -> Workers {
+        match &loaded.evaluator {
+            Evaluator::Demand(_, workers) => *workers,
+            Evaluator::Trees { .. } => panic!("the demand model loaded as trees"),
+        }
+    }
+
+    #[test]
+    fn demand_batches_run_under_sched_idle_unless_the_version_says_normal() {
+        let shipped = demand_version(|t| t).expect("the shipped demand model loads");
+        assert_eq!(workers(&shipped), Workers { threads: 0, priority: Priority::Idle });
+        let unset = demand_version(|t| t.replace("priority = \"idle\"", "")).expect("loads");
+        assert_eq!(workers(&unset).priority, Priority::Idle, "idle is the default");
+        let normal = demand_version(|t| {
+            t.replace("priority = \"idle\"", "priority = \"normal\"").replace("threads = 0", "threads = 3")
+        })
+        .expect("loads");
+        assert_eq!(workers(&normal), Workers { threads: 3, priority: Priority::Normal });
+        let bad = demand_version(|t| t.replace("priority = \"idle\"", "priority = \"realtime\"")).expect_err("refused");
+        assert!(bad.starts_with("[demand]") && bad.contains("realtime"), "{bad}");
+    }
 }

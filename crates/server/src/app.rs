@@ -361,6 +361,11 @@ impl App {
             tasks.push(tokio::spawn(fraud.clone().watch_flags(shutdown.clone())));
         }
         if role.runs_forecast() {
+            if role == Role::Forecast {
+                // Alone in its process, forecasting can step back as a whole; beside the main
+                // contour only its model threads can (`forecast.model_priority`).
+                crate::scheduling::apply_forecast_group_nice(self.config.forecast.group_nice);
+            }
             tasks.push(tokio::spawn(forecast.clone().run(shutdown.clone())));
         }
         if let AnyBus::Embedded(log) = &engine.bus {

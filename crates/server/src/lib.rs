@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod metrics;
+pub mod scheduling;
 pub mod telemetry;
 
 pub use app::{App, RunningApp};

@@ -47,6 +47,11 @@ pub struct InventoryBenchArgs {
     /// main contour. 0: skip.
     #[arg(long, default_value_t = 0)]
     pub forecast_series: usize,
+    /// Repeat the before/during/after comparison this many times, each round around a refresh
+    /// of its own (a new forecast process), and report every round, the median and the range:
+    /// one round's ratio moves by as much as the effect it measures.
+    #[arg(long, default_value_t = 1)]
+    pub forecast_rounds: usize,
     /// The forecast process's `forecast.model_threads` (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub forecast_model_threads: usize,
