@@ -52,6 +52,10 @@ pub struct InventoryBenchArgs {
     /// one round's ratio moves by as much as the effect it measures.
     #[arg(long, default_value_t = 1)]
     pub forecast_rounds: usize,
+    /// The control for `--forecast-series`: the same rounds and phases with no forecast
+    /// process started, so the ratios show what chance alone gives.
+    #[arg(long)]
+    pub forecast_control: bool,
     /// The forecast process's `forecast.model_threads` (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub forecast_model_threads: usize,

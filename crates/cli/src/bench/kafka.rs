@@ -126,6 +126,32 @@ pub struct IsolationRound {
     pub timeline_after_ms: Vec<f64>,
 }
 
+impl IsolationRound {
+    /// The round of these three phases, around a refresh from `spawned_ms` to `finished_ms`.
+    fn of(before: DesyncPhase, during: DesyncPhase, after: DesyncPhase, spawned_ms: i64, finished_ms: i64) -> Self {
+        let overlap = (finished_ms.min(during.ended_ms) - during.started_ms).max(0) as f64
+            / (during.ended_ms - during.started_ms).max(1) as f64;
+        let without_p99_ms = (before.p99_ms() + after.p99_ms()) / 2.0;
+        eprintln!("desync p99 per second before the refresh (ms): {}", timeline_text(&before.timeline_ms));
+        eprintln!("desync p99 per second during it (ms):          {}", timeline_text(&during.timeline_ms));
+        eprintln!("desync p99 per second after it (ms):           {}", timeline_text(&after.timeline_ms));
+        Self {
+            desync_p99_before_ms: before.p99_ms(),
+            desync_p50_ms: during.desync.value_at_quantile(0.5) as f64 / 1000.0,
+            desync_p99_ms: during.p99_ms(),
+            desync_p99_after_ms: after.p99_ms(),
+            p99_ratio: during.p99_ms() / without_p99_ms.max(1e-9),
+            p99_ratio_to_before: during.p99_ms() / before.p99_ms().max(1e-9),
+            p99_ratio_to_after: during.p99_ms() / after.p99_ms().max(1e-9),
+            refresh_overlap: overlap.min(1.0),
+            refresh_s: (finished_ms - spawned_ms) as f64 / 1000.0,
+            timeline_before_ms: before.timeline_ms,
+            timeline_with_ms: during.timeline_ms,
+            timeline_after_ms: after.timeline_ms,
+        }
+    }
+}
+
 impl Isolation {
     /// The rounds and their spread.
     fn of(forecast_series: usize, rounds: Vec<IsolationRound>) -> Self {
@@ -749,6 +775,17 @@ async fn isolation(
     let before = desync_phase(phase, sim).await?;
     settle_database(phase.pg).await?;
 
+    if args.forecast_control {
+        // The control: the same phases, nothing started — the ratio's spread by chance alone.
+        let spawned_ms = tally_core::now_ms();
+        tokio::time::sleep(SETTLE).await;
+        eprintln!("isolation: the same again, no refresh (control)…");
+        let during = desync_phase(phase, sim).await?;
+        eprintln!("isolation: the same after it…");
+        settle(phase.pg).await?;
+        let after = desync_phase(phase, sim).await?;
+        return Ok(IsolationRound::of(before, during, after, spawned_ms, spawned_ms));
+    }
     let store = tally_server::app::open_forecast_store(cfg)?.documents(tally_server::app::FORECAST_SUBSYSTEM);
     let dir = tempfile::tempdir()?;
     let interval_s = fresh_interval_s(buckets);
@@ -784,24 +821,5 @@ async fn isolation(
     settle(phase.pg).await?;
     let after = desync_phase(phase, sim).await?;
 
-    let overlap = (finished_ms.min(during.ended_ms) - during.started_ms).max(0) as f64
-        / (during.ended_ms - during.started_ms).max(1) as f64;
-    let without_p99_ms = (before.p99_ms() + after.p99_ms()) / 2.0;
-    eprintln!("desync p99 per second before the refresh (ms): {}", timeline_text(&before.timeline_ms));
-    eprintln!("desync p99 per second during it (ms):          {}", timeline_text(&during.timeline_ms));
-    eprintln!("desync p99 per second after it (ms):           {}", timeline_text(&after.timeline_ms));
-    Ok(IsolationRound {
-        desync_p99_before_ms: before.p99_ms(),
-        desync_p50_ms: during.desync.value_at_quantile(0.5) as f64 / 1000.0,
-        desync_p99_ms: during.p99_ms(),
-        desync_p99_after_ms: after.p99_ms(),
-        p99_ratio: during.p99_ms() / without_p99_ms.max(1e-9),
-        p99_ratio_to_before: during.p99_ms() / before.p99_ms().max(1e-9),
-        p99_ratio_to_after: during.p99_ms() / after.p99_ms().max(1e-9),
-        refresh_overlap: overlap.min(1.0),
-        refresh_s: (finished_ms - spawned_ms) as f64 / 1000.0,
-        timeline_before_ms: before.timeline_ms,
-        timeline_with_ms: during.timeline_ms,
-        timeline_after_ms: after.timeline_ms,
-    })
+    Ok(IsolationRound::of(before, during, after, spawned_ms, finished_ms))
 }
