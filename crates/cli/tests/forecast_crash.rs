@@ -18,8 +18,14 @@ use tally_store::demand::DemandStore;
 const TOPICS: [&str; 3] = ["demand.sales", "demand.supplies", "demand.returns"];
 
 fn start(config: &std::path::Path) -> std::process::Child {
+    start_via(&[], config)
+}
+
+/// `tally serve --role forecast` started through `wrapper` (`common::spawn_serve_via`), once it
+/// listens.
+fn start_via(wrapper: &[&str], config: &std::path::Path) -> std::process::Child {
     let (tx, rx) = std::sync::mpsc::channel();
-    let child = common::spawn_serve(config, &["--role", "forecast"], move |line| {
+    let child = common::spawn_serve_via(wrapper, config, &["--role", "forecast"], &[], move |line| {
         if line.starts_with("tally listening on ") {
             let _ = tx.send(());
         }
@@ -148,36 +154,12 @@ async fn kill_dash_nine_of_the_forecast_role_loses_no_demand_and_counts_none_twi
     common::terminate(&mut child);
 }
 
-/// This process's line in `/proc/<pid>/autogroup`: `/autogroup-<id> nice <n>`.
+/// A process's line in `/proc/<pid>/autogroup`: `/autogroup-<id> nice <n>`.
 fn autogroup(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/autogroup"))
         .expect("this test needs Linux autogroups")
         .trim()
         .to_owned()
-}
-
-/// `tally serve --role forecast` started by `program` (prefix arguments `prefix`), once it listens.
-fn start_forecast_role(program: &str, prefix: &[&std::ffi::OsStr], config: &std::path::Path) -> std::process::Child {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(program)
-        .args(prefix)
-        .args(["serve", "--role", "forecast", "--config"])
-        .arg(config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("tally listening on ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30)).expect("the forecast role did not start");
-    child
 }
 
 #[test]
@@ -194,10 +176,9 @@ fn a_forecast_role_lowers_its_own_scheduling_group_and_never_a_shared_one() {
     )
     .unwrap();
     let ours = autogroup(std::process::id());
-    let tally = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_tally"));
 
     // As a service manager starts it (a session, so an autogroup, of its own): lowered.
-    let mut own = start_forecast_role("setsid", &[tally], &config);
+    let mut own = start_via(&["setsid"], &config);
     let its = autogroup(own.id());
     own.kill().unwrap();
     own.wait().unwrap();
@@ -205,7 +186,7 @@ fn a_forecast_role_lowers_its_own_scheduling_group_and_never_a_shared_one() {
     assert_ne!(its.split(' ').next(), ours.split(' ').next(), "a group of its own");
 
     // Started by this test, in its session: the group is shared, so left as it was.
-    let mut shared = start_forecast_role(env!("CARGO_BIN_EXE_tally"), &[], &config);
+    let mut shared = start(&config);
     let its = autogroup(shared.id());
     shared.kill().unwrap();
     shared.wait().unwrap();

@@ -45,8 +45,8 @@ pub enum ForecastModel {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelPriority {
-    /// Linux `SCHED_IDLE`: the model runs only on time no other thread wants, so a refresh
-    /// never delays the main contour on a shared machine, and takes every idle core otherwise.
+    /// Linux `SCHED_IDLE`: the model runs only on time no other thread of its scheduling group
+    /// wants (across groups see `group_nice`), and takes every idle core otherwise.
     #[default]
     Idle,
     /// The normal policy: the model competes with the main contour for the cores.
@@ -280,11 +280,11 @@ impl ForecastConfig {
                 return Err(invalid(key, "must be > 0"));
             }
         }
-        // librdkafka takes up to 300 s, but a wait near `socket.timeout.ms` (60 s) only trades
-        // incremental freshness for nothing.
         if self.group_nice > 19 {
             return Err(invalid("forecast.group_nice", "must be within 0 and 19"));
         }
+        // librdkafka takes up to 300 s, but a wait near `socket.timeout.ms` (60 s) only trades
+        // incremental freshness for nothing.
         if self.fetch_wait_ms > 10_000 {
             return Err(invalid("forecast.fetch_wait_ms", "must be at most 10000"));
         }

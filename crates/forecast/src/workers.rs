@@ -1,12 +1,12 @@
 //! The threads a batch of forecasts is evaluated on, and their claim on the CPU.
 //!
 //! Forecasting is batch work beside an online contour (inventory, fraud scoring) that must
-//! not wait for it. `nice 19` is not enough for that on a busy machine: a woken inventory
-//! thread still waits for a `nice 19` thread to finish its slice, and at 5,000 events/s that
-//! shows in inventory's desync p99 (`docs/benchmarks.md`, isolation). Under `SCHED_IDLE` the
-//! scheduler preempts the model thread as soon as any normal thread wakes, so the model uses
-//! only the time nothing else wants — and all of it on an otherwise idle machine, where an
-//! idle-priority refresh is as fast as a normal one.
+//! not wait for it. Under `SCHED_IDLE` a thread runs only when no normal thread **of its
+//! scheduling group** wants the core, and all of it on an otherwise idle machine, where an
+//! idle-priority refresh is as fast as a normal one. Across groups (Linux autogroups: one per
+//! session, and PostgreSQL gives every backend its own; or cgroups) the group's weight decides
+//! — so in a process of its own forecasting also lowers its group (`forecast.group_nice`;
+//! `docs/benchmarks.md`, isolation, has the measurements).
 
 /// How a batch's evaluation claims the CPU.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -48,10 +48,13 @@ impl Workers {
             let parts: Vec<_> = items
                 .chunks(chunk)
                 .map(|part| {
-                    std::thread::Builder::new().name(THREAD_NAME.into()).spawn_scoped(scope, move || {
-                        enter(priority);
-                        part.iter().map(work).collect::<Vec<_>>()
-                    })
+                    std::thread::Builder::new()
+                        .name(THREAD_NAME.into())
+                        .spawn_scoped(scope, move || {
+                            enter(priority);
+                            part.iter().map(work).collect::<Vec<_>>()
+                        })
+                        .inspect_err(|e| tracing::warn!(error = %e, "starting a {THREAD_NAME} thread failed"))
                 })
                 .collect();
             parts.into_iter().flat_map(|p| p.ok().and_then(|handle| handle.join().ok()).unwrap_or_default()).collect()
@@ -76,11 +79,16 @@ fn enter(priority: Priority) {
 #[cfg(target_os = "linux")]
 fn to_idle() -> Result<(), thread_priority::Error> {
     use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-    thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-    )
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let set =
+        thread_priority::set_thread_priority_and_policy(thread_priority::thread_native_id(), ThreadPriority::Min, idle);
+    // The crate sets the policy, then the thread's nice to 0 — which a niced process (`nice
+    // -n 19`, systemd `Nice=`) may not do. The nice means nothing under SCHED_IDLE: what
+    // counts is the policy.
+    match set {
+        Err(_) if thread_priority::thread_schedule_policy().is_ok_and(|p| p == idle) => Ok(()),
+        other => other,
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -120,5 +128,15 @@ mod tests {
             assert_eq!(doubled, items.iter().map(|i| i * 2).collect::<Vec<_>>(), "{threads} threads");
         }
         assert!(Workers::default().map(&[] as &[u32], |i| *i).is_empty());
+    }
+
+    #[test]
+    fn a_panicking_item_loses_its_chunk_so_the_caller_sees_too_few_results() {
+        let items: Vec<u32> = (0..8).collect();
+        let results = Workers { threads: 4, priority: Priority::Normal }.map(&items, |i| {
+            assert_ne!(*i, 5, "a bug in one forecast");
+            *i
+        });
+        assert_eq!(results, [0, 1, 2, 3, 6, 7], "the chunk [4, 5] is gone, the others kept in order");
     }
 }

@@ -364,7 +364,7 @@ impl App {
             if role == Role::Forecast {
                 // Alone in its process, forecasting can step back as a whole; beside the main
                 // contour only its model threads can (`forecast.model_priority`).
-                crate::scheduling::apply_forecast_group_nice(self.config.forecast.group_nice);
+                crate::scheduling::apply_forecast_group_nice(self.config.forecast.group_nice).await;
             }
             tasks.push(tokio::spawn(forecast.clone().run(shutdown.clone())));
         }

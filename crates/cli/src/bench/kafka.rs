@@ -81,8 +81,8 @@ pub struct KafkaBenchResult {
 pub struct Isolation {
     /// Series each refresh forecast.
     pub forecast_series: usize,
-    /// The median round's `p99_ratio` (aim ≤ 1.2).
-    pub p99_ratio: f64,
+    /// The median of the rounds' `p99_ratio` (aim ≤ 1.2).
+    pub p99_ratio_median: f64,
     /// The lowest …
     pub p99_ratio_min: f64,
     /// … and the highest.
@@ -164,7 +164,7 @@ impl Isolation {
         };
         Self {
             forecast_series,
-            p99_ratio: median,
+            p99_ratio_median: median,
             p99_ratio_min: ratios.first().copied().unwrap_or(f64::NAN),
             p99_ratio_max: ratios.last().copied().unwrap_or(f64::NAN),
             rounds_within_aim: ratios.iter().filter(|r| **r <= ISOLATION_AIM).count(),
@@ -450,11 +450,20 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
     let visible = engine.stats.visible_latency_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let isolation = if args.forecast_series > 0 {
         let phase = PhaseContext { cfg: &cfg, args, engine: &engine, sink: &sink, bus: &bus, store: &store, pg: &pg };
-        let (mut rounds, mut buckets) = (Vec::new(), Vec::new());
-        for round in 1..=args.forecast_rounds.max(1) {
-            eprintln!("isolation: round {round} of {}", args.forecast_rounds.max(1));
-            rounds.push(isolation(&phase, &mut sim, &run, &mut buckets).await?);
-        }
+        let all_rounds = async {
+            let (mut rounds, mut buckets) = (Vec::new(), Vec::new());
+            for round in 1..=args.forecast_rounds.max(1) {
+                eprintln!("isolation: round {round} of {}", args.forecast_rounds.max(1));
+                rounds.push(isolation(&phase, &mut sim, &run, &mut buckets).await?);
+            }
+            anyhow::Ok(rounds)
+        };
+        // On Ctrl-C the round is dropped, and with it the forecast process (in a session of
+        // its own, the terminal's signal does not reach it).
+        let rounds = tokio::select! {
+            rounds = all_rounds => rounds?,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        };
         Some(Isolation::of(demand_series, rounds))
     } else {
         None
@@ -531,7 +540,7 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
         println!(
             "  {:<52} {:>12.2}",
             format!("during ÷ mean, median of {} (aim ≤ {ISOLATION_AIM})", i.rounds.len()),
-            i.p99_ratio
+            i.p99_ratio_median
         );
         println!(
             "  {:<52} {:>5.2}–{:<6.2}",
@@ -716,12 +725,19 @@ async fn desync_phase(phase: &PhaseContext<'_>, sim: &mut Simulator) -> anyhow::
     Ok(DesyncPhase { desync, timeline_ms, started_ms, ended_ms })
 }
 
-/// The forecast process, killed when the round ends, an error included (in a session of its
-/// own it is out of the terminal's process group, so Ctrl-C on the bench does not reach it).
+/// The forecast process, killed when the round ends — an error or Ctrl-C included (in a
+/// session of its own it is out of the terminal's process group).
 struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        // SIGTERM first: a process that drains leaves its consumer group at once, so the next
+        // round's process is not kept waiting for the dead member's session to time out.
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -758,6 +774,28 @@ fn forecast_command(args: &InventoryBenchArgs, config: &std::path::Path) -> anyh
     Ok(command)
 }
 
+/// When the first full refresh that finished after `spawned_ms` did (its summary row, not an
+/// earlier round's); `None` past 20 minutes.
+async fn refresh_finished_after(cfg: &Config, spawned_ms: i64) -> anyhow::Result<Option<i64>> {
+    use tally_store::ledger::DocumentStore;
+    let store = tally_server::app::open_forecast_store(cfg)?.documents(tally_server::app::FORECAST_SUBSYSTEM);
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs(1200) {
+        let summaries = store.appended(tally_forecast_engine::records::RUNS.to_owned()).await?;
+        let finished = summaries
+            .iter()
+            .filter_map(|(_, body)| serde_json::from_str::<tally_forecast_engine::RunSummary>(body).ok())
+            .filter(|s| s.run_id.starts_with("full-") && s.series > 0 && s.finished_at_ms > spawned_ms)
+            .map(|s| s.finished_at_ms)
+            .min();
+        if finished.is_some() {
+            return Ok(finished);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(None)
+}
+
 /// Inventory's desync before, during and after a full refresh of the staged `series` by
 /// `tally serve --role forecast` (a separate process, started for the phase in between; its
 /// refresh begins at once).
@@ -767,7 +805,6 @@ async fn isolation(
     run: &str,
     buckets: &mut Vec<i64>,
 ) -> anyhow::Result<IsolationRound> {
-    use tally_store::ledger::DocumentStore;
     let (cfg, args) = (phase.cfg, phase.args);
     let (rate, seconds) = (args.kafka_rate, args.latency_seconds);
     eprintln!("isolation: {rate} ev/s for {seconds} s before the refresh…");
@@ -775,49 +812,34 @@ async fn isolation(
     let before = desync_phase(phase, sim).await?;
     settle_database(phase.pg).await?;
 
-    if args.forecast_control {
-        // The control: the same phases, nothing started — the ratio's spread by chance alone.
-        let spawned_ms = tally_core::now_ms();
-        tokio::time::sleep(SETTLE).await;
-        eprintln!("isolation: the same again, no refresh (control)…");
-        let during = desync_phase(phase, sim).await?;
-        eprintln!("isolation: the same after it…");
-        settle(phase.pg).await?;
-        let after = desync_phase(phase, sim).await?;
-        return Ok(IsolationRound::of(before, during, after, spawned_ms, spawned_ms));
-    }
-    let store = tally_server::app::open_forecast_store(cfg)?.documents(tally_server::app::FORECAST_SUBSYSTEM);
-    let dir = tempfile::tempdir()?;
-    let interval_s = fresh_interval_s(buckets);
-    let config = forecast_config(cfg, interval_s, args.forecast_model_threads, &args.forecast_settings, dir.path())?;
-    let child = KillOnDrop(
-        forecast_command(args, &config)?
+    // The forecast process (none for the control: the same phases, nothing started — the
+    // ratio's spread by chance alone).
+    let child = if args.forecast_control {
+        None
+    } else {
+        let dir = tempfile::tempdir()?;
+        let interval_s = fresh_interval_s(buckets);
+        let config =
+            forecast_config(cfg, interval_s, args.forecast_model_threads, &args.forecast_settings, dir.path())?;
+        let spawned = forecast_command(args, &config)?
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .spawn()?,
-    );
+            .spawn()?;
+        Some((KillOnDrop(spawned), dir))
+    };
     let spawned_ms = tally_core::now_ms();
     tokio::time::sleep(SETTLE).await;
-    eprintln!("isolation: the same beside the refresh…");
+    eprintln!("isolation: the same {}…", if child.is_some() { "beside the refresh" } else { "again (control)" });
     let during = desync_phase(phase, sim).await?;
-    // The refresh's end: its summary row, once written (not an earlier round's).
-    let mut finished_ms = None;
-    let waited = Instant::now();
-    while finished_ms.is_none() && waited.elapsed() < Duration::from_secs(1200) {
-        let summaries = store.appended(tally_forecast_engine::records::RUNS.to_owned()).await?;
-        finished_ms = summaries
-            .iter()
-            .filter_map(|(_, body)| serde_json::from_str::<tally_forecast_engine::RunSummary>(body).ok())
-            .filter(|s| s.run_id.starts_with("full-") && s.series > 0 && s.finished_at_ms > spawned_ms)
-            .map(|s| s.finished_at_ms)
-            .max();
-        if finished_ms.is_none() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    let finished_ms = match child {
+        None => spawned_ms,
+        Some(child) => {
+            let finished_ms = refresh_finished_after(cfg, spawned_ms).await?;
+            drop(child);
+            finished_ms.ok_or_else(|| anyhow::anyhow!("the forecast refresh did not finish ({run})"))?
         }
-    }
-    drop(child);
-    let finished_ms = finished_ms.ok_or_else(|| anyhow::anyhow!("the forecast refresh did not finish ({run})"))?;
-    eprintln!("isolation: the same after the refresh…");
+    };
+    eprintln!("isolation: the same after it…");
     settle(phase.pg).await?;
     let after = desync_phase(phase, sim).await?;
 

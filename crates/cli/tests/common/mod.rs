@@ -45,9 +45,30 @@ pub fn spawn_serve_with_env(
     config: &std::path::Path,
     args: &[&str],
     vars: &[(&str, &std::path::Path)],
+    on_line: impl FnMut(&str) + Send + 'static,
+) -> Child {
+    spawn_serve_via(&[], config, args, vars, on_line)
+}
+
+/// The same started through `wrapper` — a program and its arguments before tally's path
+/// (`["setsid"]`: in a session of its own, as a service manager starts it).
+pub fn spawn_serve_via(
+    wrapper: &[&str],
+    config: &std::path::Path,
+    args: &[&str],
+    vars: &[(&str, &std::path::Path)],
     mut on_line: impl FnMut(&str) + Send + 'static,
 ) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+    let tally = env!("CARGO_BIN_EXE_tally");
+    let mut command = match wrapper {
+        [program, before @ ..] => {
+            let mut c = Command::new(program);
+            c.args(before).arg(tally);
+            c
+        }
+        [] => Command::new(tally),
+    };
+    let mut child = command
         .args(["serve", "--config"])
         .arg(config)
         .args(args)
