@@ -59,7 +59,7 @@ struct DemandSection {
     quantiles: Option<Vec<f64>>,
     /// Evaluation threads per call (0 or absent: one per core).
     threads: Option<usize>,
-    /// `idle` (absent: `SCHED_IDLE`, so a refresh never delays fraud scoring on the same
+    /// `idle` (absent: `SCHED_IDLE`, so a refresh yields the CPU to fraud scoring in the same
     /// server) or `normal`.
     priority: Option<tally_forecast::workers::Priority>,
 }
