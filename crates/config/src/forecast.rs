@@ -178,8 +178,9 @@ pub struct ForecastConfig {
     /// a time, whatever `batches_in_flight`. Fewer leave cores to the main contour when
     /// forecasting shares its machine (`docs/benchmarks.md`, isolation).
     pub model_threads: usize,
-    /// How those threads claim the CPU: `idle` (`SCHED_IDLE`, the default — a woken main
-    /// contour thread takes the core at once) or `normal`.
+    /// How those threads claim the CPU: `idle` (`SCHED_IDLE`, the default — a woken thread of
+    /// the same scheduling group, such as inventory's in the embedded process, takes the core
+    /// at once; across groups see `group_nice`) or `normal`.
     pub model_priority: ModelPriority,
     /// The nice (0–19) of the scheduling group of a process that runs forecasting alone
     /// (`--role forecast`), set at its start when it leads its own session — a service

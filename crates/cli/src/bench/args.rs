@@ -50,8 +50,8 @@ pub struct InventoryBenchArgs {
     /// Repeat the before/during/after comparison this many times, each round around a refresh
     /// of its own (a new forecast process), and report every round, the median and the range:
     /// one round's ratio moves by as much as the effect it measures.
-    #[arg(long, default_value_t = 1)]
-    pub forecast_rounds: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub forecast_rounds: u32,
     /// The control for `--forecast-series`: the same rounds and phases with no forecast
     /// process started, so the ratios show what chance alone gives.
     #[arg(long)]

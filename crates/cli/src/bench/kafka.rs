@@ -72,11 +72,8 @@ pub struct KafkaBenchResult {
     pub isolation: Option<Isolation>,
 }
 
-/// Inventory's desync with and without a full forecast refresh running beside it: three phases
-/// at the same rate — before the refresh, during it, after it — each on a topic trimmed of what
-/// was consumed, before the phase and every second during it. (The test broker lists every stored batch of a partition on each
-/// fetch, so its cost grows with the partition: untrimmed, a later phase — and the later part of
-/// each — is slower for that alone. The phase after the refresh shows what drift is left.)
+/// Inventory's desync with and without a full forecast refresh running beside it, in rounds of
+/// three phases at the same rate — before the refresh, during it, after it (`desync_phase`).
 #[derive(Debug, Serialize)]
 pub struct Isolation {
     /// Series each refresh forecast.
@@ -452,8 +449,8 @@ pub async fn run(base: Config, args: &InventoryBenchArgs) -> anyhow::Result<()> 
         let phase = PhaseContext { cfg: &cfg, args, engine: &engine, sink: &sink, bus: &bus, store: &store, pg: &pg };
         let all_rounds = async {
             let (mut rounds, mut buckets) = (Vec::new(), Vec::new());
-            for round in 1..=args.forecast_rounds.max(1) {
-                eprintln!("isolation: round {round} of {}", args.forecast_rounds.max(1));
+            for round in 1..=args.forecast_rounds {
+                eprintln!("isolation: round {round} of {}", args.forecast_rounds);
                 rounds.push(isolation(&phase, &mut sim, &run, &mut buckets).await?);
             }
             anyhow::Ok(rounds)
