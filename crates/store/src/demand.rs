@@ -173,11 +173,29 @@ pub fn touched_series<'a>(rows: impl IntoIterator<Item = &'a StagedRow>) -> Vec<
     series
 }
 
-/// A series' rollup and receipts as [`DemandStore::histories`] reads them.
+/// What a forecast reads of one day of a series' rollup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SalesDay {
+    /// Business day.
+    pub day: i32,
+    /// Units sold.
+    pub sold: i64,
+    /// Units sold on promotion.
+    pub promo_sold: i64,
+}
+
+impl From<&DailyRow> for SalesDay {
+    fn from(row: &DailyRow) -> Self {
+        Self { day: row.day, sold: row.sold, promo_sold: row.promo_sold }
+    }
+}
+
+/// A series' sales and receipts as [`DemandStore::histories`] reads them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
-    /// The rollup, oldest day first.
-    pub daily: Vec<DailyRow>,
+    /// The days of the rollup, oldest first: only what a forecast reads of them (two years
+    /// of days per series per refresh; the other columns were half of the read's time).
+    pub daily: Vec<SalesDay>,
     /// Receipts: `(business day, lead time in days)`, oldest first.
     pub supplies: Vec<(i32, i32)>,
 }

@@ -10,7 +10,7 @@ use super::ledger::{PostgresDocuments, store_processed};
 use super::{backend, i64_of, store_offsets};
 use crate::StoreError;
 use crate::demand::{
-    DailyRow, DemandEffects, DemandStore, History, LocationRow, ParkedRow, SkuRow, StagedRow, Unparked,
+    DailyRow, DemandEffects, DemandStore, History, LocationRow, ParkedRow, SalesDay, SkuRow, StagedRow, Unparked,
 };
 use crate::ledger::{Flush, Journal};
 
@@ -394,13 +394,13 @@ impl DemandStore for PostgresDocuments {
         self.store.count(2);
         let (skus, locations): (Vec<String>, Vec<String>) = series.iter().cloned().unzip();
         // Rows name their series by its place in the batch (`WITH ORDINALITY`), not by SKU and
-        // location: two strings fewer to send and decode per row of two years' days.
-        let daily = sqlx::query(
-            "SELECT s.n, d.business_day - date '1970-01-01', d.sold, d.returned, d.received,
-                    d.revenue, d.promo_sold, d.events
+        // location: two strings fewer to send and decode per row of two years' days. Only the
+        // columns a forecast reads, in no order: each series' rows are sorted here, where they
+        // arrive nearly sorted (the server's sort and the other columns were ~40 % of its time).
+        let daily: Vec<(i64, i32, i64, i64)> = sqlx::query_as(
+            "SELECT s.n, d.business_day - date '1970-01-01', d.sold, d.promo_sold
              FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS s(sku, location, n)
-             JOIN demand_daily d USING (sku, location)
-             ORDER BY s.n, d.business_day",
+             JOIN demand_daily d USING (sku, location)",
         )
         .bind(&skus)
         .bind(&locations)
@@ -422,23 +422,13 @@ impl DemandStore for PostgresDocuments {
         let mut out: Vec<History> = series.iter().map(|_| History::default()).collect();
         // 1-based place in the batch → the series' history.
         let at = |n: i64| usize::try_from(n - 1).unwrap_or(usize::MAX);
-        let read = |r: &sqlx::postgres::PgRow| -> Result<(i64, DailyRow), sqlx::Error> {
-            let row = DailyRow {
-                day: r.try_get(1)?,
-                sold: r.try_get(2)?,
-                returned: r.try_get(3)?,
-                received: r.try_get(4)?,
-                revenue: r.try_get(5)?,
-                promo_sold: r.try_get(6)?,
-                events: r.try_get(7)?,
-            };
-            Ok((r.try_get(0)?, row))
-        };
-        for r in &daily {
-            let (n, row) = read(r).map_err(backend("reading demand series"))?;
+        for (n, day, sold, promo_sold) in daily {
             if let Some(h) = out.get_mut(at(n)) {
-                h.daily.push(row);
+                h.daily.push(SalesDay { day, sold, promo_sold });
             }
+        }
+        for h in &mut out {
+            h.daily.sort_unstable_by_key(|d| d.day);
         }
         for (n, day, lead) in supplies {
             if let Some(h) = out.get_mut(at(n)) {
@@ -472,10 +462,24 @@ impl DemandStore for PostgresDocuments {
 
     async fn series(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.store.count(1);
-        sqlx::query_as("SELECT DISTINCT sku, location FROM demand_daily ORDER BY sku, location")
-            .fetch_all(&self.store.pool)
-            .await
-            .map_err(backend("listing demand series"))
+        // A skip scan: one descent of the series index per series, instead of `DISTINCT` over
+        // every day of every series (two years of days each) — 5x less at 3,000 series, and
+        // the gap grows with history. Every run of every instance lists the series.
+        sqlx::query_as(
+            "WITH RECURSIVE series AS (
+                 (SELECT sku, location FROM demand_daily ORDER BY sku, location LIMIT 1)
+                 UNION ALL
+                 SELECT next.sku, next.location FROM series, LATERAL (
+                     SELECT d.sku, d.location FROM demand_daily d
+                     WHERE (d.sku, d.location) > (series.sku, series.location)
+                     ORDER BY d.sku, d.location LIMIT 1
+                 ) next
+             )
+             SELECT sku, location FROM series",
+        )
+        .fetch_all(&self.store.pool)
+        .await
+        .map_err(backend("listing demand series"))
     }
 
     async fn ensure_partitions(&self, from_day: i32, to_day: i32) -> Result<Vec<String>, StoreError> {

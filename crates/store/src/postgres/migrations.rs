@@ -305,6 +305,21 @@ pub(super) const MIGRATIONS: &[Migration] = &[
                 WHERE kind = 'supply' AND lead_time_days IS NOT NULL",
         }]),
     },
+    Migration {
+        version: 8,
+        name: "ledger bodies compressed with lz4 where the server has it",
+        // A forecast document is ~5 kB of JSON, over the 2 kB at which PostgreSQL compresses
+        // a value. pglz took half of the write's time (330 ms against 180 ms per 3,000 bodies
+        // with lz4); the forecast writes these on the primary the main contour writes on.
+        // Only new values are compressed with lz4 (no rewrite); both read back alike. A
+        // server built without lz4 keeps pglz.
+        change: Change::Statements(&["DO $$ BEGIN
+                ALTER TABLE ledger_documents ALTER COLUMN body SET COMPRESSION lz4;
+                ALTER TABLE ledger_appended ALTER COLUMN body SET COMPRESSION lz4;
+            EXCEPTION WHEN feature_not_supported THEN
+                RAISE NOTICE 'this PostgreSQL has no lz4: ledger bodies stay compressed with pglz';
+            END $$"]),
+    },
 ];
 
 /// Any fixed number identifies tally's migration lock among the database's advisory locks.

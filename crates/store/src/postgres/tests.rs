@@ -246,3 +246,59 @@ async fn postgres_demand_staging_passes_the_demand_conformance_suite() {
 async fn postgres_demand_event_partitions_are_made_ahead_and_on_demand() {
     conformance::event_partitions_are_made_ahead_and_on_demand(testing::store().await.documents("forecast")).await;
 }
+
+#[tokio::test]
+async fn the_series_listing_names_each_series_once_in_order() {
+    use crate::demand::DemandStore;
+    let store = testing::store().await;
+    store.migrate().await.expect("migrate");
+    // Series sharing SKUs and locations, some with many days, some with one, and names
+    // that order differently as a pair than one by one ("a" + "b-1" against "a-b" + "1").
+    sqlx::query(
+        "INSERT INTO demand_daily (sku, location, business_day, sold, returned, received, revenue, promo_sold,
+                                   events, updated_at_ms)
+         SELECT s, l, date '2026-01-01' + d, 1, 0, 0, 1.0, 0, 1, 0
+         FROM unnest(ARRAY['a', 'a', 'a-b', 'milk', 'milk', 'z'], ARRAY['b-1', 'c', '1', 'berlin', 'paris', 'c'],
+                     ARRAY[40, 1, 3, 730, 1, 2]) AS x(s, l, days),
+              generate_series(0, days - 1) AS d",
+    )
+    .execute(&store.pool)
+    .await
+    .expect("days");
+    let expected: Vec<(String, String)> =
+        sqlx::query_as("SELECT DISTINCT sku, location FROM demand_daily ORDER BY sku, location")
+            .fetch_all(&store.pool)
+            .await
+            .expect("distinct");
+    assert_eq!(expected.len(), 6);
+    assert_eq!(store.documents("forecast").series().await.expect("series"), expected);
+}
+
+#[tokio::test]
+async fn large_ledger_bodies_are_compressed_with_lz4() {
+    use crate::ledger::{AppendedRow, Document, DocumentStore, Documents, Flush};
+    let store = testing::store().await;
+    store.migrate().await.expect("migrate");
+    // Past the 2 kB at which PostgreSQL compresses a value, and compressible, like a forecast.
+    let body = serde_json::to_string(&vec![12.345_678_9_f64; 600]).expect("json");
+    let mut effects = Documents::default();
+    effects.put("forecast/a".to_owned(), Document { version: 1, body: body.clone() });
+    effects.appended.push(AppendedRow { id: "run/a".into(), key: "run".into(), body: body.clone() });
+    Journal::<Documents>::flush(
+        &store.documents("forecast"),
+        &[Flush { effects, processed: Vec::new(), offsets: Vec::new() }],
+    )
+    .await
+    .expect("flush");
+    for table in ["ledger_documents", "ledger_appended"] {
+        let (method, stored): (Option<String>, i32) =
+            sqlx::query_as(&format!("SELECT pg_column_compression(body), pg_column_size(body) FROM {table}"))
+                .fetch_one(&store.pool)
+                .await
+                .expect(table);
+        assert_eq!(method.as_deref(), Some("lz4"), "{table}");
+        assert!(stored < body.len() as i32 / 4, "{table}: {stored} bytes stored for {}", body.len());
+    }
+    let read = store.documents("forecast").documents(vec!["forecast/a".into()]).await.expect("read");
+    assert_eq!(serde_json::from_str::<Vec<f64>>(&read[0].2).expect("json"), vec![12.345_678_9; 600]);
+}

@@ -11,7 +11,7 @@ use super::ledger::{PROCESSED_TABLE, SqliteDocuments, processed_rows};
 use super::{OFFSETS_TABLE, int, offset_rows, text};
 use crate::StoreError;
 use crate::demand::{
-    DailyRow, DemandEffects, DemandStore, History, LocationRow, ParkedRow, SkuRow, StagedRow, Unparked,
+    DailyRow, DemandEffects, DemandStore, History, LocationRow, ParkedRow, SalesDay, SkuRow, StagedRow, Unparked,
 };
 use crate::ledger::{Flush, Journal};
 
@@ -344,7 +344,8 @@ impl DemandStore for SqliteDocuments {
                 series
                     .iter()
                     .map(|(sku, location)| {
-                        Ok(History { daily: read_daily(c, sku, location)?, supplies: read_supplies(c, sku, location)? })
+                        let daily = read_daily(c, sku, location)?.iter().map(SalesDay::from).collect();
+                        Ok(History { daily, supplies: read_supplies(c, sku, location)? })
                     })
                     .collect()
             })
